@@ -1,0 +1,1 @@
+SELECT count(*), min(enqueued_at) FROM queue

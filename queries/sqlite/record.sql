@@ -1,0 +1,15 @@
+-- ?1: JSON array of {id, status, at, attempts, error}. A delivered or archived message never
+-- goes back to an unfinished status: that would be a stale worker whose lease ran out.
+UPDATE messages AS m
+SET status = t.status,
+    updated_at = t.at,
+    attempts = coalesce(t.attempts, m.attempts),
+    last_error = coalesce(t.error, m.last_error)
+FROM (
+    SELECT value ->> 'id' AS id, value ->> 'status' AS status, value ->> 'at' AS at,
+           value ->> 'attempts' AS attempts, value ->> 'error' AS error
+    FROM json_each(?1)
+) AS t
+WHERE m.id = t.id
+  AND NOT (m.status IN ('delivered', 'archived') AND t.status NOT IN ('delivered', 'archived'))
+RETURNING id

@@ -1,0 +1,37 @@
+//! `POST /api/email`: the compatibility contract of the reference API service.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::json;
+
+use super::{ApiError, AppState, JsonBody, authenticate, bearer};
+use crate::message::{CompatEmail, Content, Message};
+use crate::store::{Acceptance, Accepted};
+
+/// Authenticates (token in the body, or a Bearer header), validates the four fields, and answers
+/// 202 with the message id once the message is committed.
+pub async fn post_email(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let (token, fields) = CompatEmail::parse(&body.value)?;
+    authenticate(&state, token.as_deref().or_else(|| bearer(&headers))).await?;
+    let email = fields.validate()?;
+    let message = Message::new(Content::Compat(email));
+    let id = message.id;
+    let accepted = state
+        .intake
+        .accept(Acceptance {
+            messages: vec![message],
+            idempotency: None,
+        })
+        .await?;
+    debug_assert_eq!(accepted, Accepted::Inserted);
+    metrics::counter!("mailroom_messages_accepted_total", "api" => "compat").increment(1);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"message_id": id, "status": "queued"})),
+    ))
+}

@@ -1,0 +1,307 @@
+//! The native API: `POST /v1/messages`, `POST /v1/messages/batch`, `GET /v1/messages[/{id}]`.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::{ApiError, AppState, JsonBody, authenticate, bearer};
+use crate::message::{Content, FieldError, Message, NativeEmail, Status};
+use crate::store::{Acceptance, Accepted, IdempotencyRecord, ListFilter, Record};
+
+/// Most messages in one batch request.
+pub const MAX_BATCH: usize = 100;
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    authenticate(&state, bearer(&headers)).await?;
+    let key = idempotency_key(&headers)?;
+    let hash = request_hash("/v1/messages", &body.bytes);
+    if let Some(replay) = replay(&state, key.as_deref(), &hash).await? {
+        return Ok(replay);
+    }
+    let email = NativeEmail::parse(body.value, "", state.default_from.as_ref())?;
+    let message = Message::new(Content::Native(email));
+    let response = json!({"message_id": message.id, "status": "queued"});
+    accept(
+        &state,
+        vec![message],
+        key,
+        hash,
+        StatusCode::ACCEPTED,
+        response,
+        1,
+    )
+    .await
+}
+
+pub async fn create_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    authenticate(&state, bearer(&headers)).await?;
+    let key = idempotency_key(&headers)?;
+    let hash = request_hash("/v1/messages/batch", &body.bytes);
+    if let Some(replay) = replay(&state, key.as_deref(), &hash).await? {
+        return Ok(replay);
+    }
+    let Value::Object(mut obj) = body.value else {
+        return Err(FieldError::new("body", "must be an object {\"messages\": [...]}").into());
+    };
+    let entries = match obj.remove("messages") {
+        Some(Value::Array(a)) => a,
+        None => return Err(FieldError::new("messages", "is required").into()),
+        Some(_) => return Err(FieldError::new("messages", "must be an array").into()),
+    };
+    if entries.is_empty() {
+        return Err(FieldError::new("messages", "must not be empty").into());
+    }
+    if entries.len() > MAX_BATCH {
+        return Err(FieldError::new(
+            "messages",
+            format!(
+                "{} messages; the limit is {MAX_BATCH} per batch",
+                entries.len()
+            ),
+        )
+        .into());
+    }
+    let mut messages = Vec::new();
+    let mut results = Vec::new();
+    for (i, entry) in entries.into_iter().enumerate() {
+        match NativeEmail::parse(
+            entry,
+            &format!("messages[{i}]."),
+            state.default_from.as_ref(),
+        ) {
+            Ok(email) => {
+                let m = Message::new(Content::Native(email));
+                results.push(json!({"index": i, "message_id": m.id, "status": "queued"}));
+                messages.push(m);
+            }
+            Err(e) => {
+                results.push(json!({"index": i, "error": ApiError::Invalid(e).body()["error"]}))
+            }
+        }
+    }
+    let accepted = messages.len();
+    let status = if accepted == 0 {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let response =
+        json!({"accepted": accepted, "rejected": results.len() - accepted, "results": results});
+    if accepted == 0 {
+        return Ok((status, Json(response)).into_response());
+    }
+    accept(
+        &state,
+        messages,
+        key,
+        hash,
+        status,
+        response,
+        accepted as u64,
+    )
+    .await
+}
+
+async fn accept(
+    state: &AppState,
+    messages: Vec<Message>,
+    key: Option<String>,
+    hash: String,
+    status: StatusCode,
+    response: Value,
+    count: u64,
+) -> Result<Response, ApiError> {
+    let idempotency = key.map(|key| IdempotencyRecord {
+        key,
+        request_hash: hash.clone(),
+        status: status.as_u16(),
+        response: response.to_string(),
+    });
+    match state
+        .intake
+        .accept(Acceptance {
+            messages,
+            idempotency,
+        })
+        .await?
+    {
+        Accepted::Inserted => {
+            metrics::counter!("mailroom_messages_accepted_total", "api" => "native")
+                .increment(count);
+            Ok((status, Json(response)).into_response())
+        }
+        // The same key was claimed concurrently: answer as the first request was answered.
+        Accepted::Replay(first) => replayed(first, &hash),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .filter(|k| {
+            !k.is_empty()
+                && k.len() <= MAX_IDEMPOTENCY_KEY
+                && k.bytes().all(|b| (0x21..=0x7e).contains(&b))
+        })
+        .ok_or_else(|| {
+            FieldError::new(
+                "Idempotency-Key",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"),
+            )
+        })?;
+    Ok(Some(key.to_string()))
+}
+
+fn request_hash(route: &str, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(route.as_bytes());
+    h.update([0]);
+    h.update(body);
+    hex::encode(h.finalize())
+}
+
+async fn replay(
+    state: &AppState,
+    key: Option<&str>,
+    hash: &str,
+) -> Result<Option<Response>, ApiError> {
+    let Some(key) = key else { return Ok(None) };
+    match state
+        .intake
+        .store
+        .idempotency(key, state.idempotency_ttl)
+        .await?
+    {
+        Some(first) => replayed(first, hash).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn replayed(first: IdempotencyRecord, hash: &str) -> Result<Response, ApiError> {
+    if first.request_hash != hash {
+        return Err(ApiError::IdempotencyMismatch);
+    }
+    let status = StatusCode::from_u16(first.status).unwrap_or(StatusCode::ACCEPTED);
+    let body: Value = serde_json::from_str(&first.response)
+        .map_err(|e| ApiError::Internal(format!("stored idempotent response: {e}")))?;
+    let mut response = (status, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    Ok(response)
+}
+
+pub fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| FieldError::new("id", "is not a message id (a UUID)").into())
+}
+
+/// A message as the API shows it.
+pub fn summary(r: &Record) -> Value {
+    let m = &r.message;
+    let mut v = json!({
+        "id": m.id,
+        "status": r.status,
+        "api": m.api(),
+        "accepted_at": m.accepted_at,
+        "updated_at": r.updated_at,
+        "attempts": r.attempts,
+        "subject": m.subject(),
+        "sender": m.sender(),
+        "archive_key": m.archive_key(),
+    });
+    if let Some(e) = &r.last_error {
+        v["last_error"] = json!(e);
+    }
+    if !m.tags().is_empty() {
+        v["tags"] = json!(m.tags());
+    }
+    v
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authenticate(&state, bearer(&headers)).await?;
+    let id = parse_id(&id)?;
+    let store = &state.intake.store;
+    let record = store
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no message with id {id}")))?;
+    let mut v = summary(&record);
+    v["events"] = json!(store.events(id).await?);
+    Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+/// Parses `status`, `limit` (1 to 500, default 50) and `before` (a message id).
+pub fn list_filter(q: ListQuery, status: Option<Status>) -> Result<ListFilter, ApiError> {
+    let status = match (status, q.status.as_deref()) {
+        (Some(s), _) => Some(s),
+        (None, None | Some("")) => None,
+        (None, Some(s)) => Some(s.parse::<Status>()?),
+    };
+    let limit = match q.limit.as_deref() {
+        None | Some("") => 50,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=500).contains(n))
+            .ok_or_else(|| FieldError::new("limit", "must be a whole number from 1 to 500"))?,
+    };
+    let before = match q.before.as_deref() {
+        None | Some("") => None,
+        Some(b) => Some(
+            Uuid::parse_str(b).map_err(|_| FieldError::new("before", "must be a message id"))?,
+        ),
+    };
+    Ok(ListFilter {
+        status,
+        before,
+        limit,
+    })
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    authenticate(&state, bearer(&headers)).await?;
+    let filter = list_filter(q, None)?;
+    let limit = filter.limit as usize;
+    let records = state.intake.store.list(filter).await?;
+    let next = (records.len() == limit)
+        .then(|| records.last().map(|r| r.message.id))
+        .flatten();
+    Ok(Json(json!({
+        "messages": records.iter().map(summary).collect::<Vec<_>>(),
+        "next_before": next,
+    })))
+}

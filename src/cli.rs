@@ -1,0 +1,465 @@
+//! The `mailroom` command line.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use object_store::ObjectStoreExt;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
+
+use crate::config::Settings;
+use crate::message::{CompatEmail, Content, Message, NativeEmail, Status};
+use crate::startup::{Application, Backends, Roles, shutdown_on_signals};
+use crate::store::{Acceptance, ListFilter};
+use crate::telemetry;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mailroom",
+    version,
+    about = "Reliable outbound email: accept, queue, deliver at a global rate, archive, retry, dead-letter."
+)]
+pub struct Cli {
+    /// A TOML file with settings (environment variables override it).
+    #[arg(long, env = "CONFIG_FILE", global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the HTTP API and the worker in one process.
+    Serve,
+    /// Run only the HTTP API.
+    Api,
+    /// Run only the worker.
+    Worker,
+    /// Queue one message, or every line of a JSONL file.
+    Send(SendArgs),
+    /// Show a message's status and history.
+    Status { id: Uuid },
+    /// Inspect and redrive dead letters.
+    #[command(subcommand)]
+    DeadLetters(DeadLetters),
+    /// Check the configuration and reach every configured backend.
+    Check,
+    /// Print the effective settings, secrets redacted.
+    Config,
+    /// Create or update the database schema.
+    Migrate,
+    /// Exit 0 if the local server answers /health (for container health checks).
+    Healthcheck {
+        /// Address to probe; defaults to 127.0.0.1:$PORT.
+        #[arg(long)]
+        addr: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeadLetters {
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Put dead letters back in the queue.
+    Redrive {
+        ids: Vec<Uuid>,
+        /// Redrive every dead letter.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// A JSONL file: one native message per line (the body of POST /v1/messages), or a compat
+    /// body ({"data": {...}}). `-` reads standard input.
+    #[arg(long, conflicts_with_all = ["to", "subject", "text", "html"])]
+    pub file: Option<PathBuf>,
+    #[arg(long)]
+    pub from: Option<String>,
+    #[arg(long)]
+    pub to: Vec<String>,
+    #[arg(long)]
+    pub subject: Option<String>,
+    #[arg(long)]
+    pub text: Option<String>,
+    #[arg(long)]
+    pub html: Option<String>,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    telemetry::init_logs(settings.log_json);
+    match cli.command {
+        Command::Serve => {
+            serve(
+                settings,
+                Roles {
+                    api: true,
+                    worker: true,
+                },
+            )
+            .await
+        }
+        Command::Api => {
+            serve(
+                settings,
+                Roles {
+                    api: true,
+                    worker: false,
+                },
+            )
+            .await
+        }
+        Command::Worker => {
+            serve(
+                settings,
+                Roles {
+                    api: false,
+                    worker: true,
+                },
+            )
+            .await
+        }
+        Command::Send(args) => send(settings, args).await,
+        Command::Status { id } => status(settings, id).await,
+        Command::DeadLetters(cmd) => dead_letters(settings, cmd).await,
+        Command::Check => check(settings).await,
+        Command::Config => {
+            print!(
+                "{}",
+                toml::to_string(&settings.raw).context("Failed to render the settings")?
+            );
+            Ok(())
+        }
+        Command::Migrate => {
+            let url = settings.database_url.expose_secret().to_string();
+            Backends::build(settings).await?;
+            println!(
+                "Schema is up to date ({}).",
+                url.split(':').next().unwrap_or("database")
+            );
+            Ok(())
+        }
+        Command::Healthcheck { addr } => {
+            healthcheck(addr.unwrap_or_else(|| format!("127.0.0.1:{}", settings.http_addr.port())))
+                .await
+        }
+    }
+}
+
+async fn serve(settings: Settings, roles: Roles) -> anyhow::Result<()> {
+    let app = Application::build(settings, roles).await?;
+    if let Some(addr) = app.local_addr() {
+        let s = &app.backends().settings;
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            addr.ip().to_string()
+        };
+        let url = format!("http://{host}:{}", addr.port());
+        println!("mailroom is listening on {url}");
+        match &app.generated_token {
+            Some(token) => {
+                println!(
+                    "A new API token was made and saved in {}:",
+                    s.data_dir.join("token").display()
+                );
+                println!("  {}", token.expose_secret());
+                println!("Try it:");
+                println!(
+                    "  curl -s -X POST {url}/api/email -H 'Content-Type: application/json' \\\n    -d '{{\"data\": {{\"email_subject\": \"Hello\", \"email_sender\": \"John doe\", \"email_timestream\": \"{}\", \"email_content\": \"It works.\"}}, \"token\": \"{}\"}}'",
+                    chrono::Utc::now().timestamp(),
+                    token.expose_secret()
+                );
+            }
+            None if matches!(s.token, crate::config::TokenSettings::Generated(_)) => {
+                println!("API token: in {}", s.data_dir.join("token").display());
+            }
+            None => {}
+        }
+        let _ = std::io::stdout().flush();
+    }
+    app.run_until_stopped(shutdown_on_signals()).await
+}
+
+/// Parses one JSONL line: a native message, or a compat body.
+fn parse_line(value: Value, backends: &Backends) -> Result<Message, String> {
+    if value.get("data").is_some() {
+        let (_, fields) = CompatEmail::parse(&value).map_err(|e| e.to_string())?;
+        return Ok(Message::new(Content::Compat(
+            fields.validate().map_err(|e| e.to_string())?,
+        )));
+    }
+    let email = NativeEmail::parse(value, "", backends.settings.default_from.as_ref())
+        .map_err(|e| e.to_string())?;
+    Ok(Message::new(Content::Native(email)))
+}
+
+async fn send(settings: Settings, args: SendArgs) -> anyhow::Result<()> {
+    let backends = Backends::build(settings).await?;
+    let Some(path) = args.file else {
+        let value = json!({
+            "from": args.from, "to": args.to, "subject": args.subject.unwrap_or_default(),
+            "text": args.text, "html": args.html,
+        });
+        let value = strip_nulls(value);
+        let message =
+            parse_line(value, &backends).map_err(|e| anyhow::anyhow!("Invalid message: {e}"))?;
+        let id = message.id;
+        backends
+            .intake
+            .accept(Acceptance {
+                messages: vec![message],
+                idempotency: None,
+            })
+            .await?;
+        println!("{id}");
+        return Ok(());
+    };
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(&path)
+                .with_context(|| format!("Failed to open {}", path.display()))?,
+        ))
+    };
+    let lines: Vec<String> = reader
+        .lines()
+        .collect::<Result<_, _>>()
+        .context("Failed to read the file")?;
+    let bar = ProgressBar::new(lines.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} queued ({per_sec}, eta {eta})")
+            .expect("the template is valid"),
+    );
+    let (mut accepted, mut rejected) = (0u64, 0u64);
+    let mut chunk = Vec::new();
+    for (n, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            bar.inc(1);
+            continue;
+        }
+        let parsed = serde_json::from_str::<Value>(line)
+            .map_err(|e| e.to_string())
+            .and_then(|v| parse_line(v, &backends));
+        match parsed {
+            Ok(m) => chunk.push(m),
+            Err(e) => {
+                rejected += 1;
+                bar.suspend(|| eprintln!("line {}: {e}", n + 1));
+                bar.inc(1);
+            }
+        }
+        if chunk.len() == 100 || (n + 1 == lines.len() && !chunk.is_empty()) {
+            let k = chunk.len() as u64;
+            backends
+                .intake
+                .accept(Acceptance {
+                    messages: std::mem::take(&mut chunk),
+                    idempotency: None,
+                })
+                .await
+                .with_context(|| format!("Failed to queue the messages before line {}", n + 2))?;
+            accepted += k;
+            bar.inc(k);
+        }
+    }
+    bar.finish();
+    println!("{accepted} queued, {rejected} rejected");
+    if rejected > 0 {
+        bail!("{rejected} line(s) were rejected");
+    }
+    Ok(())
+}
+
+fn strip_nulls(value: Value) -> Value {
+    match value {
+        Value::Object(m) => Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect()),
+        v => v,
+    }
+}
+
+async fn status(settings: Settings, id: Uuid) -> anyhow::Result<()> {
+    let backends = Backends::build(settings).await?;
+    let record = backends
+        .store
+        .get(id)
+        .await?
+        .with_context(|| format!("No message with id {id}"))?;
+    let events = backends.store.events(id).await?;
+    let out = json!({
+        "id": id, "status": record.status, "attempts": record.attempts,
+        "last_error": record.last_error, "subject": record.message.subject(),
+        "archive_key": record.message.archive_key(), "events": events,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+async fn dead_letters(settings: Settings, cmd: DeadLetters) -> anyhow::Result<()> {
+    let backends = Backends::build(settings).await?;
+    match cmd {
+        DeadLetters::List { limit } => {
+            let records = backends
+                .store
+                .list(ListFilter {
+                    status: Some(Status::Dead),
+                    before: None,
+                    limit,
+                })
+                .await?;
+            for r in &records {
+                println!(
+                    "{}  {}  attempts={}  {}",
+                    r.message.id,
+                    r.updated_at.to_rfc3339(),
+                    r.attempts,
+                    r.last_error.as_deref().unwrap_or("")
+                );
+            }
+            eprintln!("{} dead letter(s)", records.len());
+        }
+        DeadLetters::Redrive { ids, all } => {
+            let ids = if all {
+                let mut ids = Vec::new();
+                let mut before = None;
+                loop {
+                    let page = backends
+                        .store
+                        .list(ListFilter {
+                            status: Some(Status::Dead),
+                            before,
+                            limit: 500,
+                        })
+                        .await?;
+                    before = page.last().map(|r| r.message.id);
+                    ids.extend(page.iter().map(|r| r.message.id));
+                    if page.len() < 500 {
+                        break;
+                    }
+                }
+                ids
+            } else {
+                ids
+            };
+            if ids.is_empty() {
+                bail!("Name dead letter ids to redrive, or pass --all");
+            }
+            for id in &ids {
+                backends
+                    .intake
+                    .redrive(*id)
+                    .await
+                    .with_context(|| format!("Failed to redrive {id}"))?;
+                println!("{id} redriven");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn check(settings: Settings) -> anyhow::Result<()> {
+    let mut failed = 0;
+    let mut report = |name: &str, result: Result<String, String>| match result {
+        Ok(detail) => println!("ok    {name}: {detail}"),
+        Err(e) => {
+            failed += 1;
+            println!("FAIL  {name}: {e}");
+        }
+    };
+    report("config", Ok("settings are valid".into()));
+    report(
+        "token",
+        crate::startup::token(&settings)
+            .map(|_| "configured".into())
+            .map_err(|e| format!("{e:#}")),
+    );
+    let backends = match Backends::build(settings).await {
+        Ok(b) => b,
+        Err(e) => {
+            report("backends", Err(format!("{e:#}")));
+            bail!("{failed} check(s) failed");
+        }
+    };
+    report(
+        "store",
+        backends
+            .store
+            .ping()
+            .await
+            .map(|_| "reachable".into())
+            .map_err(|e| e.to_string()),
+    );
+    report(
+        "queue",
+        backends
+            .queue
+            .depth()
+            .await
+            .map(|d| {
+                format!(
+                    "{} reachable, {} message(s) waiting",
+                    backends.queue.name(),
+                    d.messages
+                )
+            })
+            .map_err(|e| e.to_string()),
+    );
+    report(
+        "delivery",
+        backends
+            .delivery
+            .check()
+            .await
+            .map(|_| format!("{} reachable", backends.delivery.name()))
+            .map_err(|e| e.to_string()),
+    );
+    if let Some(archive) = &backends.archive {
+        let probe = object_store::path::Path::from(".mailroom-check");
+        let store = archive.object_store();
+        let result = async {
+            store.put(&probe, "check".into()).await?;
+            store.delete(&probe).await
+        }
+        .await;
+        report(
+            "archive",
+            result.map(|_| "writable".into()).map_err(|e| e.to_string()),
+        );
+    } else {
+        report("archive", Ok("off".into()));
+    }
+    if failed > 0 {
+        bail!("{failed} check(s) failed");
+    }
+    Ok(())
+}
+
+/// A plain HTTP/1.0 GET, so the container image needs no curl and the binary no HTTP client.
+async fn healthcheck(addr: String) -> anyhow::Result<()> {
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await?;
+        stream
+            .write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    };
+    let head = tokio::time::timeout(std::time::Duration::from_secs(3), probe)
+        .await
+        .context("Health check timed out")?
+        .with_context(|| format!("Health check could not reach {addr}"))?;
+    if &head[9..12] != b"200" {
+        bail!("Health check answered {}", String::from_utf8_lossy(&head));
+    }
+    Ok(())
+}

@@ -1,0 +1,651 @@
+//! Settings: defaults, then an optional TOML file, then environment variables, turned into typed
+//! [`Settings`] once. A bad value stops start-up with a sentence naming the variable and what it
+//! accepts.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// Every environment variable mailroom reads. Deployment files are checked against this list.
+pub const ENV_VARS: &[&str] = &[
+    "PORT",
+    "BIND_ADDRESS",
+    "METRICS_PORT",
+    "DATA_DIR",
+    "API_TOKEN",
+    "API_TOKEN_FILE",
+    "SSM_TOKEN_PARAMETER",
+    "DATABASE_URL",
+    "QUEUE_BACKEND",
+    "SQS_QUEUE_URL",
+    "SQS_DLQ_URL",
+    "SQS_POLL_INTERVAL",
+    "VISIBILITY_TIMEOUT_SECS",
+    "KAFKA_BROKERS",
+    "KAFKA_TOPIC",
+    "KAFKA_GROUP_ID",
+    "DELIVERY",
+    "SMTP_URL",
+    "SMTP_TIMEOUT_SECS",
+    "ARCHIVE_URL",
+    "S3_BUCKET_NAME",
+    "SEND_RATE_PER_SECOND",
+    "SEND_BURST",
+    "REDIS_URL",
+    "MAX_ATTEMPTS",
+    "RETRY_BASE_MS",
+    "RETRY_MAX_MS",
+    "WORKER_CONCURRENCY",
+    "POLL_INTERVAL_MS",
+    "MAX_BODY_BYTES",
+    "SHUTDOWN_GRACE_SECS",
+    "COMPAT_RECIPIENT",
+    "DEFAULT_FROM",
+    "LOG_FORMAT",
+    "INSTANCE_ID",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+];
+
+/// Variables read outside [`RawConfig`]: the config file's own location and the log filter.
+pub const OTHER_ENV_VARS: &[&str] = &["CONFIG_FILE", "RUST_LOG"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("Invalid setting {var}={value:?}: {accepted}.")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        accepted: String,
+    },
+    #[error("Setting {var} is required {why}.")]
+    Missing {
+        var: &'static str,
+        why: &'static str,
+    },
+    #[error("{0}")]
+    Source(String),
+}
+
+impl ConfigError {
+    fn invalid(var: &'static str, value: impl ToString, accepted: impl Into<String>) -> Self {
+        Self::Invalid {
+            var,
+            value: value.to_string(),
+            accepted: accepted.into(),
+        }
+    }
+}
+
+/// The settings as written by the user: every field has the name of its variable, lower-cased.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RawConfig {
+    pub port: u16,
+    pub bind_address: String,
+    pub metrics_port: Option<u16>,
+    pub data_dir: PathBuf,
+    #[serde(serialize_with = "redact")]
+    pub api_token: Option<SecretString>,
+    pub api_token_file: Option<PathBuf>,
+    pub ssm_token_parameter: Option<String>,
+    #[serde(serialize_with = "redact")]
+    pub database_url: Option<SecretString>,
+    pub queue_backend: Option<String>,
+    pub sqs_queue_url: Option<String>,
+    pub sqs_dlq_url: Option<String>,
+    pub sqs_poll_interval: Option<u64>,
+    pub visibility_timeout_secs: u64,
+    pub kafka_brokers: Option<String>,
+    pub kafka_topic: Option<String>,
+    pub kafka_group_id: Option<String>,
+    pub delivery: String,
+    #[serde(serialize_with = "redact")]
+    pub smtp_url: Option<SecretString>,
+    pub smtp_timeout_secs: u64,
+    pub archive_url: Option<String>,
+    pub s3_bucket_name: Option<String>,
+    pub send_rate_per_second: f64,
+    pub send_burst: u32,
+    #[serde(serialize_with = "redact")]
+    pub redis_url: Option<SecretString>,
+    pub max_attempts: u32,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    pub worker_concurrency: usize,
+    pub poll_interval_ms: u64,
+    pub max_body_bytes: usize,
+    pub shutdown_grace_secs: u64,
+    pub compat_recipient: Option<String>,
+    pub default_from: Option<String>,
+    pub log_format: Option<String>,
+    pub instance_id: Option<String>,
+    pub aws_region: Option<String>,
+    pub aws_endpoint_url: Option<String>,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            port: 8080,
+            bind_address: "127.0.0.1".into(),
+            metrics_port: None,
+            data_dir: PathBuf::from("./mailroom-data"),
+            api_token: None,
+            api_token_file: None,
+            ssm_token_parameter: None,
+            database_url: None,
+            queue_backend: None,
+            sqs_queue_url: None,
+            sqs_dlq_url: None,
+            sqs_poll_interval: None,
+            visibility_timeout_secs: 60,
+            kafka_brokers: None,
+            kafka_topic: None,
+            kafka_group_id: None,
+            delivery: "file".into(),
+            smtp_url: None,
+            smtp_timeout_secs: 30,
+            archive_url: None,
+            s3_bucket_name: None,
+            send_rate_per_second: 7.0,
+            send_burst: 1,
+            redis_url: None,
+            max_attempts: 8,
+            retry_base_ms: 5_000,
+            retry_max_ms: 3_600_000,
+            worker_concurrency: 32,
+            poll_interval_ms: 200,
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace_secs: 25,
+            compat_recipient: None,
+            default_from: None,
+            log_format: None,
+            instance_id: None,
+            aws_region: None,
+            aws_endpoint_url: None,
+        }
+    }
+}
+
+fn redact<S: serde::Serializer>(value: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => s.serialize_some("[redacted]"),
+        None => s.serialize_none(),
+    }
+}
+
+impl RawConfig {
+    /// Reads defaults, then `file` (if any), then the environment.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Source(format!(
+                    "The config file {} does not exist.",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::raw().only(ENV_VARS));
+        figment.extract().map_err(|e| {
+            let var = e
+                .path
+                .last()
+                .map(|k| k.to_uppercase())
+                .unwrap_or_else(|| "a setting".into());
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| m.name.to_string())
+                .unwrap_or_default();
+            ConfigError::Source(format!(
+                "Invalid setting {var} (from {source}): {}.",
+                e.kind
+            ))
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueBackend {
+    Database,
+    Sqs,
+    Kafka,
+}
+
+#[derive(Debug, Clone)]
+pub enum DeliverySettings {
+    /// `.eml` files in `DATA_DIR/outbox`.
+    File {
+        dir: PathBuf,
+    },
+    Smtp {
+        url: SecretString,
+        timeout: Duration,
+    },
+    Ses,
+    None,
+}
+
+impl DeliverySettings {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::File { .. } => "file",
+            Self::Smtp { .. } => "smtp",
+            Self::Ses => "ses",
+            Self::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum TokenSettings {
+    Value(SecretString),
+    File(PathBuf),
+    Ssm(String),
+    /// Made at first start and saved in this file.
+    Generated(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct RetrySettings {
+    pub max_attempts: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+/// The typed settings every part of mailroom is built from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub http_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub token: TokenSettings,
+    pub database_url: SecretString,
+    pub queue: QueueBackend,
+    pub visibility_timeout: Duration,
+    pub delivery: DeliverySettings,
+    /// `None` disables archiving.
+    pub archive_url: Option<url::Url>,
+    /// `None` means no ceiling.
+    pub send_rate_per_second: Option<f64>,
+    pub send_burst: u32,
+    pub retry: RetrySettings,
+    pub worker_concurrency: usize,
+    pub poll_interval: Duration,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub compat_recipient: Option<lettre::message::Mailbox>,
+    pub default_from: Option<lettre::message::Mailbox>,
+    pub log_json: Option<bool>,
+    pub instance_id: Option<String>,
+    pub raw: RawConfig,
+}
+
+impl Settings {
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        RawConfig::load(file)?.into_settings()
+    }
+}
+
+impl RawConfig {
+    /// Checks every value and turns it into its typed form.
+    pub fn into_settings(self) -> Result<Settings, ConfigError> {
+        let ip: IpAddr = self.bind_address.parse().map_err(|_| {
+            ConfigError::invalid(
+                "BIND_ADDRESS",
+                &self.bind_address,
+                "expected an IP address such as 127.0.0.1 or 0.0.0.0",
+            )
+        })?;
+        if self.metrics_port == Some(self.port) && self.port != 0 {
+            return Err(ConfigError::invalid(
+                "METRICS_PORT",
+                self.port,
+                "must differ from PORT (leave it unset to serve /metrics on PORT)",
+            ));
+        }
+        let data_dir = self.data_dir.clone();
+        let token = match (
+            &self.api_token,
+            &self.api_token_file,
+            &self.ssm_token_parameter,
+        ) {
+            (Some(t), None, None) => {
+                if t.expose_secret().trim().len() < 16 {
+                    return Err(ConfigError::invalid(
+                        "API_TOKEN",
+                        "[redacted]",
+                        "must be at least 16 characters",
+                    ));
+                }
+                TokenSettings::Value(t.clone())
+            }
+            (None, Some(f), None) => TokenSettings::File(f.clone()),
+            (None, None, Some(p)) => TokenSettings::Ssm(p.clone()),
+            (None, None, None) => TokenSettings::Generated(data_dir.join("token")),
+            _ => {
+                return Err(ConfigError::Source(
+                    "Set only one of API_TOKEN, API_TOKEN_FILE and SSM_TOKEN_PARAMETER.".into(),
+                ));
+            }
+        };
+        let database_url = self.database_url.clone().unwrap_or_else(|| {
+            SecretString::from(format!(
+                "sqlite://{}",
+                data_dir.join("mailroom.db").display()
+            ))
+        });
+        let db = database_url.expose_secret();
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres:")
+            || db.starts_with("postgresql:"))
+        {
+            return Err(ConfigError::invalid(
+                "DATABASE_URL",
+                "[redacted]",
+                "expected sqlite://PATH or postgres://...",
+            ));
+        }
+        let queue = match self.queue_backend.as_deref() {
+            None if self.sqs_queue_url.is_some() => QueueBackend::Sqs,
+            None | Some("database") => QueueBackend::Database,
+            Some("sqs") => QueueBackend::Sqs,
+            Some("kafka") => QueueBackend::Kafka,
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    "QUEUE_BACKEND",
+                    other,
+                    "expected one of database, sqs, kafka",
+                ));
+            }
+        };
+        if queue == QueueBackend::Sqs && self.sqs_queue_url.is_none() {
+            return Err(ConfigError::Missing {
+                var: "SQS_QUEUE_URL",
+                why: "when QUEUE_BACKEND=sqs",
+            });
+        }
+        if queue == QueueBackend::Kafka && self.kafka_brokers.is_none() {
+            return Err(ConfigError::Missing {
+                var: "KAFKA_BROKERS",
+                why: "when QUEUE_BACKEND=kafka",
+            });
+        }
+        if self.visibility_timeout_secs == 0 || self.visibility_timeout_secs > 43_200 {
+            return Err(ConfigError::invalid(
+                "VISIBILITY_TIMEOUT_SECS",
+                self.visibility_timeout_secs,
+                "expected 1 to 43200 seconds",
+            ));
+        }
+        if self.smtp_timeout_secs == 0 || self.smtp_timeout_secs >= self.visibility_timeout_secs {
+            return Err(ConfigError::invalid(
+                "SMTP_TIMEOUT_SECS",
+                self.smtp_timeout_secs,
+                format!(
+                    "expected at least 1 and less than VISIBILITY_TIMEOUT_SECS ({}), so a slow relay cannot outlive its lease",
+                    self.visibility_timeout_secs
+                ),
+            ));
+        }
+        let delivery = match self.delivery.as_str() {
+            "file" => DeliverySettings::File {
+                dir: data_dir.join("outbox"),
+            },
+            "smtp" => {
+                let url = self.smtp_url.clone().ok_or(ConfigError::Missing {
+                    var: "SMTP_URL",
+                    why: "when DELIVERY=smtp",
+                })?;
+                crate::delivery::smtp::check_url(url.expose_secret())
+                    .map_err(|why| ConfigError::invalid("SMTP_URL", "[redacted]", why))?;
+                DeliverySettings::Smtp {
+                    url,
+                    timeout: Duration::from_secs(self.smtp_timeout_secs),
+                }
+            }
+            "ses" => DeliverySettings::Ses,
+            "none" => DeliverySettings::None,
+            other => {
+                return Err(ConfigError::invalid(
+                    "DELIVERY",
+                    other,
+                    "expected one of file, smtp, ses, none",
+                ));
+            }
+        };
+        let archive_url = match (&self.archive_url, &self.s3_bucket_name) {
+            (Some(u), _) if u == "none" => None,
+            (Some(u), _) => Some(parse_archive_url(u)?),
+            (None, Some(bucket)) => Some(parse_archive_url(&format!("s3://{bucket}"))?),
+            (None, None) => Some(
+                url::Url::from_directory_path(absolute(&data_dir.join("archive"))).map_err(
+                    |_| {
+                        ConfigError::invalid(
+                            "DATA_DIR",
+                            data_dir.display(),
+                            "expected a directory path",
+                        )
+                    },
+                )?,
+            ),
+        };
+        if !self.send_rate_per_second.is_finite() || self.send_rate_per_second < 0.0 {
+            return Err(ConfigError::invalid(
+                "SEND_RATE_PER_SECOND",
+                self.send_rate_per_second,
+                "expected a number of messages per second, or 0 for no ceiling",
+            ));
+        }
+        if self.send_burst == 0 {
+            return Err(ConfigError::invalid("SEND_BURST", 0, "expected 1 or more"));
+        }
+        if self.max_attempts == 0 || self.max_attempts > 100 {
+            return Err(ConfigError::invalid(
+                "MAX_ATTEMPTS",
+                self.max_attempts,
+                "expected 1 to 100",
+            ));
+        }
+        if self.retry_base_ms == 0 || self.retry_max_ms < self.retry_base_ms {
+            return Err(ConfigError::invalid(
+                "RETRY_MAX_MS",
+                self.retry_max_ms,
+                "expected RETRY_BASE_MS >= 1 and RETRY_MAX_MS >= RETRY_BASE_MS",
+            ));
+        }
+        if self.worker_concurrency == 0 || self.worker_concurrency > 10_000 {
+            return Err(ConfigError::invalid(
+                "WORKER_CONCURRENCY",
+                self.worker_concurrency,
+                "expected 1 to 10000",
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "MAX_BODY_BYTES",
+                self.max_body_bytes,
+                "expected at least 1024 bytes",
+            ));
+        }
+        let mailbox = |var: &'static str, value: &Option<String>| {
+            value
+                .as_deref()
+                .map(|v| {
+                    v.parse::<lettre::message::Mailbox>().map_err(|_| {
+                        ConfigError::invalid(
+                            var,
+                            v,
+                            "expected an email address, optionally as Name <address>",
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let compat_recipient = mailbox("COMPAT_RECIPIENT", &self.compat_recipient)?;
+        let default_from = mailbox("DEFAULT_FROM", &self.default_from)?;
+        if compat_recipient.is_some() && default_from.is_none() {
+            return Err(ConfigError::Missing {
+                var: "DEFAULT_FROM",
+                why: "when COMPAT_RECIPIENT is set (compat messages name no sender address)",
+            });
+        }
+        let log_json = match self.log_format.as_deref() {
+            None => None,
+            Some("json") => Some(true),
+            Some("pretty") => Some(false),
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    "LOG_FORMAT",
+                    other,
+                    "expected json or pretty",
+                ));
+            }
+        };
+        Ok(Settings {
+            http_addr: SocketAddr::new(ip, self.port),
+            metrics_addr: self.metrics_port.map(|p| SocketAddr::new(ip, p)),
+            data_dir,
+            token,
+            database_url,
+            queue,
+            visibility_timeout: Duration::from_secs(self.visibility_timeout_secs),
+            delivery,
+            archive_url,
+            send_rate_per_second: (self.send_rate_per_second > 0.0)
+                .then_some(self.send_rate_per_second),
+            send_burst: self.send_burst,
+            retry: RetrySettings {
+                max_attempts: self.max_attempts,
+                base: Duration::from_millis(self.retry_base_ms),
+                max: Duration::from_millis(self.retry_max_ms),
+            },
+            worker_concurrency: self.worker_concurrency,
+            poll_interval: Duration::from_millis(self.poll_interval_ms.max(1)),
+            max_body_bytes: self.max_body_bytes,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            compat_recipient,
+            default_from,
+            log_json,
+            instance_id: self.instance_id.clone(),
+            raw: self,
+        })
+    }
+}
+
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn parse_archive_url(value: &str) -> Result<url::Url, ConfigError> {
+    let accepted = "expected file:///absolute/dir, s3://bucket/prefix or none";
+    let url = if value.starts_with('/') || value.starts_with('.') {
+        url::Url::from_directory_path(absolute(std::path::Path::new(value)))
+            .map_err(|_| ConfigError::invalid("ARCHIVE_URL", value, accepted))?
+    } else {
+        url::Url::parse(value).map_err(|_| ConfigError::invalid("ARCHIVE_URL", value, accepted))?
+    };
+    match url.scheme() {
+        "file" | "s3" => Ok(url),
+        _ => Err(ConfigError::invalid("ARCHIVE_URL", value, accepted)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> RawConfig {
+        RawConfig {
+            data_dir: PathBuf::from("/tmp/mailroom-test"),
+            ..RawConfig::default()
+        }
+    }
+
+    /// The defaults alone make a working embedded configuration.
+    #[test]
+    fn defaults_are_valid() {
+        let s = raw().into_settings().expect("defaults are valid");
+        assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.queue, QueueBackend::Database);
+        assert_eq!(s.delivery.name(), "file");
+        assert_eq!(s.send_rate_per_second, Some(7.0));
+        assert!(matches!(s.token, TokenSettings::Generated(_)));
+        assert_eq!(
+            s.archive_url.expect("archive on by default").as_str(),
+            "file:///tmp/mailroom-test/archive/"
+        );
+    }
+
+    /// A bad value names its variable and what is accepted.
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = RawConfig {
+            delivery: "pigeon".into(),
+            ..raw()
+        }
+        .into_settings()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("DELIVERY") && err.contains("file, smtp, ses, none"),
+            "{err}"
+        );
+
+        let err = RawConfig {
+            delivery: "smtp".into(),
+            ..raw()
+        }
+        .into_settings()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("SMTP_URL"), "{err}");
+
+        let err = RawConfig {
+            compat_recipient: Some("ops@example.com".into()),
+            ..raw()
+        }
+        .into_settings()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("DEFAULT_FROM"), "{err}");
+    }
+
+    /// `S3_BUCKET_NAME` alone means an S3 archive; `SQS_QUEUE_URL` alone picks the SQS queue.
+    #[test]
+    fn seed_variables_pick_backends() {
+        let s = RawConfig {
+            s3_bucket_name: Some("mail-archive".into()),
+            sqs_queue_url: Some("http://127.0.0.1:1/q".into()),
+            ..raw()
+        }
+        .into_settings()
+        .expect("valid");
+        assert_eq!(s.archive_url.expect("s3").as_str(), "s3://mail-archive");
+        assert_eq!(s.queue, QueueBackend::Sqs);
+    }
+
+    /// `config` output never shows a secret.
+    #[test]
+    fn secrets_are_redacted_when_serialized() {
+        let r = RawConfig {
+            api_token: Some(SecretString::from("super-secret-token-value")),
+            smtp_url: Some(SecretString::from("smtp://u:hunter2@relay:587")),
+            ..raw()
+        };
+        let shown = toml::to_string(&r).expect("serializable");
+        assert!(
+            !shown.contains("super-secret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(shown.contains("[redacted]"));
+    }
+}

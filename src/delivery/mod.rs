@@ -1,0 +1,66 @@
+//! Delivery backends and the MIME building they share.
+//!
+//! A [`Delivery`] takes a built [`lettre::Message`] and says what happened. Its failures carry
+//! the decision the worker acts on: [`DeliveryError::Temporary`] is retried with backoff,
+//! [`DeliveryError::Throttled`] is retried and slows the sender, [`DeliveryError::Permanent`]
+//! goes to the dead letters at once.
+
+pub mod file;
+pub mod mime;
+pub mod smtp;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeliveryError {
+    /// Try again later: SMTP 4xx, timeouts, refused connections.
+    #[error("temporary failure: {0}")]
+    Temporary(String),
+    /// The provider asks us to slow down (SMTP 421/454, SES throttling).
+    #[error("throttled: {reason}")]
+    Throttled {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// Never going to work: SMTP 5xx, invalid recipients, a message that cannot be built.
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+}
+
+/// What the backend said when it took the message.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub detail: String,
+}
+
+#[async_trait]
+pub trait Delivery: Send + Sync + 'static {
+    async fn deliver(&self, email: &lettre::Message) -> Result<Receipt, DeliveryError>;
+
+    /// Can the backend be reached? Used by `mailroom check` and `/ready`.
+    async fn check(&self) -> Result<(), DeliveryError>;
+
+    fn name(&self) -> &'static str;
+}
+
+/// `DELIVERY=none`: nothing is sent; messages are archived only.
+pub struct NoDelivery;
+
+#[async_trait]
+impl Delivery for NoDelivery {
+    async fn deliver(&self, _email: &lettre::Message) -> Result<Receipt, DeliveryError> {
+        Ok(Receipt {
+            detail: "not sent (DELIVERY=none)".into(),
+        })
+    }
+
+    async fn check(&self) -> Result<(), DeliveryError> {
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "none"
+    }
+}

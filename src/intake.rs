@@ -1,0 +1,95 @@
+//! Durable acceptance: the store commits, then the queue takes the messages, then the caller is
+//! answered. Nothing is acknowledged before it is durable.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::message::Status;
+use crate::queue::Queue;
+use crate::store::{Acceptance, Accepted, Store, StoreError, Transition};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    /// The store or queue could not take the message: answer 503, never 202.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("message {0} not found")]
+    NotFound(Uuid),
+    #[error("message {0} is {1}, not dead: only dead letters can be redriven")]
+    NotDead(Uuid, &'static str),
+}
+
+impl From<StoreError> for IntakeError {
+    fn from(e: StoreError) -> Self {
+        IntakeError::Unavailable(e.to_string())
+    }
+}
+
+#[derive(Clone)]
+pub struct Intake {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    /// The queue lives in the store's database: one transaction writes both.
+    pub queue_in_store: bool,
+    /// Rung after each commit so an in-process worker picks the work up at once.
+    pub wake: Arc<Notify>,
+}
+
+impl Intake {
+    pub async fn accept(&self, acceptance: Acceptance) -> Result<Accepted, IntakeError> {
+        let messages = if self.queue_in_store {
+            Vec::new()
+        } else {
+            acceptance.messages.clone()
+        };
+        let accepted = self.store.insert(acceptance, self.queue_in_store).await?;
+        if accepted == Accepted::Inserted && !messages.is_empty() {
+            let results = self.queue.push(&messages).await;
+            let mut failure = None;
+            for (m, r) in messages.iter().zip(results) {
+                if let Err(e) = r {
+                    // The client hears 503 and will retry; this record must not look pending.
+                    let error = format!("not queued: {e}");
+                    let _ = self
+                        .store
+                        .record(m.id, Transition::Abandoned { error })
+                        .await;
+                    failure = Some(e.to_string());
+                }
+            }
+            if let Some(e) = failure {
+                return Err(IntakeError::Unavailable(e));
+            }
+        }
+        self.wake.notify_one();
+        Ok(accepted)
+    }
+
+    /// Puts a dead letter back in the queue.
+    pub async fn redrive(&self, id: Uuid) -> Result<(), IntakeError> {
+        let record = self.store.get(id).await?.ok_or(IntakeError::NotFound(id))?;
+        if record.status != Status::Dead {
+            return Err(IntakeError::NotDead(id, record.status.as_str()));
+        }
+        self.store.record(id, Transition::Redriven).await?;
+        if let Some(Err(e)) = self
+            .queue
+            .push(std::slice::from_ref(&record.message))
+            .await
+            .pop()
+        {
+            let error = format!("redrive failed: {e}");
+            let _ = self
+                .store
+                .record(id, Transition::Dead { attempts: 0, error })
+                .await;
+            return Err(IntakeError::Unavailable(e.to_string()));
+        }
+        tracing::info!(message_id = %id, "Dead letter redriven.");
+        metrics::counter!("mailroom_redrives_total").increment(1);
+        self.wake.notify_one();
+        Ok(())
+    }
+}

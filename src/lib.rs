@@ -1,0 +1,36 @@
+//! # mailroom
+//!
+//! Reliable outbound email: an application posts a message over HTTP; mailroom answers 202 once
+//! it is durable, queues it, delivers it at a global rate, archives it as JSON, records its
+//! status, retries temporary failures with backoff and dead-letters permanent ones.
+//!
+//! # Layout
+//! - [`config`]: settings from defaults, a TOML file and the environment, checked once.
+//! - [`message`]: the accepted message shapes (compat and native), their validation and status.
+//! - [`api`]: the HTTP interface (axum): routes, authentication, JSON errors, request metrics.
+//! - [`auth`]: where the API token comes from, and constant-time verification.
+//! - [`intake`]: durable acceptance (store, then queue, then 202) and redrive.
+//! - [`store`]: records, status events, idempotency keys and dead letters (`Store`; SQLite).
+//! - [`queue`]: leases with visibility timeouts, retries and attempts (`Queue`; database).
+//! - [`delivery`]: MIME building and the `Delivery` backends (file, SMTP, none).
+//! - [`archive`]: one JSON object per message through `object_store`.
+//! - [`limiter`]: the global send rate (`RateLimiter`; in-process GCRA).
+//! - [`worker`]: pulls leases, waits for the limiter, delivers, archives and settles them.
+//! - [`telemetry`]: logs (pretty, or ECS JSON) and the Prometheus recorder.
+//! - [`startup`]: builds every backend, listener and task from the settings.
+//! - [`cli`]: the `mailroom` command line.
+
+pub mod api;
+pub mod archive;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod delivery;
+pub mod intake;
+pub mod limiter;
+pub mod message;
+pub mod queue;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod worker;

@@ -1,0 +1,111 @@
+//! The database queue: rows in the store's own database, leased by moving their due time to the
+//! end of the visibility timeout (the same semantics as an SQS visibility timeout).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::{Depth, Lease, Queue, QueueError};
+use crate::message::Message;
+use crate::store::sqlite::{Db, Settle, decode_message, now_ms};
+
+pub struct DatabaseQueue {
+    db: Arc<Db>,
+    visibility: Duration,
+}
+
+impl DatabaseQueue {
+    pub fn new(db: Arc<Db>, visibility: Duration) -> Self {
+        Self { db, visibility }
+    }
+
+    async fn settle(&self, lease: Lease, settle: Settle) -> Result<(), QueueError> {
+        let id = lease.message.id;
+        if self.db.settle(id, lease.receipt, settle).await? {
+            Ok(())
+        } else {
+            Err(QueueError::LeaseLost(id))
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for DatabaseQueue {
+    async fn push(&self, messages: &[Message]) -> Vec<Result<(), QueueError>> {
+        let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
+        match self.db.enqueue(ids).await {
+            Ok(()) => messages.iter().map(|_| Ok(())).collect(),
+            Err(e) => messages
+                .iter()
+                .map(|_| Err(QueueError::Unavailable(e.to_string())))
+                .collect(),
+        }
+    }
+
+    async fn pull(&self, max: usize) -> Result<Vec<Lease>, QueueError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let token = Uuid::new_v4().to_string();
+        let rows = self.db.lease(max, self.visibility, token.clone()).await?;
+        rows.into_iter()
+            .map(|(_, attempt, payload)| {
+                Ok(Lease {
+                    message: decode_message(&payload)?,
+                    attempt,
+                    receipt: token.clone(),
+                })
+            })
+            .collect()
+    }
+
+    async fn ack(&self, lease: Lease) -> Result<(), QueueError> {
+        self.settle(lease, Settle::Remove).await
+    }
+
+    async fn retry(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
+        let available_at = now_ms() + delay.as_millis() as i64;
+        self.settle(
+            lease,
+            Settle::Reschedule {
+                available_at,
+                uncount: false,
+            },
+        )
+        .await
+    }
+
+    async fn release(&self, lease: Lease) -> Result<(), QueueError> {
+        let available_at = now_ms();
+        self.settle(
+            lease,
+            Settle::Reschedule {
+                available_at,
+                uncount: true,
+            },
+        )
+        .await
+    }
+
+    async fn dead(&self, lease: Lease, _error: &str) -> Result<(), QueueError> {
+        // The store keeps the dead letter (status dead, last error); the queue only lets go.
+        self.settle(lease, Settle::Remove).await
+    }
+
+    async fn depth(&self) -> Result<Depth, QueueError> {
+        let (messages, oldest) = self.db.queue_depth().await?;
+        let oldest_age_secs = oldest
+            .map(|t| ((now_ms() - t).max(0) as f64) / 1000.0)
+            .unwrap_or(0.0);
+        Ok(Depth {
+            messages,
+            oldest_age_secs,
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "database"
+    }
+}

@@ -1,0 +1,77 @@
+//! Leases with visibility timeouts, retries with a due time, and attempts.
+//!
+//! A [`Lease`] is settled by value: [`Queue::ack`], [`Queue::retry`], [`Queue::release`] and
+//! [`Queue::dead`] consume it, so one job cannot be settled twice. A lease that is never settled
+//! (its worker died) becomes visible again when its visibility timeout runs out.
+
+pub mod database;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::message::Message;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The queue could not be reached: try again later (503 at the API).
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    /// The lease ran out and another worker may hold the message now; nothing to settle.
+    #[error("lease on message {0} was lost (visibility timeout passed)")]
+    LeaseLost(Uuid),
+    /// The message cannot be put on this queue (too large, malformed): a client error.
+    #[error("message rejected by the queue: {0}")]
+    Rejected(String),
+}
+
+impl From<crate::store::StoreError> for QueueError {
+    fn from(e: crate::store::StoreError) -> Self {
+        QueueError::Unavailable(e.to_string())
+    }
+}
+
+/// A message taken from the queue for one delivery attempt.
+#[derive(Debug)]
+pub struct Lease {
+    pub message: Message,
+    /// 1 for the first attempt: how many times the message has been received, this time included.
+    pub attempt: u32,
+    /// What the backend needs to settle this lease (a lease token, a receipt handle, an offset).
+    pub receipt: String,
+}
+
+/// How much work is waiting.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Depth {
+    /// Messages waiting (due or delayed) and in flight.
+    pub messages: u64,
+    /// Age of the oldest waiting message, in seconds.
+    pub oldest_age_secs: f64,
+}
+
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Puts messages on the queue; one result per message, in order.
+    async fn push(&self, messages: &[Message]) -> Vec<Result<(), QueueError>>;
+
+    /// Leases up to `max` due messages for the visibility timeout the queue was built with.
+    async fn pull(&self, max: usize) -> Result<Vec<Lease>, QueueError>;
+
+    /// Done: the message leaves the queue.
+    async fn ack(&self, lease: Lease) -> Result<(), QueueError>;
+
+    /// Try again after `delay`; the attempt counts.
+    async fn retry(&self, lease: Lease, delay: Duration) -> Result<(), QueueError>;
+
+    /// Give the message back at once without counting the attempt (shutdown).
+    async fn release(&self, lease: Lease) -> Result<(), QueueError>;
+
+    /// Failed for good: the message leaves the queue for the dead letters.
+    async fn dead(&self, lease: Lease, error: &str) -> Result<(), QueueError>;
+
+    async fn depth(&self) -> Result<Depth, QueueError>;
+
+    fn name(&self) -> &'static str;
+}

@@ -1,0 +1,366 @@
+//! Builds every backend, listener and task from [`Settings`]: the one place infrastructure is
+//! made. [`Backends::build`] serves the CLI commands; [`Application::build`] adds the HTTP
+//! listeners and the worker for `serve`, `api` and `worker`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::archive::Archive;
+use crate::auth::{self, StaticToken, TokenVerifier};
+use crate::config::{DeliverySettings, QueueBackend, Settings, TokenSettings};
+use crate::delivery::file::FileDelivery;
+use crate::delivery::mime::MimeSettings;
+use crate::delivery::smtp::SmtpDelivery;
+use crate::delivery::{Delivery, NoDelivery};
+use crate::intake::Intake;
+use crate::limiter::RateLimiter;
+use crate::limiter::local::LocalLimiter;
+use crate::message::Status;
+use crate::queue::Queue;
+use crate::queue::database::DatabaseQueue;
+use crate::store::Store;
+use crate::store::sqlite::{Db, SqliteStore};
+use crate::telemetry;
+use crate::worker::Worker;
+
+/// How long idempotency keys are honoured.
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Which roles this process plays.
+#[derive(Debug, Clone, Copy)]
+pub struct Roles {
+    pub api: bool,
+    pub worker: bool,
+}
+
+/// The store, queue, delivery, archive and limiter chosen by the settings.
+pub struct Backends {
+    pub settings: Settings,
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub intake: Intake,
+    pub delivery: Arc<dyn Delivery>,
+    pub archive: Option<Archive>,
+    pub limiter: Option<Arc<dyn RateLimiter>>,
+    pub wake: Arc<Notify>,
+}
+
+impl Backends {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db_url = settings.database_url.expose_secret().to_string();
+        let (store, db): (Arc<dyn Store>, Option<Arc<Db>>) = if db_url.starts_with("sqlite:") {
+            let db = Arc::new(
+                Db::open(&db_url)
+                    .await
+                    .context("Failed to open the SQLite database (DATABASE_URL)")?,
+            );
+            (Arc::new(SqliteStore::new(db.clone())), Some(db))
+        } else {
+            bail!("DATABASE_URL=postgres://... needs a build with the `postgres` feature");
+        };
+        let (queue, queue_in_store): (Arc<dyn Queue>, bool) = match (&settings.queue, db) {
+            (QueueBackend::Database, Some(db)) => (
+                Arc::new(DatabaseQueue::new(db, settings.visibility_timeout)),
+                true,
+            ),
+            (QueueBackend::Database, None) => {
+                bail!("QUEUE_BACKEND=database needs the store's database")
+            }
+            (QueueBackend::Sqs, _) => {
+                bail!("QUEUE_BACKEND=sqs needs a build with the `sqs` feature")
+            }
+            (QueueBackend::Kafka, _) => {
+                bail!("QUEUE_BACKEND=kafka needs a build with the `kafka` feature")
+            }
+        };
+        let delivery: Arc<dyn Delivery> = match &settings.delivery {
+            DeliverySettings::File { dir } => Arc::new(FileDelivery::new(dir.clone())),
+            DeliverySettings::Smtp { url, timeout } => {
+                let pool = settings.worker_concurrency.min(32) as u32;
+                Arc::new(
+                    SmtpDelivery::new(url.expose_secret(), *timeout, pool)
+                        .map_err(|e| anyhow::anyhow!("Invalid setting SMTP_URL: {e}"))?,
+                )
+            }
+            DeliverySettings::Ses => bail!("DELIVERY=ses needs a build with the `ses` feature"),
+            DeliverySettings::None => Arc::new(NoDelivery),
+        };
+        let archive = settings
+            .archive_url
+            .as_ref()
+            .map(Archive::from_url)
+            .transpose()
+            .context("Failed to open the archive (ARCHIVE_URL)")?;
+        let limiter = settings
+            .send_rate_per_second
+            .map(|rate| {
+                LocalLimiter::new(rate, settings.send_burst)
+                    .map(|l| Arc::new(l) as Arc<dyn RateLimiter>)
+                    .context("Invalid setting SEND_RATE_PER_SECOND: too small to make a period")
+            })
+            .transpose()?;
+        let wake = Arc::new(Notify::new());
+        let intake = Intake {
+            store: store.clone(),
+            queue: queue.clone(),
+            queue_in_store,
+            wake: wake.clone(),
+        };
+        Ok(Self {
+            settings,
+            store,
+            queue,
+            intake,
+            delivery,
+            archive,
+            limiter,
+            wake,
+        })
+    }
+
+    pub fn worker(&self) -> Arc<Worker> {
+        let s = &self.settings;
+        Arc::new(Worker {
+            queue: self.queue.clone(),
+            store: self.store.clone(),
+            delivery: self.delivery.clone(),
+            archive: self.archive.clone(),
+            limiter: self.limiter.clone(),
+            mime: MimeSettings {
+                default_from: s.default_from.clone(),
+                compat_recipient: s.compat_recipient.clone(),
+            },
+            retry: s.retry.clone(),
+            concurrency: s.worker_concurrency,
+            poll_interval: s.poll_interval,
+            wake: self.wake.clone(),
+            shutdown_grace: s.shutdown_grace,
+        })
+    }
+}
+
+/// Resolves the API token. Returns the verifier and, on a first start, the token just made.
+pub fn token(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<dyn TokenVerifier>, Option<SecretString>)> {
+    let (token, generated) = match &settings.token {
+        TokenSettings::Value(t) => (t.clone(), None),
+        TokenSettings::File(path) => (
+            auth::read_token_file(path)
+                .with_context(|| format!("Failed to read API_TOKEN_FILE {}", path.display()))?,
+            None,
+        ),
+        TokenSettings::Generated(path) => {
+            let (t, made) = auth::load_or_generate(path).with_context(|| {
+                format!("Failed to load or save the token at {}", path.display())
+            })?;
+            let generated = made.then(|| t.clone());
+            (t, generated)
+        }
+        TokenSettings::Ssm(_) => bail!("SSM_TOKEN_PARAMETER needs a build with the `ssm` feature"),
+    };
+    if token.expose_secret().is_empty() {
+        bail!("The API token is empty");
+    }
+    Ok((Arc::new(StaticToken::new(&token)), generated))
+}
+
+/// A running mailroom process: listeners bound, worker built, nothing started yet.
+pub struct Application {
+    backends: Backends,
+    roles: Roles,
+    listener: Option<TcpListener>,
+    metrics_listener: Option<TcpListener>,
+    token: Option<Arc<dyn TokenVerifier>>,
+    /// Set on the first start with no token configured: the token made and saved.
+    pub generated_token: Option<SecretString>,
+    metrics: PrometheusHandle,
+    worker: Arc<Worker>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Self> {
+        let metrics = telemetry::metrics(settings.instance_id.as_deref());
+        let (listener, metrics_listener, token, generated_token) =
+            if roles.api {
+                let listener = TcpListener::bind(settings.http_addr)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "Failed to listen on {} (PORT, BIND_ADDRESS)",
+                            settings.http_addr
+                        )
+                    })?;
+                let metrics_listener =
+                    match settings.metrics_addr {
+                        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+                            format!("Failed to listen on {addr} (METRICS_PORT)")
+                        })?),
+                        None => None,
+                    };
+                let (token, generated) = token(&settings)?;
+                (Some(listener), metrics_listener, Some(token), generated)
+            } else {
+                // A worker alone still serves /health, /ready and /metrics when METRICS_PORT is set.
+                let metrics_listener =
+                    match settings.metrics_addr {
+                        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+                            format!("Failed to listen on {addr} (METRICS_PORT)")
+                        })?),
+                        None => None,
+                    };
+                (None, metrics_listener, None, None)
+            };
+        let backends = Backends::build(settings).await?;
+        let worker = backends.worker();
+        Ok(Self {
+            backends,
+            roles,
+            listener,
+            metrics_listener,
+            token,
+            generated_token,
+            metrics,
+            worker,
+        })
+    }
+
+    /// The bound HTTP address (port 0 in tests becomes a real port here).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn backends(&self) -> &Backends {
+        &self.backends
+    }
+
+    /// The worker, for tests that drive it step by step with [`Worker::run_once`].
+    pub fn worker(&self) -> Arc<Worker> {
+        self.worker.clone()
+    }
+
+    /// Serves and works until `shutdown` is cancelled, then drains and returns.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let s = &self.backends.settings;
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(maintenance(
+            self.backends.store.clone(),
+            self.backends.queue.clone(),
+            self.metrics.clone(),
+            s.send_rate_per_second.unwrap_or(0.0),
+            shutdown.clone(),
+        ));
+        let separate_metrics = self.metrics_listener.is_some();
+        if let Some(listener) = self.metrics_listener {
+            let app = api::metrics_router(self.metrics.clone());
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+            });
+        }
+        if let (Some(listener), Some(token)) = (self.listener, self.token) {
+            let state = AppState {
+                intake: self.backends.intake.clone(),
+                token,
+                default_from: s.default_from.clone(),
+                max_body_bytes: s.max_body_bytes,
+                idempotency_ttl: IDEMPOTENCY_TTL,
+                metrics: (!separate_metrics).then(|| self.metrics.clone()),
+            };
+            let app = api::router(state);
+            let stop = shutdown.clone();
+            tracing::info!(address = %listener.local_addr()?, "HTTP API listening.");
+            tasks.spawn(async move {
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+                {
+                    tracing::error!(error = %e, "HTTP server failed.");
+                }
+            });
+        }
+        if self.roles.worker {
+            tasks.spawn(self.worker.clone().run(shutdown.clone()));
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.context("A task panicked")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every few seconds: queue depth and dead-letter gauges, histogram upkeep; hourly: expired
+/// idempotency keys.
+async fn maintenance(
+    store: Arc<dyn Store>,
+    queue: Arc<dyn Queue>,
+    metrics: PrometheusHandle,
+    rate: f64,
+    shutdown: CancellationToken,
+) {
+    metrics::gauge!("mailroom_rate_limit_per_second").set(rate);
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut purge = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = purge.tick() => {
+                if let Err(e) = store.purge_idempotency(IDEMPOTENCY_TTL).await {
+                    tracing::warn!(error = %e, "Could not purge expired idempotency keys.");
+                }
+            }
+            _ = tick.tick() => {
+                metrics.run_upkeep();
+                if let Ok(depth) = queue.depth().await {
+                    metrics::gauge!("mailroom_queue_depth").set(depth.messages as f64);
+                    metrics::gauge!("mailroom_queue_oldest_age_seconds").set(depth.oldest_age_secs);
+                }
+                if let Ok(counts) = store.counts().await {
+                    let dead = counts.get(&Status::Dead).copied().unwrap_or(0);
+                    metrics::gauge!("mailroom_dead_letters").set(dead as f64);
+                }
+            }
+        }
+    }
+}
+
+/// Cancels the returned token on SIGTERM (how ECS and Auto Scaling stop a task) or Ctrl-C.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing a SIGTERM handler succeeds on Unix");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("Shutdown signal received.");
+        t.cancel();
+    });
+    token
+}

@@ -1,0 +1,205 @@
+//! Records, status events, idempotency keys and dead letters.
+//!
+//! A [`Store`] keeps what happened to every message. Dead letters are messages in status
+//! [`Status::Dead`] with their last error; redriving one puts it back in the queue.
+
+pub mod sqlite;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::message::{Message, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or refused the work: try again later (503).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data that cannot be read back: a bug or a corrupt row.
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// An idempotency key presented with a request, and what the first such request was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub key: String,
+    /// SHA-256 of the request body: the same key with another body is a client error.
+    pub request_hash: String,
+    pub status: u16,
+    pub response: String,
+}
+
+/// Messages to accept in one request, with the idempotency key that guards them.
+#[derive(Debug, Clone)]
+pub struct Acceptance {
+    pub messages: Vec<Message>,
+    pub idempotency: Option<IdempotencyRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// The messages are committed.
+    Inserted,
+    /// The idempotency key was used before (maybe concurrently): this is what it was answered.
+    Replay(IdempotencyRecord),
+}
+
+/// A change of status, with the event it records.
+#[derive(Debug, Clone)]
+pub enum Transition {
+    Delivered {
+        attempts: u32,
+        detail: String,
+    },
+    Archived {
+        attempts: u32,
+        detail: String,
+    },
+    Deferred {
+        attempts: u32,
+        error: String,
+        retry_in: Duration,
+    },
+    Dead {
+        attempts: u32,
+        error: String,
+    },
+    /// Back to the queue from the dead letters.
+    Redriven,
+    /// Accepted but could not be queued: the client was answered 503.
+    Abandoned {
+        error: String,
+    },
+}
+
+impl Transition {
+    pub fn status(&self) -> Status {
+        match self {
+            Transition::Delivered { .. } => Status::Delivered,
+            Transition::Archived { .. } => Status::Archived,
+            Transition::Deferred { .. } => Status::Deferred,
+            Transition::Dead { .. } | Transition::Abandoned { .. } => Status::Dead,
+            Transition::Redriven => Status::Queued,
+        }
+    }
+
+    /// The event name written to the history.
+    pub fn event(&self) -> &'static str {
+        match self {
+            Transition::Delivered { .. } => "delivered",
+            Transition::Archived { .. } => "archived",
+            Transition::Deferred { .. } => "deferred",
+            Transition::Dead { .. } => "dead",
+            Transition::Redriven => "redriven",
+            Transition::Abandoned { .. } => "abandoned",
+        }
+    }
+
+    pub fn detail(&self) -> String {
+        match self {
+            Transition::Delivered { detail, .. } | Transition::Archived { detail, .. } => {
+                detail.clone()
+            }
+            Transition::Deferred {
+                error, retry_in, ..
+            } => {
+                format!("{error} (next attempt in {} ms)", retry_in.as_millis())
+            }
+            Transition::Dead { error, .. } | Transition::Abandoned { error } => error.clone(),
+            Transition::Redriven => "redriven from the dead letters".into(),
+        }
+    }
+
+    /// Attempts made so far, where the transition knows them.
+    pub fn attempts(&self) -> Option<u32> {
+        match self {
+            Transition::Delivered { attempts, .. }
+            | Transition::Archived { attempts, .. }
+            | Transition::Deferred { attempts, .. }
+            | Transition::Dead { attempts, .. } => Some(*attempts),
+            Transition::Redriven => Some(0),
+            Transition::Abandoned { .. } => None,
+        }
+    }
+
+    /// The error to keep as `last_error`, if this transition is a failure.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Transition::Deferred { error, .. }
+            | Transition::Dead { error, .. }
+            | Transition::Abandoned { error } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A message and where it stands.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub message: Message,
+    pub status: Status,
+    pub attempts: u32,
+    pub updated_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<Status>,
+    /// Only messages accepted before this one (ids are time-ordered): the next page.
+    pub before: Option<Uuid>,
+    pub limit: u32,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Commits the messages (and their idempotency key) in one transaction. With `enqueue`, the
+    /// store's own database queue receives them in the same transaction.
+    async fn insert(&self, acceptance: Acceptance, enqueue: bool) -> Result<Accepted, StoreError>;
+
+    /// The first answer given to this idempotency key, if it is younger than `ttl`.
+    async fn idempotency(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+
+    async fn record(&self, id: Uuid, transition: Transition) -> Result<(), StoreError>;
+
+    async fn get(&self, id: Uuid) -> Result<Option<Record>, StoreError>;
+
+    async fn events(&self, id: Uuid) -> Result<Vec<Event>, StoreError>;
+
+    async fn list(&self, filter: ListFilter) -> Result<Vec<Record>, StoreError>;
+
+    /// The current status of each of these messages that the store knows.
+    async fn statuses(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Status>, StoreError>;
+
+    /// Messages per status, for the metrics.
+    async fn counts(&self) -> Result<HashMap<Status, u64>, StoreError>;
+
+    /// Deletes idempotency keys older than `ttl`; returns how many.
+    async fn purge_idempotency(&self, ttl: Duration) -> Result<u64, StoreError>;
+
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,640 @@
+//! The embedded store and database queue: one SQLite file in WAL mode.
+//!
+//! SQLite allows one writer at a time, so every write goes through one task that owns the write
+//! connection. It takes whatever writes are waiting (requests, settlements, leases), runs them in
+//! one transaction with set-based statements, commits once and then answers each caller: a group
+//! commit. A 202 therefore costs a share of one fsync, and is sent only after the commit that
+//! holds its message. Reads use a separate pool and never wait for the writer.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::json;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Connection, Row, SqlSafeStr};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::{
+    Acceptance, Accepted, Event, IdempotencyRecord, ListFilter, Record, Store, StoreError,
+    Transition,
+};
+use crate::message::{Message, Status};
+
+macro_rules! query_file {
+    ($name:literal) => {
+        include_str!(concat!("../../queries/sqlite/", $name, ".sql"))
+    };
+}
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 1024;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+fn ms_to_time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "init".into(),
+        MigrationType::Simple,
+        include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
+        false,
+    )])
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A row leased by the database queue: id, attempt, payload.
+pub(crate) type LeasedRow = (Uuid, u32, String);
+
+pub(crate) enum Settle {
+    /// Ack or dead-letter: the row leaves the queue.
+    Remove,
+    /// Due again at this time; `uncount` gives the attempt back.
+    Reschedule { available_at: i64, uncount: bool },
+}
+
+enum Op {
+    Accept {
+        acceptance: Acceptance,
+        enqueue: bool,
+        reply: Reply<Accepted>,
+    },
+    Record {
+        id: Uuid,
+        transition: Transition,
+        reply: Reply<bool>,
+    },
+    Enqueue {
+        ids: Vec<Uuid>,
+        reply: Reply<()>,
+    },
+    Lease {
+        max: usize,
+        visibility: Duration,
+        token: String,
+        reply: Reply<Vec<LeasedRow>>,
+    },
+    Settle {
+        id: Uuid,
+        token: String,
+        settle: Settle,
+        reply: Reply<bool>,
+    },
+    PurgeIdempotency {
+        before: i64,
+        reply: Reply<u64>,
+    },
+}
+
+/// The SQLite database: a read pool and the single writer.
+pub struct Db {
+    read: SqlitePool,
+    writer: mpsc::Sender<Op>,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `url`, runs the migrations and starts the writer.
+    pub async fn open(url: &str) -> Result<Db, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a committed message survives power loss, not only a process crash.
+            .synchronous(SqliteSynchronous::Full)
+            // Other processes (`mailroom send`, a separate api or worker) may hold the lock.
+            .busy_timeout(Duration::from_secs(10));
+        if let Some(dir) = options.get_filename().parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+        }
+        let mut conn = SqliteConnection::connect_with(&options).await?;
+        migrate(&mut conn).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        let (tx, rx) = mpsc::channel(8192);
+        tokio::spawn(write_loop(conn, rx));
+        Ok(Db { read, writer: tx })
+    }
+
+    async fn call<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(op(tx))
+            .await
+            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
+        // A dropped reply means the batch holding this write failed (the cause is logged).
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the database write failed".into()))?
+    }
+
+    pub(crate) async fn lease(
+        &self,
+        max: usize,
+        visibility: Duration,
+        token: String,
+    ) -> Result<Vec<LeasedRow>, StoreError> {
+        self.call(|reply| Op::Lease {
+            max,
+            visibility,
+            token,
+            reply,
+        })
+        .await
+    }
+
+    pub(crate) async fn settle(
+        &self,
+        id: Uuid,
+        token: String,
+        settle: Settle,
+    ) -> Result<bool, StoreError> {
+        self.call(|reply| Op::Settle {
+            id,
+            token,
+            settle,
+            reply,
+        })
+        .await
+    }
+
+    pub(crate) async fn enqueue(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
+        self.call(|reply| Op::Enqueue { ids, reply }).await
+    }
+
+    pub(crate) async fn queue_depth(&self) -> Result<(u64, Option<i64>), StoreError> {
+        let row = sqlx::query(query_file!("depth"))
+            .fetch_one(&self.read)
+            .await?;
+        Ok((row.try_get::<i64, _>(0)? as u64, row.try_get(1)?))
+    }
+}
+
+/// Runs the migrations. Two processes starting at once may race on a fresh file; the loser
+/// finds the schema in place on its second try.
+async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    let migrator = migrator();
+    if migrator.run(&mut *conn).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        migrator
+            .run(&mut *conn)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The writer task: one transaction per batch of waiting writes.
+async fn write_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let ops = std::mem::take(&mut batch);
+        if let Err(e) = apply(&mut conn, ops).await {
+            tracing::error!(error = %e, "Database write batch failed.");
+        }
+    }
+}
+
+/// Each op's answer, kept until the commit succeeds.
+enum Answer {
+    Accept(Reply<Accepted>, Accepted),
+    Bool(Reply<bool>, bool),
+    Unit(Reply<()>),
+    Leased(Reply<Vec<LeasedRow>>, Vec<LeasedRow>),
+    Count(Reply<u64>, u64),
+}
+
+impl Answer {
+    fn send(self) {
+        // A caller that gave up (its request was cancelled) is no error.
+        match self {
+            Answer::Accept(r, v) => drop(r.send(Ok(v))),
+            Answer::Bool(r, v) => drop(r.send(Ok(v))),
+            Answer::Unit(r) => drop(r.send(Ok(()))),
+            Answer::Leased(r, v) => drop(r.send(Ok(v))),
+            Answer::Count(r, v) => drop(r.send(Ok(v))),
+        }
+    }
+
+    fn fail(self, e: &str) {
+        let err = || StoreError::Unavailable(e.to_string());
+        match self {
+            Answer::Accept(r, _) => drop(r.send(Err(err()))),
+            Answer::Bool(r, _) => drop(r.send(Err(err()))),
+            Answer::Unit(r) => drop(r.send(Err(err()))),
+            Answer::Leased(r, _) => drop(r.send(Err(err()))),
+            Answer::Count(r, _) => drop(r.send(Err(err()))),
+        }
+    }
+}
+
+async fn apply(conn: &mut SqliteConnection, ops: Vec<Op>) -> Result<(), StoreError> {
+    let mut answers = Vec::with_capacity(ops.len());
+    let result = apply_in_tx(conn, ops, &mut answers).await;
+    match result {
+        Ok(()) => {
+            answers.into_iter().for_each(Answer::send);
+            Ok(())
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            answers.into_iter().for_each(|a| a.fail(&msg));
+            Err(e)
+        }
+    }
+}
+
+async fn apply_in_tx(
+    conn: &mut SqliteConnection,
+    ops: Vec<Op>,
+    answers: &mut Vec<Answer>,
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    // Sorted by kind so that each kind runs as one set-based statement.
+    let mut messages = Vec::new();
+    let mut events = Vec::new();
+    let mut enqueue_ids = Vec::new();
+    let mut records = Vec::new();
+    let mut record_answers = Vec::new();
+    let mut removals = Vec::new();
+    let mut reschedules = Vec::new();
+    let mut settle_answers = Vec::new();
+    let mut leases = Vec::new();
+    let mut claims = Vec::new();
+    let mut purges = Vec::new();
+
+    for op in ops {
+        match op {
+            Op::Accept {
+                acceptance,
+                enqueue,
+                reply,
+            } => claims.push((acceptance, enqueue, reply)),
+            Op::Record {
+                id,
+                transition,
+                reply,
+            } => {
+                records.push(json!({
+                    "id": id.to_string(),
+                    "status": transition.status().as_str(),
+                    "at": now,
+                    "attempts": transition.attempts(),
+                    "error": transition.error(),
+                }));
+                events.push(json!({
+                    "id": id.to_string(), "at": now,
+                    "kind": transition.event(), "detail": transition.detail(),
+                }));
+                record_answers.push((id.to_string(), reply));
+            }
+            Op::Enqueue { ids, reply } => {
+                enqueue_ids.extend(ids.iter().map(Uuid::to_string));
+                answers.push(Answer::Unit(reply));
+            }
+            Op::Settle {
+                id,
+                token,
+                settle,
+                reply,
+            } => {
+                let id = id.to_string();
+                match settle {
+                    Settle::Remove => removals.push(json!({"id": id, "token": token})),
+                    Settle::Reschedule {
+                        available_at,
+                        uncount,
+                    } => reschedules.push(json!({
+                        "id": id, "token": token,
+                        "available_at": available_at, "uncount": i64::from(uncount),
+                    })),
+                }
+                settle_answers.push((id, reply));
+            }
+            Op::Lease {
+                max,
+                visibility,
+                token,
+                reply,
+            } => leases.push((max, visibility, token, reply)),
+            Op::PurgeIdempotency { before, reply } => purges.push((before, reply)),
+        }
+    }
+
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+
+    // Idempotency keys are claimed one by one: a key already claimed (maybe in this very batch)
+    // turns its request into a replay of the first answer.
+    for (acceptance, enqueue, reply) in claims {
+        if let Some(idem) = &acceptance.idempotency {
+            let claimed = sqlx::query(query_file!("claim_idempotency"))
+                .bind(&idem.key)
+                .bind(&idem.request_hash)
+                .bind(i64::from(idem.status))
+                .bind(&idem.response)
+                .bind(now)
+                .bind(now - IDEMPOTENCY_TTL_MS)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if claimed.is_none() {
+                let row = sqlx::query(query_file!("select_idempotency"))
+                    .bind(&idem.key)
+                    .bind(i64::MIN)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                answers.push(Answer::Accept(
+                    reply,
+                    Accepted::Replay(idempotency_row(&row)?),
+                ));
+                continue;
+            }
+        }
+        for m in &acceptance.messages {
+            let payload = serde_json::to_string(m)
+                .map_err(|e| StoreError::Corrupt(format!("cannot encode message: {e}")))?;
+            let id = m.id.to_string();
+            let at = m.accepted_at.timestamp_millis();
+            messages.push(json!({"id": id, "api": m.api(), "at": at, "payload": payload}));
+            events.push(json!({"id": id, "at": at, "kind": "accepted", "detail": null}));
+            if enqueue {
+                enqueue_ids.push(id);
+            }
+        }
+        answers.push(Answer::Accept(reply, Accepted::Inserted));
+    }
+
+    if !messages.is_empty() {
+        sqlx::query(query_file!("insert_messages"))
+            .bind(serde_json::Value::Array(messages).to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    if !records.is_empty() {
+        let updated: Vec<String> = sqlx::query_scalar(query_file!("record"))
+            .bind(serde_json::Value::Array(records).to_string())
+            .fetch_all(&mut *tx)
+            .await?;
+        for (id, reply) in record_answers {
+            let ok = updated.contains(&id);
+            answers.push(Answer::Bool(reply, ok));
+        }
+    }
+    if !events.is_empty() {
+        sqlx::query(query_file!("insert_events"))
+            .bind(serde_json::Value::Array(events).to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    if !enqueue_ids.is_empty() {
+        sqlx::query(query_file!("enqueue"))
+            .bind(serde_json::to_string(&enqueue_ids).unwrap_or_default())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if !settle_answers.is_empty() {
+        let mut settled: Vec<String> = Vec::new();
+        if !removals.is_empty() {
+            settled.extend(
+                sqlx::query_scalar::<_, String>(query_file!("delete_leased"))
+                    .bind(serde_json::Value::Array(removals).to_string())
+                    .fetch_all(&mut *tx)
+                    .await?,
+            );
+        }
+        if !reschedules.is_empty() {
+            settled.extend(
+                sqlx::query_scalar::<_, String>(query_file!("reschedule_leased"))
+                    .bind(serde_json::Value::Array(reschedules).to_string())
+                    .fetch_all(&mut *tx)
+                    .await?,
+            );
+        }
+        for (id, reply) in settle_answers {
+            let ok = settled.contains(&id);
+            answers.push(Answer::Bool(reply, ok));
+        }
+    }
+    for (max, visibility, token, reply) in leases {
+        let rows = sqlx::query(query_file!("lease"))
+            .bind(&token)
+            .bind(now + visibility.as_millis() as i64)
+            .bind(now)
+            .bind(max as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut attempts = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            attempts.insert(
+                row.try_get::<String, _>(0)?,
+                row.try_get::<i64, _>(1)? as u32,
+            );
+        }
+        let mut leased = Vec::with_capacity(rows.len());
+        if !attempts.is_empty() {
+            let ids: Vec<&String> = attempts.keys().collect();
+            let payloads = sqlx::query(query_file!("payloads"))
+                .bind(serde_json::to_string(&ids).unwrap_or_default())
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in payloads {
+                let id: String = row.try_get(0)?;
+                let uuid = Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                leased.push((uuid, attempts[&id], row.try_get(1)?));
+            }
+            // Oldest first, as the queue hands them out.
+            leased.sort_by_key(|(id, _, _)| *id);
+        }
+        answers.push(Answer::Leased(reply, leased));
+    }
+    for (before, reply) in purges {
+        let n = sqlx::query(query_file!("purge_idempotency"))
+            .bind(before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        answers.push(Answer::Count(reply, n));
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Idempotency keys are kept this long at most; [`Store::idempotency`] applies the configured TTL.
+const IDEMPOTENCY_TTL_MS: i64 = 24 * 3600 * 1000;
+
+fn idempotency_row(row: &SqliteRow) -> Result<IdempotencyRecord, StoreError> {
+    Ok(IdempotencyRecord {
+        key: row.try_get(0)?,
+        request_hash: row.try_get(1)?,
+        status: row.try_get::<i64, _>(2)? as u16,
+        response: row.try_get(3)?,
+    })
+}
+
+fn record_row(row: &SqliteRow) -> Result<Record, StoreError> {
+    let status: String = row.try_get(1)?;
+    let payload: String = row.try_get(5)?;
+    Ok(Record {
+        status: Status::from_str(&status).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        attempts: row.try_get::<i64, _>(2)? as u32,
+        updated_at: ms_to_time(row.try_get(3)?),
+        last_error: row.try_get(4)?,
+        message: serde_json::from_str(&payload)
+            .map_err(|e| StoreError::Corrupt(format!("message payload: {e}")))?,
+    })
+}
+
+pub(crate) fn decode_message(payload: &str) -> Result<Message, StoreError> {
+    serde_json::from_str(payload).map_err(|e| StoreError::Corrupt(format!("message payload: {e}")))
+}
+
+/// The [`Store`] over [`Db`].
+pub struct SqliteStore {
+    db: std::sync::Arc<Db>,
+}
+
+impl SqliteStore {
+    pub fn new(db: std::sync::Arc<Db>) -> Self {
+        Self { db }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert(&self, acceptance: Acceptance, enqueue: bool) -> Result<Accepted, StoreError> {
+        self.db
+            .call(|reply| Op::Accept {
+                acceptance,
+                enqueue,
+                reply,
+            })
+            .await
+    }
+
+    async fn idempotency(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let row = sqlx::query(query_file!("select_idempotency"))
+            .bind(key)
+            .bind(now_ms() - ttl.as_millis() as i64)
+            .fetch_optional(&self.db.read)
+            .await?;
+        row.as_ref().map(idempotency_row).transpose()
+    }
+
+    async fn record(&self, id: Uuid, transition: Transition) -> Result<(), StoreError> {
+        let updated = self
+            .db
+            .call(|reply| Op::Record {
+                id,
+                transition: transition.clone(),
+                reply,
+            })
+            .await?;
+        if !updated {
+            tracing::warn!(message_id = %id, event = transition.event(), "Status change not applied: the message is unknown or already finished.");
+        }
+        Ok(())
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Record>, StoreError> {
+        let row = sqlx::query(query_file!("get"))
+            .bind(id.to_string())
+            .fetch_optional(&self.db.read)
+            .await?;
+        row.as_ref().map(record_row).transpose()
+    }
+
+    async fn events(&self, id: Uuid) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(query_file!("events"))
+            .bind(id.to_string())
+            .fetch_all(&self.db.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Event {
+                    at: ms_to_time(r.try_get(0)?),
+                    kind: r.try_get(1)?,
+                    detail: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list(&self, filter: ListFilter) -> Result<Vec<Record>, StoreError> {
+        let rows = sqlx::query(query_file!("list"))
+            .bind(filter.status.map(Status::as_str))
+            .bind(filter.before.map(|u| u.to_string()))
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.db.read)
+            .await?;
+        rows.iter().map(record_row).collect()
+    }
+
+    async fn statuses(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Status>, StoreError> {
+        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        let rows = sqlx::query(query_file!("statuses"))
+            .bind(serde_json::to_string(&ids).unwrap_or_default())
+            .fetch_all(&self.db.read)
+            .await?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for r in rows {
+            let id: String = r.try_get(0)?;
+            let st: String = r.try_get(1)?;
+            out.insert(
+                Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                Status::from_str(&st).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn counts(&self) -> Result<HashMap<Status, u64>, StoreError> {
+        let rows = sqlx::query(query_file!("counts"))
+            .fetch_all(&self.db.read)
+            .await?;
+        let mut out = HashMap::new();
+        for r in rows {
+            let st: String = r.try_get(0)?;
+            if let Ok(st) = Status::from_str(&st) {
+                out.insert(st, r.try_get::<i64, _>(1)? as u64);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn purge_idempotency(&self, ttl: Duration) -> Result<u64, StoreError> {
+        let before = now_ms() - ttl.as_millis() as i64;
+        self.db
+            .call(|reply| Op::PurgeIdempotency { before, reply })
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.db.read).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,362 @@
+//! The worker: pulls leases, waits for the global rate limit, delivers, archives, settles.
+//!
+//! Per message: the store is told first (delivered, deferred, dead), then the archive is written,
+//! then the lease is settled. A crash anywhere in between leaves the lease to expire; the next
+//! attempt finds the stored status and does not send a delivered message again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rand::Rng;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::archive::{Archive, Outcome};
+use crate::config::RetrySettings;
+use crate::delivery::mime::{self, MimeSettings};
+use crate::delivery::{Delivery, DeliveryError};
+use crate::limiter::{self, RateLimiter};
+use crate::message::Status;
+use crate::queue::{Lease, Queue, QueueError};
+use crate::store::{Store, Transition};
+
+/// Everything the worker needs, built by `startup`.
+pub struct Worker {
+    pub queue: Arc<dyn Queue>,
+    pub store: Arc<dyn Store>,
+    pub delivery: Arc<dyn Delivery>,
+    pub archive: Option<Archive>,
+    /// `None`: no ceiling.
+    pub limiter: Option<Arc<dyn RateLimiter>>,
+    pub mime: MimeSettings,
+    pub retry: RetrySettings,
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+    /// Rung by the intake after a commit, so a new message does not wait for the poll interval.
+    pub wake: Arc<Notify>,
+    pub shutdown_grace: Duration,
+}
+
+/// Delay before attempt `attempt + 1`: exponential from `base`, capped at `max`, with "equal
+/// jitter" (half fixed, half random) so retries of one outage spread out.
+pub fn backoff(retry: &RetrySettings, attempt: u32) -> Duration {
+    let exp = retry
+        .base
+        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(31)));
+    let capped = exp.min(retry.max);
+    let half = capped / 2;
+    half + half.mul_f64(rand::rng().random::<f64>())
+}
+
+impl Worker {
+    /// Runs until `shutdown` is cancelled: then stops pulling, lets in-flight deliveries finish
+    /// within the grace period, and releases the leases of those that do not.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let hard_stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let mut pull_errors = 0u32;
+        tracing::info!(
+            queue = self.queue.name(),
+            delivery = self.delivery.name(),
+            concurrency = self.concurrency,
+            "Worker started."
+        );
+        while !shutdown.is_cancelled() {
+            while tasks.try_join_next().is_some() {}
+            let room = self.concurrency.saturating_sub(tasks.len());
+            if room == 0 {
+                tokio::select! {
+                    _ = tasks.join_next() => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            let leases = match self.queue.pull(room).await {
+                Ok(l) => {
+                    pull_errors = 0;
+                    l
+                }
+                Err(e) => {
+                    pull_errors = pull_errors.saturating_add(1);
+                    tracing::error!(error = %e, "Queue pull failed; retrying.");
+                    let pause = self.poll_interval * pull_errors.min(25);
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    continue;
+                }
+            };
+            if leases.is_empty() {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(self.poll_interval) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            let statuses = self.known_statuses(&leases).await;
+            for lease in leases {
+                let status = statuses.get(&lease.message.id).copied();
+                let this = self.clone();
+                let (soft, hard) = (shutdown.clone(), hard_stop.clone());
+                tasks.spawn(async move { this.process(lease, status, &soft, &hard).await });
+            }
+        }
+        let in_flight = tasks.len();
+        tracing::info!(
+            in_flight,
+            "Worker stopping: no more pulls; finishing in-flight deliveries."
+        );
+        let drained = tokio::time::timeout(self.shutdown_grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = tasks.len(),
+                "Grace period over; releasing the remaining leases."
+            );
+            hard_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while tasks.join_next().await.is_some() {}
+            })
+            .await;
+        }
+        tracing::info!("Worker stopped.");
+    }
+
+    /// Pulls one batch and processes it to the end. For tests and `mailroom worker --once`:
+    /// returns how many leases were processed.
+    pub async fn run_once(self: &Arc<Self>) -> Result<usize, QueueError> {
+        let leases = self.queue.pull(self.concurrency).await?;
+        let n = leases.len();
+        let statuses = self.known_statuses(&leases).await;
+        let never = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        for lease in leases {
+            let status = statuses.get(&lease.message.id).copied();
+            let this = self.clone();
+            let never = never.clone();
+            tasks.spawn(async move { this.process(lease, status, &never, &never).await });
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(n)
+    }
+
+    /// What the store already knows of these messages: a delivered one is not sent again.
+    async fn known_statuses(&self, leases: &[Lease]) -> HashMap<uuid::Uuid, Status> {
+        let ids: Vec<_> = leases.iter().map(|l| l.message.id).collect();
+        match self.store.statuses(&ids).await {
+            Ok(s) => s,
+            Err(e) => {
+                // Without statuses every message is treated as new: at least once, never lost.
+                tracing::warn!(error = %e, "Could not read message statuses before delivery.");
+                HashMap::new()
+            }
+        }
+    }
+
+    async fn process(
+        &self,
+        lease: Lease,
+        status: Option<Status>,
+        soft_stop: &CancellationToken,
+        hard_stop: &CancellationToken,
+    ) {
+        let id = lease.message.id;
+        let result = self.attempt(lease, status, soft_stop, hard_stop).await;
+        if let Err(e) = result {
+            match e {
+                QueueError::LeaseLost(_) => {
+                    tracing::warn!(message_id = %id, "Lease expired before it was settled; another attempt will follow.")
+                }
+                e => {
+                    tracing::error!(message_id = %id, error = %e, "Could not settle a lease; it will be retried when it expires.")
+                }
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        lease: Lease,
+        status: Option<Status>,
+        soft_stop: &CancellationToken,
+        hard_stop: &CancellationToken,
+    ) -> Result<(), QueueError> {
+        if let Some(done) = status.filter(|s| s.is_final()) {
+            // Sent before, then interrupted before the lease was settled: finish the bookkeeping.
+            let detail = "already sent in an earlier attempt".to_string();
+            return self.finish(lease, done, detail).await;
+        }
+        let email = match mime::build(&lease.message, &self.mime) {
+            Ok(e) => e,
+            Err(e) => return self.fail(lease, e).await,
+        };
+        let Some(email) = email.filter(|_| self.delivery.name() != "none") else {
+            let detail = if self.delivery.name() == "none" {
+                "not sent (DELIVERY=none)"
+            } else {
+                "no recipient (COMPAT_RECIPIENT is not set): archived only"
+            };
+            return self.finish(lease, Status::Archived, detail.into()).await;
+        };
+        if let Some(limiter) = &self.limiter {
+            let waited = tokio::select! {
+                w = limiter::acquire(limiter.as_ref()) => w,
+                _ = soft_stop.cancelled() => return self.queue.release(lease).await,
+            };
+            metrics::histogram!("mailroom_rate_limit_wait_seconds").record(waited.as_secs_f64());
+        }
+        let started = Instant::now();
+        let result = tokio::select! {
+            r = self.delivery.deliver(&email) => r,
+            _ = hard_stop.cancelled() => return self.queue.release(lease).await,
+        };
+        metrics::histogram!("mailroom_delivery_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(receipt) => self.finish(lease, Status::Delivered, receipt.detail).await,
+            Err(e) => self.fail(lease, e).await,
+        }
+    }
+
+    /// Success: record, archive, ack.
+    async fn finish(&self, lease: Lease, status: Status, detail: String) -> Result<(), QueueError> {
+        let id = lease.message.id;
+        let attempts = lease.attempt;
+        let transition = match status {
+            Status::Archived => Transition::Archived {
+                attempts,
+                detail: detail.clone(),
+            },
+            _ => Transition::Delivered {
+                attempts,
+                detail: detail.clone(),
+            },
+        };
+        self.store.record(id, transition).await?;
+        let outcome = Outcome {
+            status,
+            at: Utc::now(),
+            attempts,
+            detail,
+        };
+        if let Err(e) = self.archive(&lease, &outcome).await {
+            // Already delivered: the next attempt sees that and only archives.
+            let delay = backoff(&self.retry, attempts);
+            tracing::error!(message_id = %id, error = %e, "Archive write failed; will retry.");
+            metrics::counter!("mailroom_archive_failures_total").increment(1);
+            return self.queue.retry(lease, delay).await;
+        }
+        self.queue.ack(lease).await?;
+        let outcome = status.as_str();
+        tracing::info!(message_id = %id, attempts, outcome, "Message {outcome}.");
+        metrics::counter!("mailroom_deliveries_total", "outcome" => outcome).increment(1);
+        Ok(())
+    }
+
+    async fn archive(
+        &self,
+        lease: &Lease,
+        outcome: &Outcome,
+    ) -> Result<(), crate::archive::ArchiveError> {
+        match &self.archive {
+            Some(a) => a.put(&lease.message, outcome).await.map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// Failure: retry with backoff, or dead-letter.
+    async fn fail(&self, lease: Lease, error: DeliveryError) -> Result<(), QueueError> {
+        let id = lease.message.id;
+        let attempts = lease.attempt;
+        let (temporary, label) = match &error {
+            DeliveryError::Temporary(_) => (true, "deferred"),
+            DeliveryError::Throttled { .. } => (true, "throttled"),
+            DeliveryError::Permanent(_) => (false, "dead"),
+        };
+        if temporary && attempts < self.retry.max_attempts {
+            let delay = match &error {
+                DeliveryError::Throttled {
+                    retry_after: Some(d),
+                    ..
+                } => (*d).max(backoff(&self.retry, attempts)),
+                _ => backoff(&self.retry, attempts),
+            };
+            let text = error.to_string();
+            self.store
+                .record(
+                    id,
+                    Transition::Deferred {
+                        attempts,
+                        error: text.clone(),
+                        retry_in: delay,
+                    },
+                )
+                .await?;
+            self.queue.retry(lease, delay).await?;
+            tracing::warn!(message_id = %id, attempts, retry_in_ms = delay.as_millis() as u64, error = %text, "Delivery failed temporarily; will retry.");
+            metrics::counter!("mailroom_deliveries_total", "outcome" => label).increment(1);
+            return Ok(());
+        }
+        let text = if temporary {
+            format!("gave up after {attempts} attempts: {error}")
+        } else {
+            error.to_string()
+        };
+        let outcome = Outcome {
+            status: Status::Dead,
+            at: Utc::now(),
+            attempts,
+            detail: text.clone(),
+        };
+        if let Err(e) = self.archive(&lease, &outcome).await {
+            tracing::error!(message_id = %id, error = %e, "Archive write for a dead letter failed.");
+            metrics::counter!("mailroom_archive_failures_total").increment(1);
+        }
+        self.store
+            .record(
+                id,
+                Transition::Dead {
+                    attempts,
+                    error: text.clone(),
+                },
+            )
+            .await?;
+        self.queue.dead(lease, &text).await?;
+        tracing::warn!(message_id = %id, attempts, error = %text, "Message dead-lettered.");
+        metrics::counter!("mailroom_deliveries_total", "outcome" => "dead").increment(1);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Backoff doubles per attempt within [d/2, d], and never passes the cap.
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let r = RetrySettings {
+            max_attempts: 8,
+            base: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+        };
+        for (attempt, full) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (30, 1000),
+        ] {
+            let d = backoff(&r, attempt).as_millis();
+            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d}");
+        }
+    }
+}
