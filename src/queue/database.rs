@@ -34,8 +34,7 @@ impl DatabaseQueue {
 #[async_trait]
 impl Queue for DatabaseQueue {
     async fn push(&self, messages: &[Message]) -> Vec<Result<(), QueueError>> {
-        let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
-        match self.db.enqueue(ids).await {
+        match self.db.enqueue(messages.to_vec()).await {
             Ok(()) => messages.iter().map(|_| Ok(())).collect(),
             Err(e) => messages
                 .iter()

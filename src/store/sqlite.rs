@@ -82,7 +82,7 @@ enum Op {
         reply: Reply<bool>,
     },
     Enqueue {
-        ids: Vec<Uuid>,
+        messages: Vec<Message>,
         reply: Reply<()>,
     },
     Lease {
@@ -119,12 +119,12 @@ impl Db {
             .synchronous(SqliteSynchronous::Full)
             // Other processes (`mailroom send`, a separate api or worker) may hold the lock.
             .busy_timeout(Duration::from_secs(10));
-        if let Some(dir) = options.get_filename().parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-                })?;
-            }
+        if let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
         }
         let mut conn = SqliteConnection::connect_with(&options).await?;
         migrate(&mut conn).await?;
@@ -179,8 +179,9 @@ impl Db {
         .await
     }
 
-    pub(crate) async fn enqueue(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
-        self.call(|reply| Op::Enqueue { ids, reply }).await
+    /// Puts messages on the database queue, storing any the store does not have yet.
+    pub(crate) async fn enqueue(&self, messages: Vec<Message>) -> Result<(), StoreError> {
+        self.call(|reply| Op::Enqueue { messages, reply }).await
     }
 
     pub(crate) async fn queue_depth(&self) -> Result<(u64, Option<i64>), StoreError> {
@@ -309,8 +310,14 @@ async fn apply_in_tx(
                 }));
                 record_answers.push((id.to_string(), reply));
             }
-            Op::Enqueue { ids, reply } => {
-                enqueue_ids.extend(ids.iter().map(Uuid::to_string));
+            Op::Enqueue {
+                messages: pushed,
+                reply,
+            } => {
+                for m in &pushed {
+                    messages.push(message_row(m)?);
+                    enqueue_ids.push(m.id.to_string());
+                }
                 answers.push(Answer::Unit(reply));
             }
             Op::Settle {
@@ -371,11 +378,9 @@ async fn apply_in_tx(
             }
         }
         for m in &acceptance.messages {
-            let payload = serde_json::to_string(m)
-                .map_err(|e| StoreError::Corrupt(format!("cannot encode message: {e}")))?;
             let id = m.id.to_string();
             let at = m.accepted_at.timestamp_millis();
-            messages.push(json!({"id": id, "api": m.api(), "at": at, "payload": payload}));
+            messages.push(message_row(m)?);
             events.push(json!({"id": id, "at": at, "kind": "accepted", "detail": null}));
             if enqueue {
                 enqueue_ids.push(id);
@@ -478,6 +483,14 @@ async fn apply_in_tx(
     }
     tx.commit().await?;
     Ok(())
+}
+
+fn message_row(m: &Message) -> Result<serde_json::Value, StoreError> {
+    let payload = serde_json::to_string(m)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode message: {e}")))?;
+    Ok(
+        json!({"id": m.id.to_string(), "api": m.api(), "at": m.accepted_at.timestamp_millis(), "payload": payload}),
+    )
 }
 
 /// Idempotency keys are kept this long at most; [`Store::idempotency`] applies the configured TTL.

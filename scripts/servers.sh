@@ -1,0 +1,94 @@
+# shellcheck shell=bash
+# Starts and stops the servers mailroom's tests and benchmarks need, all on 127.0.0.1.
+# Source it, call the start_* functions, and call stop_servers on exit (trap).
+
+SERVERS_DIR="${SERVERS_DIR:-$(mktemp -d -t mailroom-servers.XXXXXX)}"
+SERVER_PIDS=()
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Installs a PyPI package when its module cannot be imported.
+ensure_pip() {
+  local package=$1 module=$2
+  if ! python3 -c "import $module" 2>/dev/null; then
+    log "Installing $package from PyPI"
+    python3 -m pip install --quiet --disable-pip-version-check "$package"
+  fi
+}
+
+# Installs Debian packages whose command is missing.
+ensure_apt() {
+  local command=$1; shift
+  if ! command -v "$command" >/dev/null 2>&1; then
+    log "Installing $* with apt-get"
+    if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq; APT_UPDATED=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  fi
+}
+
+# Waits until something listens on 127.0.0.1:$1.
+wait_port() {
+  local port=$1 name=$2
+  for _ in $(seq 1 100); do
+    if python3 -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); sys.exit(s.connect_ex(('127.0.0.1', $port)))"; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  log "$name did not start listening on 127.0.0.1:$port"
+  return 1
+}
+
+# A throwaway CA and a server certificate for 127.0.0.1 and localhost, signed by it (rustls
+# refuses a self-signed CA certificate used directly as a server certificate).
+make_certificates() {
+  local d=$SERVERS_DIR/tls
+  mkdir -p "$d"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=mailroom test CA" \
+    -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$d/ext.cnf"
+  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+    -days 2 -extfile "$d/ext.cnf" -out "$d/server.pem" 2>/dev/null
+}
+
+# aiosmtpd: plain, STARTTLS + AUTH, and SMTPS + AUTH listeners. Exports MAILROOM_TEST_SMTP_*.
+start_smtp_relay() {
+  ensure_pip aiosmtpd aiosmtpd
+  make_certificates
+  local plain tls smtps
+  plain=$(free_port); tls=$(free_port); smtps=$(free_port)
+  MAILROOM_TEST_SMTP_USER=relay-user
+  python3 -c 'import secrets; print(secrets.token_hex(16))' >"$SERVERS_DIR/smtp-password"
+  MAILROOM_TEST_SMTP_PASSWORD=$(cat "$SERVERS_DIR/smtp-password")
+  mkdir -p "$SERVERS_DIR/sink"
+  python3 "$(dirname "${BASH_SOURCE[0]}")/smtp_relay.py" --port "$plain" --tls-port "$tls" --smtps-port "$smtps" \
+    --cert "$SERVERS_DIR/tls/server.pem" --key "$SERVERS_DIR/tls/server.key" \
+    --user "$MAILROOM_TEST_SMTP_USER" --password-file "$SERVERS_DIR/smtp-password" \
+    --sink "$SERVERS_DIR/sink" >"$SERVERS_DIR/smtp.log" 2>&1 &
+  SERVER_PIDS+=($!)
+  wait_port "$plain" "SMTP relay" && wait_port "$tls" "SMTP relay (STARTTLS)" && wait_port "$smtps" "SMTP relay (SMTPS)" || {
+    cat "$SERVERS_DIR/smtp.log" >&2; return 1; }
+  export MAILROOM_TEST_SMTP_PORT=$plain MAILROOM_TEST_SMTP_TLS_PORT=$tls MAILROOM_TEST_SMTPS_PORT=$smtps
+  export MAILROOM_TEST_SMTP_USER MAILROOM_TEST_SMTP_PASSWORD
+  export MAILROOM_TEST_SMTP_CA=$SERVERS_DIR/tls/ca.pem MAILROOM_TEST_SMTP_SINK=$SERVERS_DIR/sink
+  log "SMTP relay on 127.0.0.1: $plain plain, $tls STARTTLS+AUTH, $smtps SMTPS+AUTH"
+}
+
+stop_servers() {
+  local pid
+  for pid in "${SERVER_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${SERVER_PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  SERVER_PIDS=()
+  rm -rf "$SERVERS_DIR"
+}

@@ -1,0 +1,396 @@
+//! The worker against the real SMTP relay: delivery, archive, retries, dead letters, leases,
+//! TLS and AUTH, the rate ceiling and shutdown.
+
+use std::time::{Duration, Instant};
+
+use mailroom::message::Status;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{compat_body, spawn_app, spawn_app_with, unique_rcpt};
+
+/// A native message reaches the relay with the right headers and envelope, and is archived as
+/// JSON at `emails/YYYY/MM/DD/email-{ts}-{sender_hash}-{id}.json` with its outcome.
+#[tokio::test]
+async fn delivered_with_headers_and_archived() {
+    let app = spawn_app().await;
+    let to = unique_rcpt("headers");
+    let hidden = unique_rcpt("bcc");
+    let body = json!({
+        "from": "Shop <shop@example.com>", "to": [to], "bcc": hidden,
+        "reply_to": "support@example.com", "subject": "Your receipt €",
+        "text": "Thanks.", "html": "<p>Thanks.</p>",
+        "headers": {"X-Campaign": "spring"}, "tags": ["receipt"],
+    });
+    let r = app.post_message(&body, None).await;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.expect("JSON")["message_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(app.dispatch_all_pending().await, 1);
+
+    let got = app.relay.received_for(&to);
+    assert_eq!(got.len(), 1, "exactly one delivery");
+    let mail = &got[0];
+    assert_eq!(mail.mail_from, "shop@example.com");
+    assert!(mail.rcpt_tos.contains(&hidden), "bcc is in the envelope");
+    assert!(!mail.raw.contains(&hidden), "bcc is not in the headers");
+    assert_eq!(
+        mail.header("From").as_deref(),
+        Some("Shop <shop@example.com>")
+    );
+    assert_eq!(mail.header("To").as_deref(), Some(to.as_str()));
+    assert_eq!(
+        mail.header("Reply-To").as_deref(),
+        Some("support@example.com")
+    );
+    assert_eq!(mail.header("X-Campaign").as_deref(), Some("spring"));
+    assert_eq!(mail.header("X-Mailroom-Id").as_deref(), Some(id.as_str()));
+    assert_eq!(
+        mail.header("Message-ID"),
+        Some(format!("<{id}@example.com>"))
+    );
+    let subject = mail.header("Subject").expect("subject");
+    assert!(
+        subject.is_ascii() && subject.to_ascii_lowercase().contains("=?utf-8?"),
+        "non-ASCII subject is encoded: {subject}"
+    );
+    assert!(mail.raw.contains("multipart/alternative"));
+
+    let m = app.get_message(&id).await;
+    assert_eq!(m["status"], "delivered");
+    assert_eq!(m["attempts"], 1);
+    let kinds: Vec<&str> = m["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(kinds, ["accepted", "delivered"]);
+
+    let key = m["archive_key"].as_str().expect("archive_key");
+    let accepted = chrono::DateTime::parse_from_rfc3339(m["accepted_at"].as_str().expect("time"))
+        .expect("rfc3339");
+    let hash = mailroom::message::sender_hash("Shop <shop@example.com>");
+    assert_eq!(
+        key,
+        format!(
+            "emails/{}/email-{}-{hash}-{id}.json",
+            accepted.format("%Y/%m/%d"),
+            accepted.timestamp()
+        )
+    );
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(app.archive_dir().join(key)).expect("archived"))
+            .expect("JSON");
+    assert_eq!(doc["id"], id.as_str());
+    assert_eq!(doc["subject"], "Your receipt €");
+    assert_eq!(doc["outcome"]["status"], "delivered");
+    assert!(
+        doc["outcome"]["detail"]
+            .as_str()
+            .expect("detail")
+            .starts_with("250")
+    );
+}
+
+/// A compat message is archived under its own timestamp; with COMPAT_RECIPIENT it is also sent
+/// there, from the sender's display name at DEFAULT_FROM.
+#[tokio::test]
+async fn compat_message_archived_and_sent_to_compat_recipient() {
+    let rcpt = unique_rcpt("compat");
+    let r2 = rcpt.clone();
+    let app = spawn_app_with(move |c| {
+        c.compat_recipient = Some(r2);
+        c.default_from = Some("noreply@example.com".into());
+    })
+    .await;
+    let r = app.post_compat(&compat_body(&app.token)).await;
+    let id = r.json::<Value>().await.expect("JSON")["message_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    app.dispatch_all_pending().await;
+    let got = app.relay.received_for(&rcpt);
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].header("From").as_deref(),
+        Some("\"John doe\" <noreply@example.com>")
+    );
+    assert_eq!(got[0].header("Subject").as_deref(), Some("Welcome"));
+    assert!(
+        got[0]
+            .header("Date")
+            .expect("date")
+            .contains("14 Nov 2023 22:13:20")
+    );
+    let key = format!(
+        "emails/2023/11/14/email-1700000000-{}-{id}.json",
+        mailroom::message::sender_hash("John doe")
+    );
+    let doc: Value = serde_json::from_slice(
+        &std::fs::read(app.archive_dir().join(&key)).expect("archived at the compat key"),
+    )
+    .expect("JSON");
+    assert_eq!(doc["email_sender"], "John doe");
+    assert_eq!(doc["email_timestream"], "1700000000");
+    assert_eq!(doc["email_content"], "Hello from the compat API.");
+    assert_eq!(doc["outcome"]["status"], "delivered");
+}
+
+/// Without COMPAT_RECIPIENT a compat message is archived only.
+#[tokio::test]
+async fn compat_message_without_recipient_is_archived_only() {
+    let app = spawn_app().await;
+    let r = app.post_compat(&compat_body(&app.token)).await;
+    let id = r.json::<Value>().await.expect("JSON")["message_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    app.dispatch_all_pending().await;
+    let m = app.get_message(&id).await;
+    assert_eq!(m["status"], "archived");
+    assert!(
+        app.archive_dir()
+            .join(m["archive_key"].as_str().expect("key"))
+            .exists()
+    );
+}
+
+/// A 4xx from the relay is retried with growing backoff, then the message is delivered.
+#[tokio::test]
+async fn temporary_failure_is_retried_with_backoff_then_delivered() {
+    let app = spawn_app_with(|c| {
+        c.retry_base_ms = 100;
+        c.retry_max_ms = 10_000;
+    })
+    .await;
+    let to = unique_rcpt("fail-451-2");
+    let id = app.send_to(&to).await;
+    let started = Instant::now();
+    let m = app.dispatch_until(&id, "delivered").await;
+    // Two waits: at least 50 ms (half of 100, the jitter floor) and 100 ms (half of 200).
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(m["attempts"], 3);
+    let events: Vec<&Value> = m["events"].as_array().expect("events").iter().collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(kinds, ["accepted", "deferred", "deferred", "delivered"]);
+    let delay = |e: &Value| -> u64 {
+        let d = e["detail"].as_str().expect("detail");
+        assert!(d.contains("451"), "{d}");
+        d.split("next attempt in ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|s| s.parse().ok())
+            .expect("a delay")
+    };
+    let (first, second) = (delay(events[1]), delay(events[2]));
+    assert!(
+        (50..=100).contains(&first) && (100..=200).contains(&second),
+        "{first} then {second}"
+    );
+    assert_eq!(app.relay.received_for(&to).len(), 1);
+    assert!(
+        m["last_error"]
+            .as_str()
+            .expect("last error kept")
+            .contains("451")
+    );
+}
+
+/// A 5xx is dead-lettered at once; redriven, it is delivered.
+#[tokio::test]
+async fn permanent_failure_is_dead_lettered_then_redriven() {
+    let app = spawn_app().await;
+    let to = unique_rcpt("fail-550-1");
+    let id = app.send_to(&to).await;
+    app.dispatch_all_pending().await;
+    let m = app.get_message(&id).await;
+    assert_eq!(m["status"], "dead");
+    assert_eq!(m["attempts"], 1);
+    assert!(m["last_error"].as_str().expect("error").contains("550"));
+    let dl: Value = app
+        .get("/v1/dead-letters")
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(dl["dead_letters"][0]["id"], id.as_str());
+
+    let r = app.redrive(&id).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        app.redrive(&id).await.status(),
+        409,
+        "only dead letters can be redriven"
+    );
+    assert_eq!(
+        app.redrive(&uuid::Uuid::new_v4().to_string())
+            .await
+            .status(),
+        404
+    );
+    app.dispatch_all_pending().await;
+    let m = app.get_message(&id).await;
+    assert_eq!(m["status"], "delivered");
+    let kinds: Vec<&str> = m["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(kinds, ["accepted", "dead", "redriven", "delivered"]);
+    assert_eq!(app.relay.received_for(&to).len(), 1);
+    let dl: Value = app
+        .get("/v1/dead-letters")
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(dl["dead_letters"].as_array().expect("array").len(), 0);
+}
+
+/// After MAX_ATTEMPTS temporary failures the message is dead with its last error.
+#[tokio::test]
+async fn attempts_exhausted_is_dead_lettered() {
+    let app = spawn_app_with(|c| c.max_attempts = 3).await;
+    let id = app.send_to(&unique_rcpt("fail-421-always")).await;
+    let m = app.dispatch_until(&id, "dead").await;
+    assert_eq!(m["attempts"], 3);
+    let err = m["last_error"].as_str().expect("error");
+    assert!(
+        err.contains("gave up after 3 attempts") && err.contains("421"),
+        "{err}"
+    );
+}
+
+/// A lease whose worker died (taken, never settled) becomes visible again after the visibility
+/// timeout, and the message is delivered on the next attempt.
+#[tokio::test]
+async fn lease_of_dead_worker_is_recovered() {
+    let app = spawn_app_with(|c| {
+        c.visibility_timeout_secs = 2;
+        c.smtp_timeout_secs = 1;
+    })
+    .await;
+    let to = unique_rcpt("lease");
+    let id = app.send_to(&to).await;
+    let leases = app.queue.pull(10).await.expect("pull");
+    assert_eq!(leases.len(), 1);
+    std::mem::forget(leases); // the worker holding them is gone
+    assert_eq!(app.dispatch_all_pending().await, 0, "still leased");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(app.dispatch_all_pending().await, 1);
+    let m = app.get_message(&id).await;
+    assert_eq!(m["status"], "delivered");
+    assert_eq!(m["attempts"], 2);
+    assert_eq!(app.relay.received_for(&to).len(), 1);
+}
+
+/// STARTTLS with AUTH, and implicit TLS with AUTH, deliver; a wrong password defers (an
+/// operator's mistake must not dead-letter messages).
+#[tokio::test]
+async fn tls_and_auth() {
+    let relay = crate::helpers::Relay::from_env();
+    let url = |scheme: &str, port: u16, password: &str, tls: &str| {
+        format!(
+            "{scheme}://{}:{password}@127.0.0.1:{port}?{tls}ca_file={}",
+            relay.user, relay.ca
+        )
+    };
+    for (name, smtp_url) in [
+        (
+            "starttls",
+            url("smtp", relay.tls_port, &relay.password, "tls=required&"),
+        ),
+        ("smtps", url("smtps", relay.smtps_port, &relay.password, "")),
+    ] {
+        let u = smtp_url.clone();
+        let app = spawn_app_with(move |c| c.smtp_url = Some(u.into())).await;
+        let to = unique_rcpt(name);
+        let id = app.send_to(&to).await;
+        app.dispatch_all_pending().await;
+        assert_eq!(app.get_message(&id).await["status"], "delivered", "{name}");
+        let got = app.relay.received_for(&to);
+        assert_eq!(got.len(), 1, "{name}");
+        assert_eq!(got[0].login.as_deref(), Some(relay.user.as_str()), "{name}");
+    }
+    let bad = url("smtp", relay.tls_port, "wrong-password", "tls=required&");
+    let app = spawn_app_with(move |c| c.smtp_url = Some(bad.into())).await;
+    let id = app.send_to(&unique_rcpt("badauth")).await;
+    app.dispatch_all_pending().await;
+    let m = app.get_message(&id).await;
+    assert_eq!(m["status"], "deferred");
+    assert!(
+        m["last_error"]
+            .as_str()
+            .expect("error")
+            .contains("authentication"),
+        "{m}"
+    );
+}
+
+/// With a ceiling of 20/s, 21 deliveries cannot finish in less than one second (burst 1), however
+/// many run concurrently.
+#[tokio::test]
+async fn rate_ceiling_holds_across_concurrent_deliveries() {
+    let app = spawn_app_with(|c| {
+        c.send_rate_per_second = 20.0;
+        c.worker_concurrency = 32;
+    })
+    .await;
+    for _ in 0..21 {
+        app.send_to(&unique_rcpt("rate")).await;
+    }
+    let started = Instant::now();
+    assert_eq!(app.dispatch_all_pending().await, 21);
+    assert!(
+        started.elapsed() >= Duration::from_millis(980),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// On shutdown the worker stops pulling and releases leases still waiting for the rate limit:
+/// no lease stays taken, and the released attempts do not count.
+#[tokio::test]
+async fn shutdown_releases_waiting_leases() {
+    let app = spawn_app_with(|c| {
+        c.send_rate_per_second = 2.0;
+        c.worker_concurrency = 8;
+        c.shutdown_grace_secs = 5;
+    })
+    .await;
+    for _ in 0..8 {
+        app.send_to(&unique_rcpt("shutdown")).await;
+    }
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(app.worker.clone().run(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.cancel();
+    let started = Instant::now();
+    run.await.expect("the worker exits cleanly");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let counts = app.backends_store.counts().await.expect("counts");
+    let delivered = counts.get(&Status::Delivered).copied().unwrap_or(0);
+    assert!((1..=3).contains(&delivered), "delivered {delivered}");
+    // Everything else is due again at once, with its attempt given back.
+    let leases = app.queue.pull(100).await.expect("pull");
+    assert_eq!(leases.len() as u64, 8 - delivered);
+    assert!(
+        leases.iter().all(|l| l.attempt == 1),
+        "released attempts do not count"
+    );
+}

@@ -1,0 +1,356 @@
+//! Shared test setup: an app on port 0 with its own data directory, a client with one method per
+//! endpoint, a worker driven step by step, and the real SMTP relay that `scripts/test` starts.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailroom::config::RawConfig;
+use mailroom::startup::{Application, Roles};
+use mailroom::worker::Worker;
+use reqwest::Response;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test, which starts the SMTP relay")
+    })
+}
+
+/// The aiosmtpd relay started by `scripts/test`.
+#[derive(Clone)]
+pub struct Relay {
+    pub port: u16,
+    pub tls_port: u16,
+    pub smtps_port: u16,
+    pub user: String,
+    pub password: String,
+    pub ca: String,
+    pub sink: PathBuf,
+}
+
+/// One message as the relay received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub rcpt_tos: Vec<String>,
+    pub mail_from: String,
+    pub login: Option<String>,
+    pub raw: String,
+}
+
+impl Received {
+    /// The value of the first header with this name (unfolded).
+    pub fn header(&self, name: &str) -> Option<String> {
+        let head = self.raw.split("\r\n\r\n").next().unwrap_or_default();
+        let mut value: Option<String> = None;
+        for line in head.split("\r\n") {
+            if let Some(v) = value.as_mut() {
+                if line.starts_with(' ') || line.starts_with('\t') {
+                    v.push_str(line.trim_start());
+                    continue;
+                }
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case(name)
+            {
+                value = Some(v.trim().to_string());
+            }
+        }
+        value
+    }
+}
+
+impl Relay {
+    pub fn from_env() -> Self {
+        Self {
+            port: env("MAILROOM_TEST_SMTP_PORT").parse().expect("a port"),
+            tls_port: env("MAILROOM_TEST_SMTP_TLS_PORT").parse().expect("a port"),
+            smtps_port: env("MAILROOM_TEST_SMTPS_PORT").parse().expect("a port"),
+            user: env("MAILROOM_TEST_SMTP_USER"),
+            password: env("MAILROOM_TEST_SMTP_PASSWORD"),
+            ca: env("MAILROOM_TEST_SMTP_CA"),
+            sink: PathBuf::from(env("MAILROOM_TEST_SMTP_SINK")),
+        }
+    }
+
+    pub fn plain_url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every message received for `rcpt` so far.
+    pub fn received_for(&self, rcpt: &str) -> Vec<Received> {
+        let mut out = Vec::new();
+        let mut entries: Vec<_> = std::fs::read_dir(&self.sink)
+            .expect("the relay's sink directory exists")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        entries.sort();
+        for path in entries {
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let Ok(meta) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
+            let rcpts: Vec<String> = meta["rcpt_tos"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !rcpts.iter().any(|r| r.eq_ignore_ascii_case(rcpt)) {
+                continue;
+            }
+            let raw = std::fs::read_to_string(path.with_extension("eml"))
+                .expect("the .eml is written before the .json");
+            out.push(Received {
+                rcpt_tos: rcpts,
+                mail_from: meta["mail_from"].as_str().unwrap_or_default().to_string(),
+                login: meta["login"].as_str().map(String::from),
+                raw,
+            });
+        }
+        out
+    }
+}
+
+/// A recipient address no other test uses; `prefix` can ask the relay for a reply
+/// (`fail-550-1`, `fail-451-2`, `slow-200`).
+pub fn unique_rcpt(prefix: &str) -> String {
+    format!("{prefix}.{}@example.com", Uuid::new_v4().simple())
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub token: String,
+    pub client: reqwest::Client,
+    pub worker: Arc<Worker>,
+    pub app_data: tempfile::TempDir,
+    pub relay: Relay,
+    pub shutdown: CancellationToken,
+    pub backends_store: Arc<dyn mailroom::store::Store>,
+    pub queue: Arc<dyn mailroom::queue::Queue>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Settings every test app starts from: SMTP to the plain relay listener, no rate ceiling,
+/// fast retries.
+pub fn test_config(data_dir: &std::path::Path, relay: &Relay) -> RawConfig {
+    RawConfig {
+        port: 0,
+        data_dir: data_dir.to_path_buf(),
+        api_token: Some(SecretString::from(format!("test-token-{}", Uuid::new_v4()))),
+        delivery: "smtp".into(),
+        smtp_url: Some(SecretString::from(relay.plain_url())),
+        smtp_timeout_secs: 10,
+        send_rate_per_second: 0.0,
+        retry_base_ms: 20,
+        retry_max_ms: 200,
+        worker_concurrency: 16,
+        ..RawConfig::default()
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the API (not the worker: tests drive it with [`TestApp::dispatch_all_pending`]).
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let relay = Relay::from_env();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut raw = test_config(dir.path(), &relay);
+    adjust(&mut raw);
+    let token = secrecy::ExposeSecret::expose_secret(raw.api_token.as_ref().expect("set above"))
+        .to_string();
+    let settings = raw.into_settings().expect("test settings are valid");
+    let app = Application::build(
+        settings,
+        Roles {
+            api: true,
+            worker: false,
+        },
+    )
+    .await
+    .expect("the app builds");
+    let address = format!("http://{}", app.local_addr().expect("the API listens"));
+    let worker = app.worker();
+    let backends_store = app.backends().store.clone();
+    let queue = app.backends().queue.clone();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestApp {
+        address,
+        token,
+        client: reqwest::Client::new(),
+        worker,
+        app_data: dir,
+        relay,
+        shutdown,
+        backends_store,
+        queue,
+    }
+}
+
+pub fn compat_body(token: &str) -> Value {
+    json!({
+        "data": {
+            "email_subject": "Welcome",
+            "email_sender": "John doe",
+            "email_timestream": "1700000000",
+            "email_content": "Hello from the compat API.",
+        },
+        "token": token,
+    })
+}
+
+pub fn native_body(to: &str) -> Value {
+    json!({
+        "from": "Shop <shop@example.com>",
+        "to": [to],
+        "subject": "Your receipt",
+        "text": "Thanks for your order.",
+    })
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .header("authorization", format!("Bearer {}", self.token))
+            .body(body)
+            .send()
+            .await
+            .expect("the request is sent")
+    }
+
+    pub async fn post_compat(&self, body: &Value) -> Response {
+        self.client
+            .post(self.url("/api/email"))
+            .json(body)
+            .send()
+            .await
+            .expect("sent")
+    }
+
+    pub async fn post_message(&self, body: &Value, idempotency_key: Option<&str>) -> Response {
+        let mut req = self
+            .client
+            .post(self.url("/v1/messages"))
+            .bearer_auth(&self.token)
+            .json(body);
+        if let Some(k) = idempotency_key {
+            req = req.header("idempotency-key", k);
+        }
+        req.send().await.expect("sent")
+    }
+
+    pub async fn post_batch(&self, body: &Value) -> Response {
+        self.client
+            .post(self.url("/v1/messages/batch"))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .expect("sent")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("sent")
+    }
+
+    pub async fn get_message(&self, id: &str) -> Value {
+        let r = self.get(&format!("/v1/messages/{id}")).await;
+        assert_eq!(r.status(), 200, "GET message {id}");
+        r.json().await.expect("JSON")
+    }
+
+    pub async fn redrive(&self, id: &str) -> Response {
+        self.client
+            .post(self.url(&format!("/v1/dead-letters/{id}/redrive")))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("sent")
+    }
+
+    /// Accepts one native message to `to` and returns its id.
+    pub async fn send_to(&self, to: &str) -> String {
+        let r = self.post_message(&native_body(to), None).await;
+        assert_eq!(r.status(), 202);
+        let v: Value = r.json().await.expect("JSON");
+        v["message_id"].as_str().expect("an id").to_string()
+    }
+
+    /// Runs the worker until no message is due; returns how many leases it processed.
+    pub async fn dispatch_all_pending(&self) -> usize {
+        let mut total = 0;
+        loop {
+            let n = self.worker.run_once().await.expect("the queue answers");
+            if n == 0 {
+                return total;
+            }
+            total += n;
+        }
+    }
+
+    /// Dispatches until the message reaches `status`, letting retry delays pass.
+    pub async fn dispatch_until(&self, id: &str, status: &str) -> Value {
+        for _ in 0..100 {
+            self.dispatch_all_pending().await;
+            let v = self.get_message(id).await;
+            if v["status"] == status {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "message {id} never reached {status}: {}",
+            self.get_message(id).await
+        );
+    }
+
+    pub fn archive_dir(&self) -> PathBuf {
+        self.app_data.path().join("archive")
+    }
+}
+
+/// The error body's field name, asserting the status first.
+pub async fn error_field(r: Response, status: u16) -> (String, String) {
+    assert_eq!(r.status(), status);
+    let v: Value = r.json().await.expect("a JSON error body");
+    let code = v["error"]["code"].as_str().expect("error.code").to_string();
+    (
+        code,
+        v["error"]["field"].as_str().unwrap_or_default().to_string(),
+    )
+}

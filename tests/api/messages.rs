@@ -1,0 +1,292 @@
+//! The native API: `/v1/messages`, its batch form, idempotency, status and listing.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{error_field, native_body, spawn_app, unique_rcpt};
+
+/// A valid message is 202; without a Bearer token, 401.
+#[tokio::test]
+async fn create_requires_bearer_token() {
+    let app = spawn_app().await;
+    let r = app.post_message(&native_body("a@example.com"), None).await;
+    assert_eq!(r.status(), 202);
+    let r = app
+        .client
+        .post(app.url("/v1/messages"))
+        .json(&native_body("a@example.com"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let r = app
+        .client
+        .post(app.url("/v1/messages"))
+        .bearer_auth("wrong")
+        .json(&native_body("a@example.com"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 401);
+}
+
+/// Each invalid field is a 400 naming it.
+#[tokio::test]
+async fn field_errors_name_the_field() {
+    let app = spawn_app().await;
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({"to": "a@example.com", "subject": "s", "text": "t"}),
+            "from",
+        ),
+        (
+            json!({"from": "not an address", "to": "a@example.com", "subject": "s", "text": "t"}),
+            "from",
+        ),
+        (
+            json!({"from": "a@example.com", "subject": "s", "text": "t"}),
+            "to",
+        ),
+        (
+            json!({"from": "a@example.com", "to": ["ok@example.com", "bad@"], "subject": "s", "text": "t"}),
+            "to[1]",
+        ),
+        (
+            json!({"from": "a@example.com", "to": "b@example.com", "cc": "c@example.com\r\nBcc: x@example.com", "subject": "s", "text": "t"}),
+            "cc[0]",
+        ),
+        (
+            json!({"from": "a@example.com", "to": "b@example.com", "subject": "", "text": "t"}),
+            "subject",
+        ),
+        (
+            json!({"from": "a@example.com", "to": "b@example.com", "subject": "s\r\nBcc: x@example.com", "text": "t"}),
+            "subject",
+        ),
+        (
+            json!({"from": "a@example.com", "to": "b@example.com", "subject": "s"}),
+            "text",
+        ),
+        (
+            json!({"from": "a@example.com", "to": "b@example.com", "subject": 7, "text": "t"}),
+            "subject",
+        ),
+        (
+            json!({"from": "a@example.com", "to": "b@example.com", "subject": "s", "text": "t", "headers": {"Bcc": "x@example.com"}}),
+            "headers.Bcc",
+        ),
+        (
+            json!({"from": "a@example.com", "to": "b@example.com", "subject": "s", "text": "t", "headers": {"X-A": "1\nBcc: x@example.com"}}),
+            "headers.X-A",
+        ),
+        (
+            json!({"from": "a@example.com", "to": "b@example.com", "subject": "s", "text": "t", "headers": {"X A": "1"}}),
+            "headers",
+        ),
+        (
+            json!({"from": "a@example.com", "to": "b@example.com", "subject": "s", "text": "t", "tags": ["ok", "not ok"]}),
+            "tags[1]",
+        ),
+        (
+            json!({"from": "a@example.com", "to": "b@example.com", "subject": "s", "text": "t", "reply_to": "Name\n <r@example.com>"}),
+            "reply_to[0]",
+        ),
+    ];
+    for (body, field) in cases {
+        let (code, got) = error_field(app.post_message(&body, None).await, 400).await;
+        assert_eq!(
+            (code.as_str(), got.as_str()),
+            ("invalid_field", field),
+            "{body}"
+        );
+    }
+    let many: Vec<String> = (0..51).map(|i| format!("r{i}@example.com")).collect();
+    let body = json!({"from": "a@example.com", "to": many, "subject": "s", "text": "t"});
+    let r = app.post_message(&body, None).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.expect("JSON");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("limit is 50"),
+        "{v}"
+    );
+}
+
+/// The same Idempotency-Key and body answer the first response again and make no second
+/// message; the same key with another body is 422.
+#[tokio::test]
+async fn idempotency_key_replays_or_rejects() {
+    let app = spawn_app().await;
+    let body = native_body(&unique_rcpt("idem"));
+    let first = app.post_message(&body, Some("order-42")).await;
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.expect("JSON");
+    let again = app.post_message(&body, Some("order-42")).await;
+    assert_eq!(again.status(), 202);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.expect("JSON");
+    assert_eq!(first, again);
+    let list: Value = app.get("/v1/messages").await.json().await.expect("JSON");
+    assert_eq!(list["messages"].as_array().expect("array").len(), 1);
+
+    let other = native_body(&unique_rcpt("idem-other"));
+    let (code, _) = error_field(app.post_message(&other, Some("order-42")).await, 422).await;
+    assert_eq!(code, "idempotency_key_reused");
+    let (code, field) = error_field(
+        app.post_message(&body, Some("bad key with spaces")).await,
+        400,
+    )
+    .await;
+    assert_eq!(
+        (code.as_str(), field.as_str()),
+        ("invalid_field", "Idempotency-Key")
+    );
+}
+
+/// Concurrent requests with one key make one message; every answer carries its id.
+#[tokio::test]
+async fn concurrent_idempotent_requests_make_one_message() {
+    let app = spawn_app().await;
+    let body = native_body(&unique_rcpt("race"));
+    let answers =
+        futures::future::join_all((0..8).map(|_| app.post_message(&body, Some("race-1")))).await;
+    let mut ids = Vec::new();
+    for r in answers {
+        assert_eq!(r.status(), 202);
+        let v: Value = r.json().await.expect("JSON");
+        ids.push(v["message_id"].as_str().expect("id").to_string());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let list: Value = app.get("/v1/messages").await.json().await.expect("JSON");
+    assert_eq!(list["messages"].as_array().expect("array").len(), 1);
+}
+
+/// A batch answers per message: valid ones are queued, invalid ones named by index and field.
+#[tokio::test]
+async fn batch_answers_per_message() {
+    let app = spawn_app().await;
+    let body = json!({"messages": [
+        native_body("a@example.com"),
+        {"from": "a@example.com", "to": "b@example.com", "subject": "s\nBcc: x@example.com", "text": "t"},
+        native_body("c@example.com"),
+    ]});
+    let r = app.post_batch(&body).await;
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.expect("JSON");
+    assert_eq!(v["accepted"], 2);
+    assert_eq!(v["rejected"], 1);
+    assert_eq!(v["results"][1]["error"]["field"], "messages[1].subject");
+    assert!(v["results"][0]["message_id"].is_string() && v["results"][2]["message_id"].is_string());
+
+    let too_many = json!({"messages": vec![native_body("a@example.com"); 101]});
+    let (_, field) = error_field(app.post_batch(&too_many).await, 400).await;
+    assert_eq!(field, "messages");
+    let (_, field) = error_field(app.post_batch(&json!({"messages": []})).await, 400).await;
+    assert_eq!(field, "messages");
+    let all_bad = json!({"messages": [{"to": 1}]});
+    assert_eq!(app.post_batch(&all_bad).await.status(), 400);
+}
+
+/// Status lookups: 404 for an unknown id, 400 for a malformed one; listing filters by status.
+#[tokio::test]
+async fn status_and_listing() {
+    let app = spawn_app().await;
+    let id = app.send_to(&unique_rcpt("list")).await;
+    let r = app
+        .get(&format!("/v1/messages/{}", uuid::Uuid::new_v4()))
+        .await;
+    assert_eq!(error_field(r, 404).await.0, "not_found");
+    let r = app.get("/v1/messages/not-a-uuid").await;
+    assert_eq!(error_field(r, 400).await.1, "id");
+    let queued: Value = app
+        .get("/v1/messages?status=queued")
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(queued["messages"][0]["id"], id.as_str());
+    let delivered: Value = app
+        .get("/v1/messages?status=delivered")
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(delivered["messages"].as_array().expect("array").len(), 0);
+    assert_eq!(
+        error_field(app.get("/v1/messages?status=lost").await, 400)
+            .await
+            .1,
+        "status"
+    );
+    assert_eq!(
+        error_field(app.get("/v1/messages?limit=0").await, 400)
+            .await
+            .1,
+        "limit"
+    );
+    assert_eq!(
+        error_field(app.get("/v1/messages?limit=abc").await, 400)
+            .await
+            .1,
+        "limit"
+    );
+    assert_eq!(app.get("/v1/messages").await.status(), 200);
+    assert_eq!(
+        app.client
+            .get(app.url("/v1/messages"))
+            .send()
+            .await
+            .expect("sent")
+            .status(),
+        401
+    );
+    assert_eq!(
+        error_field(app.get("/nowhere").await, 404).await.0,
+        "not_found"
+    );
+}
+
+/// Health, readiness and metrics answer without a token.
+#[tokio::test]
+async fn health_ready_and_metrics() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .get(app.url("/health"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 200);
+    let r = app
+        .client
+        .get(app.url("/ready"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("JSON");
+    assert_eq!(v["checks"]["store"], "ok");
+    app.send_to(&unique_rcpt("metrics")).await;
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains("mailroom_messages_accepted_total{api=\"native\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "mailroom_http_requests_total{method=\"POST\",route=\"/v1/messages\",status=\"202\"}"
+        ),
+        "{text}"
+    );
+}
