@@ -130,6 +130,8 @@ pub fn unique_rcpt(prefix: &str) -> String {
 
 pub struct TestApp {
     pub address: String,
+    /// Set when the app serves `/metrics` on its own port.
+    pub metrics_address: Option<String>,
     pub token: String,
     pub client: reqwest::Client,
     pub worker: Arc<Worker>,
@@ -188,6 +190,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
     .await
     .expect("the app builds");
     let address = format!("http://{}", app.local_addr().expect("the API listens"));
+    let metrics_address = app.metrics_addr().map(|a| format!("http://{a}"));
     let worker = app.worker();
     let backends_store = app.backends().store.clone();
     let queue = app.backends().queue.clone();
@@ -195,6 +198,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
         address,
+        metrics_address,
         token,
         client: reqwest::Client::new(),
         worker,

@@ -290,3 +290,31 @@ async fn health_ready_and_metrics() {
         "{text}"
     );
 }
+
+/// With METRICS_PORT set, `/metrics` moves to that port and leaves the API port.
+#[tokio::test]
+async fn metrics_on_their_own_port() {
+    let app = crate::helpers::spawn_app_with(|c| c.metrics_port = Some(0)).await;
+    let metrics = app.metrics_address.clone().expect("a metrics listener");
+    app.send_to(&unique_rcpt("metrics-port")).await;
+    let r = app
+        .client
+        .get(format!("{metrics}/metrics"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.text()
+            .await
+            .expect("text")
+            .contains("mailroom_messages_accepted_total")
+    );
+    let r = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 404);
+}
