@@ -173,3 +173,42 @@ async fn malformed_bodies_are_4xx() {
     let list: Value = app.get("/v1/messages").await.json().await.expect("JSON");
     assert_eq!(list["messages"].as_array().expect("array").len(), 0);
 }
+
+/// When the store cannot commit (another process holds the database's write lock past the busy
+/// timeout), the API answers 503 with Retry-After, never a 202, and nothing is recorded.
+#[tokio::test]
+async fn store_unavailable_is_503_never_202() {
+    use sqlx::Connection;
+    let app = spawn_app().await;
+    let db = app.app_data.path().join("mailroom.db");
+    let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open");
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut blocker)
+        .await
+        .expect("lock");
+    let r = app.post_compat(&compat_body(&app.token)).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let v: Value = r.json().await.expect("JSON");
+    assert_eq!(v["error"]["code"], "unavailable");
+    let r = app
+        .client
+        .get(app.url("/ready"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 200, "reads still work while writes wait");
+    sqlx::query("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .expect("unlock");
+    let list: Value = app.get("/v1/messages").await.json().await.expect("JSON");
+    assert_eq!(list["messages"].as_array().expect("array").len(), 0);
+    assert_eq!(
+        app.post_compat(&compat_body(&app.token)).await.status(),
+        202,
+        "recovers"
+    );
+}
