@@ -190,36 +190,29 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Self> {
         let metrics = telemetry::metrics(settings.instance_id.as_deref());
-        let (listener, metrics_listener, token, generated_token) =
-            if roles.api {
-                let listener = TcpListener::bind(settings.http_addr)
+        // A worker alone still serves /metrics when METRICS_PORT is set.
+        let metrics_listener = match settings.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
                     .await
-                    .with_context(|| {
-                        format!(
-                            "Failed to listen on {} (PORT, BIND_ADDRESS)",
-                            settings.http_addr
-                        )
-                    })?;
-                let metrics_listener =
-                    match settings.metrics_addr {
-                        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
-                            format!("Failed to listen on {addr} (METRICS_PORT)")
-                        })?),
-                        None => None,
-                    };
-                let (token, generated) = token(&settings)?;
-                (Some(listener), metrics_listener, Some(token), generated)
-            } else {
-                // A worker alone still serves /health, /ready and /metrics when METRICS_PORT is set.
-                let metrics_listener =
-                    match settings.metrics_addr {
-                        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
-                            format!("Failed to listen on {addr} (METRICS_PORT)")
-                        })?),
-                        None => None,
-                    };
-                (None, metrics_listener, None, None)
-            };
+                    .with_context(|| format!("Failed to listen on {addr} (METRICS_PORT)"))?,
+            ),
+            None => None,
+        };
+        let (listener, token, generated_token) = if roles.api {
+            let listener = TcpListener::bind(settings.http_addr)
+                .await
+                .with_context(|| {
+                    format!(
+                        "Failed to listen on {} (PORT, BIND_ADDRESS)",
+                        settings.http_addr
+                    )
+                })?;
+            let (token, generated) = token(&settings)?;
+            (Some(listener), Some(token), generated)
+        } else {
+            (None, None, None)
+        };
         let backends = Backends::build(settings).await?;
         let worker = backends.worker();
         Ok(Self {

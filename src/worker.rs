@@ -193,6 +193,10 @@ impl Worker {
             let detail = "already sent in an earlier attempt".to_string();
             return self.finish(lease, done, detail).await;
         }
+        if status == Some(Status::Dead) {
+            // Dead-lettered, then interrupted before the lease was let go: do not send again.
+            return self.queue.dead(lease, "already dead-lettered").await;
+        }
         let email = match mime::build(&lease.message, &self.mime) {
             Ok(e) => e,
             Err(e) => return self.fail(lease, e).await,

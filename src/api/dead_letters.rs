@@ -5,7 +5,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
-use super::messages::{ListQuery, list_filter, parse_id, summary};
+use super::messages::{ListQuery, list_filter, page, parse_id};
 use super::{ApiError, AppState, authenticate, bearer};
 use crate::message::Status;
 
@@ -15,16 +15,7 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     authenticate(&state, bearer(&headers)).await?;
-    let filter = list_filter(q, Some(Status::Dead))?;
-    let limit = filter.limit as usize;
-    let records = state.intake.store.list(filter).await?;
-    let next = (records.len() == limit)
-        .then(|| records.last().map(|r| r.message.id))
-        .flatten();
-    Ok(Json(json!({
-        "dead_letters": records.iter().map(summary).collect::<Vec<_>>(),
-        "next_before": next,
-    })))
+    page(&state, list_filter(q, Some(Status::Dead))?, "dead_letters").await
 }
 
 pub async fn redrive(

@@ -22,12 +22,10 @@ pub async fn create(
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    authenticate(&state, bearer(&headers)).await?;
-    let key = idempotency_key(&headers)?;
-    let hash = request_hash("/v1/messages", &body.bytes);
-    if let Some(replay) = replay(&state, key.as_deref(), &hash).await? {
-        return Ok(replay);
-    }
+    let (key, hash) = match begin(&state, &headers, "/v1/messages", &body).await? {
+        Begin::Replay(r) => return Ok(r),
+        Begin::New { key, hash } => (key, hash),
+    };
     let email = NativeEmail::parse(body.value, "", state.default_from.as_ref())?;
     let message = Message::new(Content::Native(email));
     let response = json!({"message_id": message.id, "status": "queued"});
@@ -48,12 +46,10 @@ pub async fn create_batch(
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    authenticate(&state, bearer(&headers)).await?;
-    let key = idempotency_key(&headers)?;
-    let hash = request_hash("/v1/messages/batch", &body.bytes);
-    if let Some(replay) = replay(&state, key.as_deref(), &hash).await? {
-        return Ok(replay);
-    }
+    let (key, hash) = match begin(&state, &headers, "/v1/messages/batch", &body).await? {
+        Begin::Replay(r) => return Ok(r),
+        Begin::New { key, hash } => (key, hash),
+    };
     let Value::Object(mut obj) = body.value else {
         return Err(FieldError::new("body", "must be an object {\"messages\": [...]}").into());
     };
@@ -114,6 +110,31 @@ pub async fn create_batch(
         accepted as u64,
     )
     .await
+}
+
+/// Where a create request stands after authentication and its idempotency key.
+enum Begin {
+    /// The key was used before with this body: the first answer, again.
+    Replay(Response),
+    New {
+        key: Option<String>,
+        hash: String,
+    },
+}
+
+async fn begin(
+    state: &AppState,
+    headers: &HeaderMap,
+    route: &str,
+    body: &JsonBody,
+) -> Result<Begin, ApiError> {
+    authenticate(state, bearer(headers)).await?;
+    let key = idempotency_key(headers)?;
+    let hash = request_hash(route, &body.bytes);
+    match replay(state, key.as_deref(), &hash).await? {
+        Some(r) => Ok(Begin::Replay(r)),
+        None => Ok(Begin::New { key, hash }),
+    }
 }
 
 async fn accept(
@@ -294,14 +315,22 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     authenticate(&state, bearer(&headers)).await?;
-    let filter = list_filter(q, None)?;
+    page(&state, list_filter(q, None)?, "messages").await
+}
+
+/// One page of records under `name`, with the id to pass as `before` for the next page.
+pub async fn page(
+    state: &AppState,
+    filter: ListFilter,
+    name: &str,
+) -> Result<Json<Value>, ApiError> {
     let limit = filter.limit as usize;
     let records = state.intake.store.list(filter).await?;
     let next = (records.len() == limit)
         .then(|| records.last().map(|r| r.message.id))
         .flatten();
     Ok(Json(json!({
-        "messages": records.iter().map(summary).collect::<Vec<_>>(),
+        name: records.iter().map(summary).collect::<Vec<_>>(),
         "next_before": next,
     })))
 }
