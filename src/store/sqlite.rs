@@ -8,6 +8,8 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -107,6 +109,8 @@ enum Op {
 pub struct Db {
     read: SqlitePool,
     writer: mpsc::Sender<Op>,
+    /// Transactions committed by the writer; with group commit, fewer than the writes asked for.
+    commits: Arc<AtomicU64>,
 }
 
 impl Db {
@@ -134,8 +138,18 @@ impl Db {
             .connect_with(options)
             .await?;
         let (tx, rx) = mpsc::channel(8192);
-        tokio::spawn(write_loop(conn, rx));
-        Ok(Db { read, writer: tx })
+        let commits = Arc::new(AtomicU64::new(0));
+        tokio::spawn(write_loop(conn, rx, commits.clone()));
+        Ok(Db {
+            read,
+            writer: tx,
+            commits,
+        })
+    }
+
+    /// How many write transactions have been committed.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     async fn call<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
@@ -207,12 +221,20 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
 }
 
 /// The writer task: one transaction per batch of waiting writes.
-async fn write_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
+async fn write_loop(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<Op>,
+    commits: Arc<AtomicU64>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let ops = std::mem::take(&mut batch);
-        if let Err(e) = apply(&mut conn, ops).await {
-            tracing::error!(error = %e, "Database write batch failed.");
+        metrics::histogram!("mailroom_store_writes_per_commit").record(ops.len() as f64);
+        match apply(&mut conn, ops).await {
+            Ok(()) => {
+                commits.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::error!(error = %e, "Database write batch failed."),
         }
     }
 }
@@ -304,11 +326,12 @@ async fn apply_in_tx(
                     "attempts": transition.attempts(),
                     "error": transition.error(),
                 }));
-                events.push(json!({
+                // Written only if the status change is applied (see record.sql's guard).
+                let event = json!({
                     "id": id.to_string(), "at": now,
                     "kind": transition.event(), "detail": transition.detail(),
-                }));
-                record_answers.push((id.to_string(), reply));
+                });
+                record_answers.push((id.to_string(), event, reply));
             }
             Op::Enqueue {
                 messages: pushed,
@@ -400,8 +423,11 @@ async fn apply_in_tx(
             .bind(serde_json::Value::Array(records).to_string())
             .fetch_all(&mut *tx)
             .await?;
-        for (id, reply) in record_answers {
+        for (id, event, reply) in record_answers {
             let ok = updated.contains(&id);
+            if ok {
+                events.push(event);
+            }
             answers.push(Answer::Bool(reply, ok));
         }
     }
@@ -524,11 +550,11 @@ pub(crate) fn decode_message(payload: &str) -> Result<Message, StoreError> {
 
 /// The [`Store`] over [`Db`].
 pub struct SqliteStore {
-    db: std::sync::Arc<Db>,
+    db: Arc<Db>,
 }
 
 impl SqliteStore {
-    pub fn new(db: std::sync::Arc<Db>) -> Self {
+    pub fn new(db: Arc<Db>) -> Self {
         Self { db }
     }
 }

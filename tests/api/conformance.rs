@@ -193,3 +193,284 @@ async fn local_archive_conformance() {
     let url = url::Url::from_directory_path(dir.path()).expect("absolute");
     archive_suite(&Archive::from_url(&url).expect("archive")).await;
 }
+
+use mailroom::store::{Acceptance, Accepted, IdempotencyRecord, ListFilter, Store, Transition};
+
+fn native(n: usize) -> Message {
+    Message::new(Content::Native(
+        serde_json::from_value(serde_json::json!({
+            "from": "a@example.com", "to": "b@example.com", "subject": format!("store {n}"), "text": "t",
+        }))
+        .expect("valid"),
+    ))
+}
+
+/// Inserted messages read back whole, with an accepted event; transitions change the status,
+/// attempts and last error and append events; a finished message never goes back.
+pub async fn store_records_and_transitions(store: &dyn Store) {
+    let m = native(1);
+    let id = m.id;
+    let accepted = store
+        .insert(
+            Acceptance {
+                messages: vec![m.clone()],
+                idempotency: None,
+            },
+            false,
+        )
+        .await
+        .expect("insert");
+    assert_eq!(accepted, Accepted::Inserted);
+    let r = store.get(id).await.expect("get").expect("found");
+    assert_eq!(r.message, m);
+    assert_eq!((r.status, r.attempts), (Status::Queued, 0));
+    store
+        .record(
+            id,
+            Transition::Deferred {
+                attempts: 1,
+                error: "451 busy".into(),
+                retry_in: Duration::from_secs(1),
+            },
+        )
+        .await
+        .expect("record");
+    store
+        .record(
+            id,
+            Transition::Delivered {
+                attempts: 2,
+                detail: "250 ok".into(),
+            },
+        )
+        .await
+        .expect("record");
+    // A stale worker's late failure must not undo a delivery.
+    store
+        .record(
+            id,
+            Transition::Dead {
+                attempts: 1,
+                error: "stale".into(),
+            },
+        )
+        .await
+        .expect("record");
+    let r = store.get(id).await.expect("get").expect("found");
+    assert_eq!((r.status, r.attempts), (Status::Delivered, 2));
+    assert_eq!(r.last_error.as_deref(), Some("451 busy"));
+    let kinds: Vec<String> = store
+        .events(id)
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["accepted", "deferred", "delivered"]);
+    let st = store
+        .statuses(&[id, uuid::Uuid::new_v4()])
+        .await
+        .expect("statuses");
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[&id], Status::Delivered);
+    assert!(
+        store
+            .get(uuid::Uuid::new_v4())
+            .await
+            .expect("get")
+            .is_none()
+    );
+}
+
+/// Listing is newest first, filters by status and pages with `before`; counts add up.
+pub async fn store_listing(store: &dyn Store) {
+    let messages: Vec<Message> = (0..5).map(native).collect();
+    store
+        .insert(
+            Acceptance {
+                messages: messages.clone(),
+                idempotency: None,
+            },
+            false,
+        )
+        .await
+        .expect("insert");
+    store
+        .record(
+            messages[1].id,
+            Transition::Dead {
+                attempts: 1,
+                error: "550".into(),
+            },
+        )
+        .await
+        .expect("record");
+    let page = store
+        .list(ListFilter {
+            status: None,
+            before: None,
+            limit: 3,
+        })
+        .await
+        .expect("list");
+    let ids: Vec<_> = page.iter().map(|r| r.message.id).collect();
+    assert_eq!(ids, [messages[4].id, messages[3].id, messages[2].id]);
+    let next = store
+        .list(ListFilter {
+            status: None,
+            before: Some(messages[2].id),
+            limit: 3,
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        next.iter().map(|r| r.message.id).collect::<Vec<_>>(),
+        [messages[1].id, messages[0].id]
+    );
+    let dead = store
+        .list(ListFilter {
+            status: Some(Status::Dead),
+            before: None,
+            limit: 10,
+        })
+        .await
+        .expect("list");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].last_error.as_deref(), Some("550"));
+    let counts = store.counts().await.expect("counts");
+    assert_eq!((counts[&Status::Queued], counts[&Status::Dead]), (4, 1));
+}
+
+/// An idempotency key is claimed once: a second insert with it replays the first answer and
+/// stores nothing; keys past their TTL are purged.
+pub async fn store_idempotency(store: &dyn Store) {
+    let record = |hash: &str| IdempotencyRecord {
+        key: "k-1".into(),
+        request_hash: hash.into(),
+        status: 202,
+        response: "{\"message_id\":\"first\"}".into(),
+    };
+    let first = native(1);
+    let a = store
+        .insert(
+            Acceptance {
+                messages: vec![first.clone()],
+                idempotency: Some(record("h1")),
+            },
+            false,
+        )
+        .await
+        .expect("insert");
+    assert_eq!(a, Accepted::Inserted);
+    let second = native(2);
+    let b = store
+        .insert(
+            Acceptance {
+                messages: vec![second.clone()],
+                idempotency: Some(record("h2")),
+            },
+            false,
+        )
+        .await
+        .expect("insert");
+    assert_eq!(b, Accepted::Replay(record("h1")));
+    assert!(
+        store.get(second.id).await.expect("get").is_none(),
+        "a replay stores nothing"
+    );
+    assert_eq!(
+        store
+            .idempotency("k-1", Duration::from_secs(60))
+            .await
+            .expect("lookup"),
+        Some(record("h1"))
+    );
+    assert_eq!(
+        store
+            .idempotency("k-2", Duration::from_secs(60))
+            .await
+            .expect("lookup"),
+        None
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        store
+            .purge_idempotency(Duration::from_millis(1))
+            .await
+            .expect("purge"),
+        1
+    );
+    assert_eq!(
+        store
+            .idempotency("k-1", Duration::from_secs(60))
+            .await
+            .expect("lookup"),
+        None
+    );
+}
+
+/// Runs every store function against one backend; `fresh` makes an empty store per function.
+pub async fn store_suite<F, Fut>(fresh: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn Store>>,
+{
+    store_records_and_transitions(fresh().await.as_ref()).await;
+    store_listing(fresh().await.as_ref()).await;
+    store_idempotency(fresh().await.as_ref()).await;
+}
+
+/// The SQLite store passes the store suite.
+#[tokio::test]
+async fn sqlite_store_conformance() {
+    let dirs = std::sync::Mutex::new(Vec::new());
+    store_suite(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        dirs.lock().expect("lock").push(dir);
+        async move {
+            let db = Arc::new(mailroom::store::sqlite::Db::open(&url).await.expect("open"));
+            Arc::new(mailroom::store::sqlite::SqliteStore::new(db)) as Arc<dyn Store>
+        }
+    })
+    .await;
+}
+
+/// Concurrent accepts share commits: 200 requests at once need far fewer than 200 transactions,
+/// and every message is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_group_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("g.db").display());
+    let db = Arc::new(mailroom::store::sqlite::Db::open(&url).await.expect("open"));
+    let store = Arc::new(mailroom::store::sqlite::SqliteStore::new(db.clone()));
+    let before = db.commits();
+    let tasks: Vec<_> = (0..200)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .insert(
+                        Acceptance {
+                            messages: vec![native(n)],
+                            idempotency: None,
+                        },
+                        true,
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(
+            t.await.expect("joined").expect("insert"),
+            Accepted::Inserted
+        );
+    }
+    let commits = db.commits() - before;
+    assert!(
+        commits < 100,
+        "{commits} commits for 200 concurrent inserts"
+    );
+    assert_eq!(store.counts().await.expect("counts")[&Status::Queued], 200);
+}
