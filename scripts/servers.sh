@@ -73,8 +73,11 @@ start_smtp_relay() {
     --user "$MAILROOM_TEST_SMTP_USER" --password-file "$SERVERS_DIR/smtp-password" \
     --sink "$SERVERS_DIR/sink" >"$SERVERS_DIR/smtp.log" 2>&1 &
   SERVER_PIDS+=($!)
-  wait_port "$plain" "SMTP relay" && wait_port "$tls" "SMTP relay (STARTTLS)" && wait_port "$smtps" "SMTP relay (SMTPS)" || {
-    cat "$SERVERS_DIR/smtp.log" >&2; return 1; }
+  if ! { wait_port "$plain" "SMTP relay" && wait_port "$tls" "SMTP relay (STARTTLS)" &&
+    wait_port "$smtps" "SMTP relay (SMTPS)"; }; then
+    cat "$SERVERS_DIR/smtp.log" >&2
+    return 1
+  fi
   export MAILROOM_TEST_SMTP_PORT=$plain MAILROOM_TEST_SMTP_TLS_PORT=$tls MAILROOM_TEST_SMTPS_PORT=$smtps
   export MAILROOM_TEST_SMTP_USER MAILROOM_TEST_SMTP_PASSWORD
   export MAILROOM_TEST_SMTP_CA=$SERVERS_DIR/tls/ca.pem MAILROOM_TEST_SMTP_SINK=$SERVERS_DIR/sink

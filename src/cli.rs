@@ -50,7 +50,11 @@ pub enum Command {
     /// Check the configuration and reach every configured backend.
     Check,
     /// Print the effective settings, secrets redacted.
-    Config,
+    Config {
+        /// Print instead the name of every environment variable mailroom reads, one per line.
+        #[arg(long)]
+        variables: bool,
+    },
     /// Create or update the database schema.
     Migrate,
     /// Exit 0 if the local server answers /health (for container health checks).
@@ -95,6 +99,15 @@ pub struct SendArgs {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Config { variables: true } = cli.command {
+        for name in crate::config::ENV_VARS
+            .iter()
+            .chain(crate::config::OTHER_ENV_VARS)
+        {
+            println!("{name}");
+        }
+        return Ok(());
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     telemetry::init_logs(settings.log_json);
     match cli.command {
@@ -132,7 +145,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { id } => status(settings, id).await,
         Command::DeadLetters(cmd) => dead_letters(settings, cmd).await,
         Command::Check => check(settings).await,
-        Command::Config => {
+        Command::Config { .. } => {
             print!(
                 "{}",
                 toml::to_string(&settings.raw).context("Failed to render the settings")?
