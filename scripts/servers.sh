@@ -4,6 +4,8 @@
 
 SERVERS_DIR="${SERVERS_DIR:-$(mktemp -d -t mailroom-servers.XXXXXX)}"
 SERVER_PIDS=()
+# Commands that stop servers which are not our children (pg_ctl daemonizes).
+SERVER_STOPS=()
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -84,8 +86,55 @@ start_smtp_relay() {
   log "SMTP relay on 127.0.0.1: $plain plain, $tls STARTTLS+AUTH, $smtps SMTPS+AUTH"
 }
 
+# Runs a command as the postgres user when we are root (PostgreSQL refuses to run as root).
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# A throwaway PostgreSQL cluster on 127.0.0.1. Exports MAILROOM_TEST_DATABASE_URL (an admin URL;
+# tests create a database each).
+start_postgres() {
+  local bin
+  bin=$(find /usr/lib/postgresql -maxdepth 3 -name initdb -path '*/bin/*' 2>/dev/null | sort -V | tail -n 1 | xargs -r dirname)
+  if [ -z "$bin" ]; then
+    ensure_apt psql postgresql
+    if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq; APT_UPDATED=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    bin=$(find /usr/lib/postgresql -maxdepth 3 -name initdb -path '*/bin/*' | sort -V | tail -n 1 | xargs dirname)
+  fi
+  local dir=$SERVERS_DIR/postgres port
+  port=$(free_port)
+  chmod 755 "$SERVERS_DIR"
+  mkdir -p "$dir"
+  if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$dir"; fi
+  as_postgres "$bin/initdb" -D "$dir/data" -A trust -U postgres >"$SERVERS_DIR/initdb.log" 2>&1 || {
+    cat "$SERVERS_DIR/initdb.log" >&2; return 1; }
+  as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -o \
+    "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=400 -c shared_buffers=128MB" \
+    start >/dev/null || { cat "$dir/server.log" >&2; return 1; }
+  SERVER_STOPS+=("as_postgres $bin/pg_ctl -D $dir/data -m fast stop")
+  export MAILROOM_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  log "PostgreSQL on 127.0.0.1:$port"
+}
+
+# Redis without persistence on 127.0.0.1. Exports MAILROOM_TEST_REDIS_URL.
+start_redis() {
+  ensure_apt redis-server redis-server
+  local port
+  port=$(free_port)
+  redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no >"$SERVERS_DIR/redis.log" 2>&1 &
+  SERVER_PIDS+=($!)
+  wait_port "$port" Redis || { cat "$SERVERS_DIR/redis.log" >&2; return 1; }
+  export MAILROOM_TEST_REDIS_URL="redis://127.0.0.1:$port"
+  log "Redis on 127.0.0.1:$port"
+}
+
 stop_servers() {
-  local pid
+  local pid stop
+  for stop in "${SERVER_STOPS[@]}"; do
+    $stop >/dev/null 2>&1 || true
+  done
+  SERVER_STOPS=()
   for pid in "${SERVER_PIDS[@]}"; do
     kill "$pid" 2>/dev/null || true
   done

@@ -21,6 +21,8 @@ pub const ENV_VARS: &[&str] = &[
     "API_TOKEN_FILE",
     "SSM_TOKEN_PARAMETER",
     "DATABASE_URL",
+    "DATABASE_POOL_SIZE",
+    "DATABASE_STATEMENT_TIMEOUT_MS",
     "QUEUE_BACKEND",
     "SQS_QUEUE_URL",
     "SQS_DLQ_URL",
@@ -37,6 +39,7 @@ pub const ENV_VARS: &[&str] = &[
     "SEND_RATE_PER_SECOND",
     "SEND_BURST",
     "REDIS_URL",
+    "REDIS_KEY_PREFIX",
     "MAX_ATTEMPTS",
     "RETRY_BASE_MS",
     "RETRY_MAX_MS",
@@ -96,6 +99,8 @@ pub struct RawConfig {
     pub ssm_token_parameter: Option<String>,
     #[serde(serialize_with = "redact")]
     pub database_url: Option<SecretString>,
+    pub database_pool_size: u32,
+    pub database_statement_timeout_ms: u64,
     pub queue_backend: Option<String>,
     pub sqs_queue_url: Option<String>,
     pub sqs_dlq_url: Option<String>,
@@ -114,6 +119,7 @@ pub struct RawConfig {
     pub send_burst: u32,
     #[serde(serialize_with = "redact")]
     pub redis_url: Option<SecretString>,
+    pub redis_key_prefix: String,
     pub max_attempts: u32,
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
@@ -140,6 +146,8 @@ impl Default for RawConfig {
             api_token_file: None,
             ssm_token_parameter: None,
             database_url: None,
+            database_pool_size: 10,
+            database_statement_timeout_ms: 10_000,
             queue_backend: None,
             sqs_queue_url: None,
             sqs_dlq_url: None,
@@ -156,6 +164,7 @@ impl Default for RawConfig {
             send_rate_per_second: 7.0,
             send_burst: 1,
             redis_url: None,
+            redis_key_prefix: "mailroom".into(),
             max_attempts: 8,
             retry_base_ms: 5_000,
             retry_max_ms: 3_600_000,
@@ -269,6 +278,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub token: TokenSettings,
     pub database_url: SecretString,
+    pub database_pool_size: u32,
+    pub database_statement_timeout: Duration,
     pub queue: QueueBackend,
     pub visibility_timeout: Duration,
     pub delivery: DeliverySettings,
@@ -277,6 +288,10 @@ pub struct Settings {
     /// `None` means no ceiling.
     pub send_rate_per_second: Option<f64>,
     pub send_burst: u32,
+    /// Shares the send ceiling and the idempotency cache across replicas.
+    pub redis_url: Option<SecretString>,
+    /// Namespaces the Redis keys, so deployments sharing one Redis do not share a ceiling.
+    pub redis_key_prefix: String,
     pub retry: RetrySettings,
     pub worker_concurrency: usize,
     pub poll_interval: Duration,
@@ -353,6 +368,42 @@ impl RawConfig {
                 "[redacted]",
                 "expected sqlite://PATH or postgres://...",
             ));
+        }
+        if self.database_pool_size == 0 || self.database_pool_size > 1000 {
+            return Err(ConfigError::invalid(
+                "DATABASE_POOL_SIZE",
+                self.database_pool_size,
+                "expected 1 to 1000 connections",
+            ));
+        }
+        if self.database_statement_timeout_ms < 100 {
+            return Err(ConfigError::invalid(
+                "DATABASE_STATEMENT_TIMEOUT_MS",
+                self.database_statement_timeout_ms,
+                "expected at least 100 ms",
+            ));
+        }
+        if self.redis_key_prefix.is_empty()
+            || !self
+                .redis_key_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        {
+            return Err(ConfigError::invalid(
+                "REDIS_KEY_PREFIX",
+                &self.redis_key_prefix,
+                "expected letters, digits and - _ . :",
+            ));
+        }
+        if let Some(url) = &self.redis_url {
+            let u = url.expose_secret();
+            if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                return Err(ConfigError::invalid(
+                    "REDIS_URL",
+                    "[redacted]",
+                    "expected redis://host:port or rediss://host:port",
+                ));
+            }
         }
         let queue = match self.queue_backend.as_deref() {
             None if self.sqs_queue_url.is_some() => QueueBackend::Sqs,
@@ -516,6 +567,8 @@ impl RawConfig {
             data_dir,
             token,
             database_url,
+            database_pool_size: self.database_pool_size,
+            database_statement_timeout: Duration::from_millis(self.database_statement_timeout_ms),
             queue,
             visibility_timeout: Duration::from_secs(self.visibility_timeout_secs),
             delivery,
@@ -523,6 +576,8 @@ impl RawConfig {
             send_rate_per_second: (self.send_rate_per_second > 0.0)
                 .then_some(self.send_rate_per_second),
             send_burst: self.send_burst,
+            redis_url: self.redis_url.clone(),
+            redis_key_prefix: self.redis_key_prefix.clone(),
             retry: RetrySettings {
                 max_attempts: self.max_attempts,
                 base: Duration::from_millis(self.retry_base_ms),

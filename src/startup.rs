@@ -26,14 +26,13 @@ use crate::limiter::RateLimiter;
 use crate::limiter::local::LocalLimiter;
 use crate::message::Status;
 use crate::queue::Queue;
-use crate::queue::database::DatabaseQueue;
+use crate::queue::sqlite::SqliteQueue;
 use crate::store::Store;
 use crate::store::sqlite::{Db, SqliteStore};
 use crate::telemetry;
 use crate::worker::Worker;
 
-/// How long idempotency keys are honoured.
-pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+pub use crate::store::IDEMPOTENCY_TTL;
 
 /// Which roles this process plays.
 #[derive(Debug, Clone, Copy)]
@@ -56,32 +55,10 @@ pub struct Backends {
 
 impl Backends {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db_url = settings.database_url.expose_secret().to_string();
-        let (store, db): (Arc<dyn Store>, Option<Arc<Db>>) = if db_url.starts_with("sqlite:") {
-            let db = Arc::new(
-                Db::open(&db_url)
-                    .await
-                    .context("Failed to open the SQLite database (DATABASE_URL)")?,
-            );
-            (Arc::new(SqliteStore::new(db.clone())), Some(db))
-        } else {
-            bail!("DATABASE_URL=postgres://... needs a build with the `postgres` feature");
-        };
-        let (queue, queue_in_store): (Arc<dyn Queue>, bool) = match (&settings.queue, db) {
-            (QueueBackend::Database, Some(db)) => (
-                Arc::new(DatabaseQueue::new(db, settings.visibility_timeout)),
-                true,
-            ),
-            (QueueBackend::Database, None) => {
-                bail!("QUEUE_BACKEND=database needs the store's database")
-            }
-            (QueueBackend::Sqs, _) => {
-                bail!("QUEUE_BACKEND=sqs needs a build with the `sqs` feature")
-            }
-            (QueueBackend::Kafka, _) => {
-                bail!("QUEUE_BACKEND=kafka needs a build with the `kafka` feature")
-            }
-        };
+        let wake = Arc::new(Notify::new());
+        let (store, queue, queue_in_store) = store_and_queue(&settings, &wake).await?;
+        let redis = redis_connection(&settings)?;
+        let store = cached_store(&settings, store, redis.as_ref());
         let delivery: Arc<dyn Delivery> = match &settings.delivery {
             DeliverySettings::File { dir } => Arc::new(FileDelivery::new(dir.clone())),
             DeliverySettings::Smtp { url, timeout } => {
@@ -100,15 +77,10 @@ impl Backends {
             .map(Archive::from_url)
             .transpose()
             .context("Failed to open the archive (ARCHIVE_URL)")?;
-        let limiter = settings
-            .send_rate_per_second
-            .map(|rate| {
-                LocalLimiter::new(rate, settings.send_burst)
-                    .map(|l| Arc::new(l) as Arc<dyn RateLimiter>)
-                    .context("Invalid setting SEND_RATE_PER_SECOND: too small to make a period")
-            })
-            .transpose()?;
-        let wake = Arc::new(Notify::new());
+        let limiter = match settings.send_rate_per_second {
+            Some(rate) => Some(limiter(&settings, rate, redis.as_ref())?),
+            None => None,
+        };
         let intake = Intake {
             store: store.clone(),
             queue: queue.clone(),
@@ -145,6 +117,131 @@ impl Backends {
             wake: self.wake.clone(),
             shutdown_grace: s.shutdown_grace,
         })
+    }
+}
+
+/// The store the settings name, and the queue: in the store's own database (one transaction for
+/// both) unless an external queue is configured.
+async fn store_and_queue(
+    settings: &Settings,
+    wake: &Arc<Notify>,
+) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Queue>, bool)> {
+    let db_url = settings.database_url.expose_secret().to_string();
+    #[cfg(not(feature = "postgres"))]
+    let _ = wake;
+    if db_url.starts_with("sqlite:") {
+        let db = Arc::new(
+            Db::open(&db_url)
+                .await
+                .context("Failed to open the SQLite database (DATABASE_URL)")?,
+        );
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::new(db.clone()));
+        return match settings.queue {
+            QueueBackend::Database => {
+                let queue = Arc::new(SqliteQueue::new(db, settings.visibility_timeout));
+                Ok((store, queue, true))
+            }
+            _ => Ok((store, external_queue(settings)?, false)),
+        };
+    }
+    #[cfg(feature = "postgres")]
+    {
+        use crate::queue::postgres::PostgresQueue;
+        use crate::store::postgres::{self, PgSettings, PgStore};
+        let pool = postgres::connect(&PgSettings {
+            url: db_url,
+            pool_size: settings.database_pool_size,
+            statement_timeout: settings.database_statement_timeout,
+        })
+        .await
+        .context("Failed to connect to PostgreSQL (DATABASE_URL)")?;
+        let store: Arc<dyn Store> = Arc::new(PgStore::new(pool.clone()));
+        match settings.queue {
+            QueueBackend::Database => {
+                let queue = PostgresQueue::new(pool, settings.visibility_timeout);
+                queue
+                    .listen(wake.clone())
+                    .await
+                    .context("Failed to LISTEN for queue notifications")?;
+                Ok((store, Arc::new(queue), true))
+            }
+            _ => Ok((store, external_queue(settings)?, false)),
+        }
+    }
+    #[cfg(not(feature = "postgres"))]
+    bail!("DATABASE_URL=postgres://... needs a build with the `postgres` feature")
+}
+
+fn external_queue(settings: &Settings) -> anyhow::Result<Arc<dyn Queue>> {
+    match settings.queue {
+        QueueBackend::Sqs => bail!("QUEUE_BACKEND=sqs needs a build with the `sqs` feature"),
+        QueueBackend::Kafka => bail!("QUEUE_BACKEND=kafka needs a build with the `kafka` feature"),
+        QueueBackend::Database => bail!("QUEUE_BACKEND=database needs the store's database"),
+    }
+}
+
+#[cfg(feature = "redis")]
+type RedisConnection = redis::aio::ConnectionManager;
+#[cfg(not(feature = "redis"))]
+type RedisConnection = std::convert::Infallible;
+
+fn redis_connection(settings: &Settings) -> anyhow::Result<Option<RedisConnection>> {
+    let Some(url) = &settings.redis_url else {
+        return Ok(None);
+    };
+    #[cfg(feature = "redis")]
+    {
+        crate::limiter::redis::connect(url.expose_secret())
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("Invalid setting {e}"))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = url;
+        bail!("REDIS_URL needs a build with the `redis` feature")
+    }
+}
+
+fn cached_store(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+    redis: Option<&RedisConnection>,
+) -> Arc<dyn Store> {
+    #[cfg(not(feature = "redis"))]
+    let _ = settings;
+    match redis {
+        #[cfg(feature = "redis")]
+        Some(conn) => Arc::new(crate::store::redis_cache::RedisCachedStore::new(
+            store,
+            conn.clone(),
+            &settings.redis_key_prefix,
+        )),
+        _ => store,
+    }
+}
+
+/// The global ceiling: shared through Redis when it is configured, else in this process.
+fn limiter(
+    settings: &Settings,
+    rate: f64,
+    redis: Option<&RedisConnection>,
+) -> anyhow::Result<Arc<dyn RateLimiter>> {
+    match redis {
+        #[cfg(feature = "redis")]
+        Some(conn) => Ok(Arc::new(crate::limiter::redis::RedisLimiter::new(
+            conn.clone(),
+            &format!("{}:send-rate", settings.redis_key_prefix),
+            rate,
+            settings.send_burst,
+            crate::limiter::horizon(settings.visibility_timeout),
+        ))),
+        _ => LocalLimiter::new(
+            rate,
+            settings.send_burst,
+            crate::limiter::horizon(settings.visibility_timeout),
+        )
+        .map(|l| Arc::new(l) as Arc<dyn RateLimiter>)
+        .context("Invalid setting SEND_RATE_PER_SECOND: too small to make a period"),
     }
 }
 
@@ -275,6 +372,7 @@ impl Application {
                 default_from: s.default_from.clone(),
                 max_body_bytes: s.max_body_bytes,
                 idempotency_ttl: IDEMPOTENCY_TTL,
+                limiter: self.backends.limiter.clone(),
                 metrics: (!separate_metrics).then(|| self.metrics.clone()),
             };
             let app = api::router(state);

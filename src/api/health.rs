@@ -14,28 +14,41 @@ pub async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Readiness: the store and the queue answer.
+/// Readiness: the store and the queue answer. A shared rate limiter that is down is reported
+/// (`degraded`) without failing readiness: the API keeps accepting while delivery pauses.
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let store = state.intake.store.ping().await;
-    let queue = state.intake.queue.depth().await;
-    let show = |r: Result<(), String>| match r {
+    let store = state.intake.store.ping().await.map_err(|e| e.to_string());
+    let queue = state
+        .intake
+        .queue
+        .depth()
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    let limiter = match &state.limiter {
+        Some(l) => l.ping().await.map_err(|e| e.to_string()),
+        None => Ok(()),
+    };
+    let show = |r: &Result<(), String>| match r {
         Ok(()) => json!("ok"),
         Err(e) => json!(e),
     };
     let ok = store.is_ok() && queue.is_ok();
+    let status = match (ok, limiter.is_ok()) {
+        (false, _) => "unavailable",
+        (true, false) => "degraded",
+        (true, true) => "ready",
+    };
     let body = json!({
-        "status": if ok { "ready" } else { "unavailable" },
-        "checks": {
-            "store": show(store.map_err(|e| e.to_string())),
-            "queue": show(queue.map(|_| ()).map_err(|e| e.to_string())),
-        }
+        "status": status,
+        "checks": {"store": show(&store), "queue": show(&queue), "limiter": show(&limiter)},
     });
-    let status = if ok {
+    let code = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(body))
+    (code, Json(body))
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

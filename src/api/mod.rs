@@ -35,6 +35,8 @@ pub struct AppState {
     pub default_from: Option<Mailbox>,
     pub max_body_bytes: usize,
     pub idempotency_ttl: Duration,
+    /// Reported by `/ready`; a shared limiter that is down pauses delivery, not the API.
+    pub limiter: Option<Arc<dyn crate::limiter::RateLimiter>>,
     /// `None` when `/metrics` is served on its own port.
     pub metrics: Option<PrometheusHandle>,
 }

@@ -1,28 +1,41 @@
-//! In-process GCRA through `governor`: the ceiling for one process.
+//! The ceiling for one process: the GCRA reservation schedule in memory.
+//!
+//! governor's GCRA grants a permit only for "now", which loses the wake-up latency of every
+//! waiter at burst 1 (see the module above); it has no way to book a future slot, so the dozen
+//! lines of the schedule are kept here, shared with the Redis limiter's script.
 
-use std::num::NonZeroU32;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota};
+use tokio::time::Instant;
 
-use super::{LimitError, RateLimiter};
+use super::{LimitError, RateLimiter, gcra_reserve};
 
 pub struct LocalLimiter {
-    limiter: DefaultDirectRateLimiter,
-    clock: DefaultClock,
+    epoch: Instant,
+    /// The next free slot, in microseconds since `epoch`.
+    tat: Mutex<u64>,
+    interval_us: u64,
+    tolerance_us: u64,
+    horizon_us: u64,
     rate: f64,
 }
 
 impl LocalLimiter {
-    /// `rate` permits per second, at most `burst` at once. Fractional rates (0.5/s) work.
-    pub fn new(rate: f64, burst: u32) -> Option<Self> {
-        let period = Duration::from_secs_f64(1.0 / rate);
-        let quota = Quota::with_period(period)?.allow_burst(NonZeroU32::new(burst.max(1))?);
+    /// `rate` slots per second, `burst` of them at once after an idle spell, booked at most
+    /// `horizon` ahead. Fractional rates (0.5/s) work.
+    pub fn new(rate: f64, burst: u32, horizon: Duration) -> Option<Self> {
+        if !(rate.is_finite() && rate > 0.0) {
+            return None;
+        }
+        let interval_us = (1_000_000.0 / rate).round().max(1.0) as u64;
         Some(Self {
-            limiter: DefaultDirectRateLimiter::direct(quota),
-            clock: DefaultClock::default(),
+            epoch: Instant::now(),
+            tat: Mutex::new(0),
+            interval_us,
+            tolerance_us: interval_us * u64::from(burst.max(1) - 1),
+            horizon_us: horizon.as_micros() as u64,
             rate,
         })
     }
@@ -30,10 +43,25 @@ impl LocalLimiter {
 
 #[async_trait]
 impl RateLimiter for LocalLimiter {
-    async fn try_acquire(&self) -> Result<(), LimitError> {
-        self.limiter
-            .check()
-            .map_err(|not_until| LimitError::NotUntil(not_until.wait_time_from(self.clock.now())))
+    async fn reserve(&self) -> Result<Duration, LimitError> {
+        let now = self.epoch.elapsed().as_micros() as u64;
+        let mut tat = self
+            .tat
+            .lock()
+            .expect("the lock is never poisoned: no panics inside");
+        match gcra_reserve(
+            *tat,
+            now,
+            self.interval_us,
+            self.tolerance_us,
+            self.horizon_us,
+        ) {
+            Ok((next, wait)) => {
+                *tat = next;
+                Ok(Duration::from_micros(wait))
+            }
+            Err(retry) => Err(LimitError::NotUntil(Duration::from_micros(retry))),
+        }
     }
 
     fn rate_per_second(&self) -> f64 {
@@ -44,35 +72,54 @@ impl RateLimiter for LocalLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limiter::acquire;
 
-    /// With burst 1 the limiter grants one permit, then asks to wait about one period.
-    #[tokio::test]
-    async fn grants_then_waits_one_period() {
-        let l = LocalLimiter::new(10.0, 1).expect("valid quota");
-        assert!(l.try_acquire().await.is_ok());
-        match l.try_acquire().await {
-            Err(LimitError::NotUntil(d)) => {
-                assert!(
-                    d <= Duration::from_millis(100) && d >= Duration::from_millis(80),
-                    "{d:?}"
-                )
-            }
-            other => panic!("expected a wait, got {other:?}"),
+    /// At 7/s, 71 sends through 32 concurrent waiters take exactly 10 s of (paused) time: the
+    /// ceiling holds and no slot is lost to wake-up latency.
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_waiters_get_the_exact_rate() {
+        let limiter =
+            std::sync::Arc::new(LocalLimiter::new(7.0, 1, Duration::from_secs(60)).expect("valid"));
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        for _ in 0..32 {
+            let (l, sent) = (limiter.clone(), sent.clone());
+            tasks.spawn(async move {
+                loop {
+                    if sent.lock().expect("lock").len() >= 71 {
+                        return;
+                    }
+                    acquire(l.as_ref()).await;
+                    sent.lock().expect("lock").push(start.elapsed());
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        let mut times = sent.lock().expect("lock").clone();
+        times.sort();
+        // The 71st send is at 70 intervals: 10 s.
+        let t71 = times[70].as_secs_f64();
+        assert!((t71 - 10.0).abs() < 0.001, "{t71}");
+        // One interval apart, give or take the timer's 1 ms resolution.
+        for w in times.windows(2) {
+            assert!(w[1] - w[0] >= Duration::from_micros(141_857), "{w:?}");
         }
     }
 
-    /// Over one second of real time at 20/s, no more than rate + burst permits are granted.
-    #[tokio::test]
-    async fn never_exceeds_rate() {
-        let l = LocalLimiter::new(20.0, 1).expect("valid quota");
-        let start = std::time::Instant::now();
-        let mut granted = 0;
-        while start.elapsed() < Duration::from_secs(1) {
-            if l.try_acquire().await.is_ok() {
-                granted += 1;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+    /// Bookings beyond the horizon are refused with the time until one fits.
+    #[tokio::test(start_paused = true)]
+    async fn horizon_caps_bookings() {
+        let l = LocalLimiter::new(1.0, 1, Duration::from_secs(2)).expect("valid");
+        for expected in [0, 1, 2] {
+            assert_eq!(
+                l.reserve().await.expect("fits"),
+                Duration::from_secs(expected)
+            );
         }
-        assert!((19..=21).contains(&granted), "granted {granted}");
+        match l.reserve().await {
+            Err(LimitError::NotUntil(d)) => assert_eq!(d, Duration::from_secs(1)),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 }

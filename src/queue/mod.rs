@@ -4,7 +4,9 @@
 //! [`Queue::dead`] consume it, so one job cannot be settled twice. A lease that is never settled
 //! (its worker died) becomes visible again when its visibility timeout runs out.
 
-pub mod database;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+pub mod sqlite;
 
 use std::time::Duration;
 

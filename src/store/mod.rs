@@ -3,14 +3,20 @@
 //! A [`Store`] keeps what happened to every message. Dead letters are messages in status
 //! [`Status::Dead`] with their last error; redriving one puts it back in the queue.
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis_cache;
 pub mod sqlite;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::message::{Message, Status};
@@ -32,7 +38,7 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// An idempotency key presented with a request, and what the first such request was answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
     pub key: String,
     /// SHA-256 of the request body: the same key with another body is a client error.
@@ -202,4 +208,58 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_idempotency(&self, ttl: Duration) -> Result<u64, StoreError>;
 
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Idempotency keys are honoured this long (DESIGN.md: 24 h).
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+pub(crate) fn ms_to_time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+pub(crate) fn decode_message(payload: &str) -> Result<Message, StoreError> {
+    serde_json::from_str(payload).map_err(|e| StoreError::Corrupt(format!("message payload: {e}")))
+}
+
+/// A message as the set-based insert statements of both stores read it.
+pub(crate) fn message_row(m: &Message) -> Result<serde_json::Value, StoreError> {
+    let payload = serde_json::to_string(m)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode message: {e}")))?;
+    Ok(
+        json!({"id": m.id.to_string(), "api": m.api(), "at": m.accepted_at.timestamp_millis(), "payload": payload}),
+    )
+}
+
+/// An event row for the set-based event insert of both stores.
+pub(crate) fn event_row(
+    id: Uuid,
+    at: i64,
+    kind: &str,
+    detail: Option<String>,
+) -> serde_json::Value {
+    json!({"id": id.to_string(), "at": at, "kind": kind, "detail": detail})
+}
+
+/// A record from the columns both stores keep.
+pub(crate) fn record_from(
+    status: &str,
+    attempts: i64,
+    updated_at: i64,
+    last_error: Option<String>,
+    payload: &str,
+) -> Result<Record, StoreError> {
+    Ok(Record {
+        status: Status::from_str(status).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        attempts: attempts as u32,
+        updated_at: ms_to_time(updated_at),
+        last_error,
+        message: decode_message(payload)?,
+    })
 }

@@ -10,10 +10,9 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
@@ -25,8 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
-    Acceptance, Accepted, Event, IdempotencyRecord, ListFilter, Record, Store, StoreError,
-    Transition,
+    Acceptance, Accepted, Event, IDEMPOTENCY_TTL, IdempotencyRecord, ListFilter, Record, Store,
+    StoreError, Transition, event_row, message_row, ms_to_time, now_ms, record_from,
 };
 use crate::message::{Message, Status};
 
@@ -38,17 +37,6 @@ macro_rules! query_file {
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
-fn ms_to_time(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
-}
 
 fn migrator() -> Migrator {
     Migrator::with_migrations(vec![Migration::new(
@@ -327,10 +315,7 @@ async fn apply_in_tx(
                     "error": transition.error(),
                 }));
                 // Written only if the status change is applied (see record.sql's guard).
-                let event = json!({
-                    "id": id.to_string(), "at": now,
-                    "kind": transition.event(), "detail": transition.detail(),
-                });
+                let event = event_row(id, now, transition.event(), Some(transition.detail()));
                 record_answers.push((id.to_string(), event, reply));
             }
             Op::Enqueue {
@@ -384,7 +369,7 @@ async fn apply_in_tx(
                 .bind(i64::from(idem.status))
                 .bind(&idem.response)
                 .bind(now)
-                .bind(now - IDEMPOTENCY_TTL_MS)
+                .bind(now - IDEMPOTENCY_TTL.as_millis() as i64)
                 .fetch_optional(&mut *tx)
                 .await?;
             if claimed.is_none() {
@@ -404,7 +389,7 @@ async fn apply_in_tx(
             let id = m.id.to_string();
             let at = m.accepted_at.timestamp_millis();
             messages.push(message_row(m)?);
-            events.push(json!({"id": id, "at": at, "kind": "accepted", "detail": null}));
+            events.push(event_row(m.id, at, "accepted", None));
             if enqueue {
                 enqueue_ids.push(id);
             }
@@ -511,17 +496,6 @@ async fn apply_in_tx(
     Ok(())
 }
 
-fn message_row(m: &Message) -> Result<serde_json::Value, StoreError> {
-    let payload = serde_json::to_string(m)
-        .map_err(|e| StoreError::Corrupt(format!("cannot encode message: {e}")))?;
-    Ok(
-        json!({"id": m.id.to_string(), "api": m.api(), "at": m.accepted_at.timestamp_millis(), "payload": payload}),
-    )
-}
-
-/// Idempotency keys are kept this long at most; [`Store::idempotency`] applies the configured TTL.
-const IDEMPOTENCY_TTL_MS: i64 = 24 * 3600 * 1000;
-
 fn idempotency_row(row: &SqliteRow) -> Result<IdempotencyRecord, StoreError> {
     Ok(IdempotencyRecord {
         key: row.try_get(0)?,
@@ -534,18 +508,13 @@ fn idempotency_row(row: &SqliteRow) -> Result<IdempotencyRecord, StoreError> {
 fn record_row(row: &SqliteRow) -> Result<Record, StoreError> {
     let status: String = row.try_get(1)?;
     let payload: String = row.try_get(5)?;
-    Ok(Record {
-        status: Status::from_str(&status).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        attempts: row.try_get::<i64, _>(2)? as u32,
-        updated_at: ms_to_time(row.try_get(3)?),
-        last_error: row.try_get(4)?,
-        message: serde_json::from_str(&payload)
-            .map_err(|e| StoreError::Corrupt(format!("message payload: {e}")))?,
-    })
-}
-
-pub(crate) fn decode_message(payload: &str) -> Result<Message, StoreError> {
-    serde_json::from_str(payload).map_err(|e| StoreError::Corrupt(format!("message payload: {e}")))
+    record_from(
+        &status,
+        row.try_get(2)?,
+        row.try_get(3)?,
+        row.try_get(4)?,
+        &payload,
+    )
 }
 
 /// The [`Store`] over [`Db`].

@@ -176,9 +176,8 @@ async fn database_queue_conformance() {
             dirs.lock().expect("lock").push(dir);
             async move {
                 let db = Arc::new(mailroom::store::sqlite::Db::open(&url).await.expect("open"));
-                Arc::new(mailroom::queue::database::DatabaseQueue::new(
-                    db, visibility,
-                )) as Arc<dyn Queue>
+                Arc::new(mailroom::queue::sqlite::SqliteQueue::new(db, visibility))
+                    as Arc<dyn Queue>
             }
         },
         visibility,

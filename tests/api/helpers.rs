@@ -35,6 +35,8 @@ pub struct Relay {
 /// One message as the relay received it.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// When the relay wrote it (nanoseconds since the epoch, from the file name).
+    pub received_ns: u128,
     pub rcpt_tos: Vec<String>,
     pub mail_from: String,
     pub login: Option<String>,
@@ -111,7 +113,14 @@ impl Relay {
             }
             let raw = std::fs::read_to_string(path.with_extension("eml"))
                 .expect("the .eml is written before the .json");
+            let received_ns = path
+                .file_stem()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.split('-').next())
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_default();
             out.push(Received {
+                received_ns,
                 rcpt_tos: rcpts,
                 mail_from: meta["mail_from"].as_str().unwrap_or_default().to_string(),
                 login: meta["login"].as_str().map(String::from),
@@ -357,4 +366,28 @@ pub async fn error_field(r: Response, status: u16) -> (String, String) {
         code,
         v["error"]["field"].as_str().unwrap_or_default().to_string(),
     )
+}
+
+/// The Redis server `scripts/test` starts.
+pub fn redis_url() -> String {
+    env("MAILROOM_TEST_REDIS_URL")
+}
+
+/// A new, empty database on the PostgreSQL server `scripts/test` starts; returns its URL.
+#[cfg(feature = "postgres")]
+pub async fn fresh_pg_database() -> String {
+    use sqlx::Connection;
+    let admin = env("MAILROOM_TEST_DATABASE_URL");
+    let name = format!("mailroom_test_{}", Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("PostgreSQL answers");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("a test database is created");
+    let (base, _) = admin
+        .rsplit_once('/')
+        .expect("the admin URL names a database");
+    format!("{base}/{name}")
 }

@@ -4,5 +4,9 @@
 mod compat;
 mod conformance;
 mod delivery;
+// Shared with tests/process, which uses parts this binary does not.
+#[allow(dead_code)]
 mod helpers;
 mod messages;
+#[cfg(all(feature = "postgres", feature = "redis"))]
+mod scale;

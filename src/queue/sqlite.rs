@@ -1,4 +1,4 @@
-//! The database queue: rows in the store's own database, leased by moving their due time to the
+//! The database queue on SQLite: rows in the store's own database, leased by moving their due time to the
 //! end of the visibility timeout (the same semantics as an SQS visibility timeout).
 
 use std::sync::Arc;
@@ -9,14 +9,15 @@ use uuid::Uuid;
 
 use super::{Depth, Lease, Queue, QueueError};
 use crate::message::Message;
-use crate::store::sqlite::{Db, Settle, decode_message, now_ms};
+use crate::store::sqlite::{Db, Settle};
+use crate::store::{decode_message, now_ms};
 
-pub struct DatabaseQueue {
+pub struct SqliteQueue {
     db: Arc<Db>,
     visibility: Duration,
 }
 
-impl DatabaseQueue {
+impl SqliteQueue {
     pub fn new(db: Arc<Db>, visibility: Duration) -> Self {
         Self { db, visibility }
     }
@@ -32,7 +33,7 @@ impl DatabaseQueue {
 }
 
 #[async_trait]
-impl Queue for DatabaseQueue {
+impl Queue for SqliteQueue {
     async fn push(&self, messages: &[Message]) -> Vec<Result<(), QueueError>> {
         match self.db.enqueue(messages.to_vec()).await {
             Ok(()) => messages.iter().map(|_| Ok(())).collect(),

@@ -1,0 +1,1 @@
+SELECT status, count(*) FROM messages GROUP BY status

@@ -1,0 +1,1 @@
+SELECT at, kind, detail FROM events WHERE message_id = $1 ORDER BY seq

@@ -1,0 +1,1 @@
+SELECT id, status FROM messages WHERE id = ANY($1)

@@ -1,0 +1,107 @@
+//! The send rate shared by every worker replica: the GCRA reservation schedule of
+//! [`super::gcra_reserve`] in one atomic Lua script on Redis, timed by Redis's own clock so
+//! replicas with skewed clocks still share one schedule. One call books one slot.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{LimitError, RateLimiter};
+
+/// KEYS[1]: the schedule's key. ARGV: emission interval, burst tolerance, horizon (all µs).
+/// Returns {1, wait} with a booked slot `wait` µs ahead, or {0, retry} when the schedule is
+/// booked past the horizon.
+const GCRA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local horizon = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or 0)
+local next = math.max(tat, now)
+local slot = math.max(next - tolerance, now)
+local wait = slot - now
+if wait > horizon then
+  return {0, wait - horizon}
+end
+redis.call('SET', KEYS[1], next + interval, 'PX', math.ceil((next + interval - now) / 1000) + 1000)
+return {1, wait}
+"#;
+
+/// A connection that is made on first use and remade after a loss, with short timeouts: a
+/// Redis outage must surface as an error quickly, not as a hung delivery.
+pub fn connect(url: &str) -> Result<ConnectionManager, String> {
+    let client = redis::Client::open(url).map_err(|e| format!("invalid REDIS_URL: {e}"))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2);
+    ConnectionManager::new_lazy_with_config(client, config).map_err(|e| format!("REDIS_URL: {e}"))
+}
+
+pub struct RedisLimiter {
+    conn: ConnectionManager,
+    script: redis::Script,
+    key: String,
+    interval_us: u64,
+    tolerance_us: u64,
+    horizon_us: u64,
+    rate: f64,
+}
+
+impl RedisLimiter {
+    /// `rate` slots per second across every replica using `key`, `burst` at once after an idle
+    /// spell, booked at most `horizon` ahead.
+    pub fn new(
+        conn: ConnectionManager,
+        key: &str,
+        rate: f64,
+        burst: u32,
+        horizon: Duration,
+    ) -> Self {
+        let interval_us = (1_000_000.0 / rate).round().max(1.0) as u64;
+        Self {
+            conn,
+            script: redis::Script::new(GCRA),
+            key: key.to_string(),
+            interval_us,
+            tolerance_us: interval_us * u64::from(burst.max(1) - 1),
+            horizon_us: horizon.as_micros() as u64,
+            rate,
+        }
+    }
+}
+
+#[async_trait]
+impl RateLimiter for RedisLimiter {
+    async fn reserve(&self) -> Result<Duration, LimitError> {
+        let mut conn = self.conn.clone();
+        let (booked, us): (u8, u64) = self
+            .script
+            .key(&self.key)
+            .arg(self.interval_us)
+            .arg(self.tolerance_us)
+            .arg(self.horizon_us)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| LimitError::Unavailable(e.to_string()))?;
+        match booked {
+            1 => Ok(Duration::from_micros(us)),
+            _ => Err(LimitError::NotUntil(Duration::from_micros(us))),
+        }
+    }
+
+    fn rate_per_second(&self) -> f64 {
+        self.rate
+    }
+
+    async fn ping(&self) -> Result<(), LimitError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| LimitError::Unavailable(e.to_string()))
+    }
+}

@@ -1,0 +1,284 @@
+//! The store on PostgreSQL (RDS): the same tables as SQLite, for many `api` and `worker`
+//! replicas. PostgreSQL already commits concurrent transactions together (its WAL flush covers
+//! every transaction waiting for it), so each request simply runs its own short transaction.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Row, SqlSafeStr};
+use uuid::Uuid;
+
+use super::{
+    Acceptance, Accepted, Event, IDEMPOTENCY_TTL, IdempotencyRecord, ListFilter, Record, Store,
+    StoreError, Transition, event_row, message_row, ms_to_time, now_ms, record_from,
+};
+use crate::message::Status;
+
+macro_rules! query_file {
+    ($name:literal) => {
+        include_str!(concat!("../../queries/postgres/", $name, ".sql"))
+    };
+}
+pub(crate) use query_file;
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "init".into(),
+        MigrationType::Simple,
+        include_str!("../../migrations/postgres/0001_init.sql").into_sql_str(),
+        false,
+    )])
+}
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    pub url: String,
+    pub pool_size: u32,
+    pub statement_timeout: Duration,
+}
+
+/// Connects (TLS as `sslmode` in the URL asks), runs the migrations (under PostgreSQL's advisory
+/// lock, so replicas starting together do not race) and returns the pool.
+pub async fn connect(settings: &PgSettings) -> Result<PgPool, StoreError> {
+    let timeout_ms = settings.statement_timeout.as_millis().to_string();
+    let options = PgConnectOptions::from_str(&settings.url)?
+        .application_name("mailroom")
+        .options([("statement_timeout", timeout_ms.as_str())]);
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.pool_size.max(2))
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await?;
+    migrator()
+        .run(&pool)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+    Ok(pool)
+}
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+fn idempotency_row(row: &PgRow) -> Result<IdempotencyRecord, StoreError> {
+    Ok(IdempotencyRecord {
+        key: row.try_get(0)?,
+        request_hash: row.try_get(1)?,
+        status: row.try_get::<i32, _>(2)? as u16,
+        response: row.try_get(3)?,
+    })
+}
+
+fn record_row(row: &PgRow) -> Result<Record, StoreError> {
+    let status: String = row.try_get(1)?;
+    let payload: String = row.try_get(5)?;
+    let attempts: i32 = row.try_get(2)?;
+    record_from(
+        &status,
+        attempts.into(),
+        row.try_get(3)?,
+        row.try_get(4)?,
+        &payload,
+    )
+}
+
+/// Inserts messages (those not stored yet), their accepted events, and with `enqueue` their
+/// queue rows, in the caller's transaction.
+pub(crate) async fn insert_messages(
+    tx: &mut sqlx::PgConnection,
+    messages: &[crate::message::Message],
+    accepted_events: bool,
+    enqueue: bool,
+) -> Result<(), StoreError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let rows = messages
+        .iter()
+        .map(message_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    sqlx::query(query_file!("insert_messages"))
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(&mut *tx)
+        .await?;
+    if accepted_events {
+        let events: Vec<_> = messages
+            .iter()
+            .map(|m| event_row(m.id, m.accepted_at.timestamp_millis(), "accepted", None))
+            .collect();
+        sqlx::query(query_file!("insert_events"))
+            .bind(serde_json::Value::Array(events).to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    if enqueue {
+        let ids: Vec<String> = messages.iter().map(|m| m.id.to_string()).collect();
+        sqlx::query(query_file!("enqueue"))
+            .bind(serde_json::to_string(&ids).unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn insert(&self, acceptance: Acceptance, enqueue: bool) -> Result<Accepted, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        if let Some(idem) = &acceptance.idempotency {
+            // A concurrent claim of the same key waits here for the first one to commit, then
+            // finds it and replays its answer.
+            let claimed = sqlx::query(query_file!("claim_idempotency"))
+                .bind(&idem.key)
+                .bind(&idem.request_hash)
+                .bind(i32::from(idem.status))
+                .bind(&idem.response)
+                .bind(now)
+                .bind(now - IDEMPOTENCY_TTL.as_millis() as i64)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if claimed.is_none() {
+                let row = sqlx::query(query_file!("select_idempotency"))
+                    .bind(&idem.key)
+                    .bind(i64::MIN)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let first = idempotency_row(&row)?;
+                tx.rollback().await?;
+                return Ok(Accepted::Replay(first));
+            }
+        }
+        insert_messages(&mut tx, &acceptance.messages, true, enqueue).await?;
+        tx.commit().await?;
+        Ok(Accepted::Inserted)
+    }
+
+    async fn idempotency(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let row = sqlx::query(query_file!("select_idempotency"))
+            .bind(key)
+            .bind(now_ms() - ttl.as_millis() as i64)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(idempotency_row).transpose()
+    }
+
+    async fn record(&self, id: Uuid, transition: Transition) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(query_file!("record"))
+            .bind(id)
+            .bind(transition.status().as_str())
+            .bind(now)
+            .bind(transition.attempts().map(|a| a as i32))
+            .bind(transition.error())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if updated.is_none() {
+            tx.rollback().await?;
+            tracing::warn!(message_id = %id, event = transition.event(), "Status change not applied: the message is unknown or already finished.");
+            return Ok(());
+        }
+        let event = event_row(id, now, transition.event(), Some(transition.detail()));
+        sqlx::query(query_file!("insert_events"))
+            .bind(serde_json::Value::Array(vec![event]).to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Record>, StoreError> {
+        let row = sqlx::query(query_file!("get"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(record_row).transpose()
+    }
+
+    async fn events(&self, id: Uuid) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(query_file!("events"))
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Event {
+                    at: ms_to_time(r.try_get(0)?),
+                    kind: r.try_get(1)?,
+                    detail: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list(&self, filter: ListFilter) -> Result<Vec<Record>, StoreError> {
+        let rows = sqlx::query(query_file!("list"))
+            .bind(filter.status.map(Status::as_str))
+            .bind(filter.before)
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(record_row).collect()
+    }
+
+    async fn statuses(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Status>, StoreError> {
+        let rows = sqlx::query(query_file!("statuses"))
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for r in rows {
+            let st: String = r.try_get(1)?;
+            out.insert(
+                r.try_get(0)?,
+                Status::from_str(&st).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn counts(&self) -> Result<HashMap<Status, u64>, StoreError> {
+        let rows = sqlx::query(query_file!("counts"))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = HashMap::new();
+        for r in rows {
+            let st: String = r.try_get(0)?;
+            if let Ok(st) = Status::from_str(&st) {
+                out.insert(st, r.try_get::<i64, _>(1)? as u64);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn purge_idempotency(&self, ttl: Duration) -> Result<u64, StoreError> {
+        let before = now_ms() - ttl.as_millis() as i64;
+        Ok(sqlx::query(query_file!("purge_idempotency"))
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,117 @@
+//! Idempotency keys cached in Redis for the API replicas: a repeated request is answered from
+//! Redis without a database read. The store stays the authority: its unique key decides races,
+//! and any Redis failure falls through to it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use uuid::Uuid;
+
+use super::{
+    Acceptance, Accepted, Event, IDEMPOTENCY_TTL, IdempotencyRecord, ListFilter, Record, Store,
+    StoreError, Transition,
+};
+use crate::message::Status;
+
+pub struct RedisCachedStore {
+    inner: Arc<dyn Store>,
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl RedisCachedStore {
+    /// `prefix` namespaces the keys (`REDIS_KEY_PREFIX`): `{prefix}:idempotency:{key}`.
+    pub fn new(inner: Arc<dyn Store>, conn: ConnectionManager, prefix: &str) -> Self {
+        Self {
+            inner,
+            conn,
+            prefix: prefix.to_string(),
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}:idempotency:{key}", self.prefix)
+    }
+
+    async fn remember(&self, record: &IdempotencyRecord) {
+        let Ok(value) = serde_json::to_string(record) else {
+            return;
+        };
+        let mut conn = self.conn.clone();
+        let result: redis::RedisResult<()> = conn
+            .set_ex(self.key(&record.key), value, IDEMPOTENCY_TTL.as_secs())
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "Idempotency cache write skipped.");
+        }
+    }
+}
+
+#[async_trait]
+impl Store for RedisCachedStore {
+    async fn insert(&self, acceptance: Acceptance, enqueue: bool) -> Result<Accepted, StoreError> {
+        let idempotency = acceptance.idempotency.clone();
+        let accepted = self.inner.insert(acceptance, enqueue).await?;
+        match (&accepted, idempotency) {
+            (Accepted::Inserted, Some(claimed)) => self.remember(&claimed).await,
+            (Accepted::Replay(first), _) => self.remember(first).await,
+            _ => {}
+        }
+        Ok(accepted)
+    }
+
+    async fn idempotency(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let mut conn = self.conn.clone();
+        let cached: redis::RedisResult<Option<String>> = conn.get(self.key(key)).await;
+        if let Ok(Some(text)) = cached
+            && let Ok(record) = serde_json::from_str::<IdempotencyRecord>(&text)
+        {
+            return Ok(Some(record));
+        }
+        let found = self.inner.idempotency(key, ttl).await?;
+        if let Some(record) = &found {
+            self.remember(record).await;
+        }
+        Ok(found)
+    }
+
+    async fn record(&self, id: Uuid, transition: Transition) -> Result<(), StoreError> {
+        self.inner.record(id, transition).await
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Record>, StoreError> {
+        self.inner.get(id).await
+    }
+
+    async fn events(&self, id: Uuid) -> Result<Vec<Event>, StoreError> {
+        self.inner.events(id).await
+    }
+
+    async fn list(&self, filter: ListFilter) -> Result<Vec<Record>, StoreError> {
+        self.inner.list(filter).await
+    }
+
+    async fn statuses(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Status>, StoreError> {
+        self.inner.statuses(ids).await
+    }
+
+    async fn counts(&self) -> Result<HashMap<Status, u64>, StoreError> {
+        self.inner.counts().await
+    }
+
+    async fn purge_idempotency(&self, ttl: Duration) -> Result<u64, StoreError> {
+        self.inner.purge_idempotency(ttl).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}

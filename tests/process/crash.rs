@@ -1,0 +1,205 @@
+//! `kill -9` and SIGTERM against `mailroom serve`.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlx::Connection;
+use tokio::process::Command;
+
+use crate::helpers::{Relay, compat_body, unique_rcpt};
+use crate::{archive_objects, received_ids, start};
+
+/// Load `mailroom serve` with a few thousand messages, `kill -9` it while it accepts and
+/// delivers, start it again: every message that got a 202 is delivered and archived, with
+/// exactly one archive object each; duplicates are no more than what was in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_nothing_answered_202() {
+    let relay = Relay::from_env();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = format!("crash-token-{}", uuid::Uuid::new_v4());
+    let rcpt = unique_rcpt("crash");
+    let concurrency = 16;
+    let env = vec![
+        ("API_TOKEN", token.clone()),
+        ("DELIVERY", "smtp".to_string()),
+        ("SMTP_URL", relay.plain_url()),
+        ("SMTP_TIMEOUT_SECS", "2".into()),
+        ("COMPAT_RECIPIENT", rcpt.clone()),
+        ("DEFAULT_FROM", "noreply@example.com".into()),
+        ("SEND_RATE_PER_SECOND", "0".into()),
+        ("VISIBILITY_TIMEOUT_SECS", "3".into()),
+        ("WORKER_CONCURRENCY", concurrency.to_string()),
+    ];
+    let mut server = start(dir.path(), &env).await;
+
+    let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
+    let client = reqwest::Client::new();
+    let body = compat_body(&token);
+    let kill_after = 2000;
+    let mut load = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let (client, accepted, body) = (client.clone(), accepted.clone(), body.clone());
+        let url = format!("{}/api/email", server.url);
+        load.spawn(async move {
+            loop {
+                let Ok(r) = client.post(&url).json(&body).send().await else {
+                    return;
+                };
+                if r.status() != 202 {
+                    return;
+                }
+                let Ok(v) = r.json::<Value>().await else {
+                    return;
+                };
+                accepted
+                    .lock()
+                    .expect("lock")
+                    .push(v["message_id"].as_str().expect("id").to_string());
+            }
+        });
+    }
+    let started = Instant::now();
+    while accepted.lock().expect("lock").len() < kill_after {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the load is too slow"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.child.start_kill().expect("SIGKILL is sent");
+    server.child.wait().await.expect("the process is reaped");
+    while load.join_next().await.is_some() {}
+    let accepted: Vec<String> = accepted.lock().expect("lock").clone();
+    let delivered_before_restart = received_ids(&relay, &rcpt).len();
+    eprintln!(
+        "accepted {} (202), delivered before the kill: {delivered_before_restart}",
+        accepted.len()
+    );
+    assert!(
+        delivered_before_restart < accepted.len(),
+        "the kill came mid-run"
+    );
+
+    let mut server = start(dir.path(), &env).await;
+    let want: HashSet<&String> = accepted.iter().collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let received = loop {
+        let got = received_ids(&relay, &rcpt);
+        if want.iter().all(|id| got.contains_key(*id)) {
+            break got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} accepted messages delivered after restart",
+            want.iter().filter(|id| got.contains_key(**id)).count(),
+            want.len()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+
+    // Every 202 delivered; the store says so too.
+    let client = reqwest::Client::new();
+    let mut not_delivered = Vec::new();
+    for id in &accepted {
+        let v: Value = client
+            .get(format!("{}/v1/messages/{id}", server.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("JSON");
+        if v["status"] != "delivered" {
+            not_delivered.push((id.clone(), v["status"].clone()));
+        }
+    }
+    assert!(
+        not_delivered.is_empty(),
+        "{} not recorded delivered, e.g. {:?}",
+        not_delivered.len(),
+        &not_delivered[..not_delivered.len().min(3)]
+    );
+
+    // Exactly one archive object per accepted message.
+    let mut objects = Vec::new();
+    archive_objects(&dir.path().join("archive"), &mut objects);
+    for id in &accepted {
+        let n = objects.iter().filter(|o| o.contains(id.as_str())).count();
+        assert_eq!(n, 1, "archive objects for {id}");
+    }
+    let duplicates: usize = received.values().map(|n| n - 1).sum();
+    eprintln!("duplicates after kill -9: {duplicates} (worker concurrency {concurrency})");
+    assert!(
+        duplicates <= concurrency,
+        "duplicates {duplicates} exceed what could be in flight"
+    );
+    server.child.start_kill().expect("stop");
+}
+
+/// SIGTERM under load: the process exits within the grace period with status 0, and no lease
+/// is left taken in the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_leaves_no_lease() {
+    let relay = Relay::from_env();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = format!("term-token-{}", uuid::Uuid::new_v4());
+    let rcpt = unique_rcpt("slow-300");
+    let env = vec![
+        ("API_TOKEN", token.clone()),
+        ("DELIVERY", "smtp".to_string()),
+        ("SMTP_URL", relay.plain_url()),
+        ("COMPAT_RECIPIENT", rcpt.clone()),
+        ("DEFAULT_FROM", "noreply@example.com".into()),
+        ("SEND_RATE_PER_SECOND", "10".into()),
+        ("WORKER_CONCURRENCY", "8".into()),
+        ("SHUTDOWN_GRACE_SECS", "5".into()),
+    ];
+    let mut server = start(dir.path(), &env).await;
+    let client = reqwest::Client::new();
+    for _ in 0..60 {
+        let r = client
+            .post(format!("{}/api/email", server.url))
+            .json(&compat_body(&token))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(r.status(), 202);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = server.child.id().expect("running").to_string();
+    let sent = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(8), server.child.wait())
+        .await
+        .expect("exits within the grace period")
+        .expect("reaped");
+    assert!(exit.success(), "exit status {exit:?}");
+    eprintln!("SIGTERM to exit: {:?}", sent.elapsed());
+
+    let db = dir.path().join("mailroom.db");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open");
+    let (taken, waiting): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE lease_token IS NOT NULL), count(*) FROM queue",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("query");
+    assert_eq!(taken, 0, "no lease left taken");
+    let delivered = received_ids(&relay, &rcpt).len() as i64;
+    assert_eq!(
+        delivered + waiting,
+        60,
+        "every message is delivered or waiting"
+    );
+    assert!(waiting > 0, "the shutdown came mid-run");
+}
