@@ -435,6 +435,17 @@ async fn check(settings: Settings) -> anyhow::Result<()> {
             .map(|_| format!("{} reachable", backends.delivery.name()))
             .map_err(|e| e.to_string()),
     );
+    match &backends.limiter {
+        Some(limiter) => report(
+            "rate limit",
+            limiter
+                .ping()
+                .await
+                .map(|_| format!("{}/s ceiling reachable", limiter.rate_per_second()))
+                .map_err(|e| e.to_string()),
+        ),
+        None => report("rate limit", Ok("off".into())),
+    }
     if let Some(archive) = &backends.archive {
         let probe = object_store::path::Path::from(".mailroom-check");
         let store = archive.object_store();

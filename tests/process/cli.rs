@@ -8,7 +8,7 @@ use tokio::process::Command;
 use crate::helpers::{Relay, compat_body, unique_rcpt};
 
 /// Runs the binary with `args` and only the given environment; returns (success, stdout, stderr).
-async fn cli(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
+pub async fn cli(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_mailroom"))
         .args(args)
         .env_clear()
@@ -71,6 +71,10 @@ async fn command_line() {
     let (ok, out, err) = cli(d, &good, &["check"]).await;
     assert!(ok, "{out}{err}");
     assert!(out.contains("ok    delivery: smtp reachable"), "{out}");
+    assert!(
+        out.contains("ok    rate limit: 7/s ceiling reachable"),
+        "{out}"
+    );
     let dead = [
         ("API_TOKEN", "cli-token-0123456789abcdef"),
         ("DELIVERY", "smtp"),

@@ -225,3 +225,38 @@ async fn killed_worker_loses_nothing() {
     }
     api.child.start_kill().expect("stop");
 }
+
+/// `mailroom check` reaches PostgreSQL, its queue and Redis, and names Redis when it is down;
+/// `mailroom migrate` runs against PostgreSQL.
+#[tokio::test]
+async fn check_and_migrate_on_postgres_and_redis() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = fresh_pg_database().await;
+    let redis = redis_url();
+    let env = |redis: String| {
+        vec![
+            ("API_TOKEN", "check-token-0123456789".to_string()),
+            ("DATABASE_URL", db.clone()),
+            ("REDIS_URL", redis),
+            ("DELIVERY", "none".to_string()),
+        ]
+    };
+    let (good, bad) = (env(redis), env("redis://127.0.0.1:1".into()));
+    let good: Vec<(&str, &str)> = good.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let bad: Vec<(&str, &str)> = bad.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (ok, out, err) = crate::cli::cli(dir.path(), &good, &["migrate"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("Schema is up to date (postgres)"), "{out}");
+    let (ok, out, err) = crate::cli::cli(dir.path(), &good, &["check"]).await;
+    assert!(ok, "{out}{err}");
+    for line in [
+        "ok    store",
+        "ok    queue: postgres reachable",
+        "ok    rate limit: 7/s ceiling reachable",
+    ] {
+        assert!(out.contains(line), "{line} in {out}");
+    }
+    let (ok, out, _) = crate::cli::cli(dir.path(), &bad, &["check"]).await;
+    assert!(!ok);
+    assert!(out.contains("FAIL  rate limit"), "{out}");
+}
