@@ -41,6 +41,12 @@ pub fn check_url(url: &str) -> Result<(), String> {
 
 pub struct SmtpDelivery {
     transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// lettre's pool caps idle connections only; this caps open ones, so a burst of deliveries
+    /// cannot open more connections than the relay was promised.
+    connections: tokio::sync::Semaphore,
+    /// lettre's timeout covers the TCP connect only; this bounds a whole send, so a stalled
+    /// relay cannot hold a message past its lease.
+    send_timeout: Duration,
 }
 
 impl SmtpDelivery {
@@ -77,6 +83,8 @@ impl SmtpDelivery {
         }
         Ok(Self {
             transport: builder.build(),
+            connections: tokio::sync::Semaphore::new(pool_size.max(1) as usize),
+            send_timeout: timeout,
         })
     }
 }
@@ -104,7 +112,20 @@ fn classify(e: lettre::transport::smtp::Error) -> DeliveryError {
 #[async_trait]
 impl Delivery for SmtpDelivery {
     async fn deliver(&self, email: &lettre::Message) -> Result<Receipt, DeliveryError> {
-        let response = self.transport.send(email.clone()).await.map_err(classify)?;
+        let _connection = self
+            .connections
+            .acquire()
+            .await
+            .map_err(|_| DeliveryError::Temporary("the SMTP transport is closed".into()))?;
+        let response = tokio::time::timeout(self.send_timeout, self.transport.send(email.clone()))
+            .await
+            .map_err(|_| {
+                DeliveryError::Temporary(format!(
+                    "the relay did not finish the send within {} s (SMTP_TIMEOUT_SECS)",
+                    self.send_timeout.as_secs()
+                ))
+            })?
+            .map_err(classify)?;
         let text: Vec<&str> = response.message().collect();
         Ok(Receipt {
             detail: format!("{} {}", response.code(), text.join(" ")),

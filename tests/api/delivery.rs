@@ -394,3 +394,18 @@ async fn shutdown_releases_waiting_leases() {
         "released attempts do not count"
     );
 }
+
+/// A relay that stalls mid-send is cut off after SMTP_TIMEOUT_SECS and the message deferred,
+/// so a stuck connection cannot hold a message past its lease.
+#[tokio::test]
+async fn stalled_relay_times_out_and_defers() {
+    let app = spawn_app_with(|c| c.smtp_timeout_secs = 1).await;
+    let id = app.send_to(&unique_rcpt("slow-3000")).await;
+    let started = Instant::now();
+    app.dispatch_all_pending().await;
+    assert!(started.elapsed() < Duration::from_millis(2500), "{:?}", started.elapsed());
+    let m = app.get_message(&id).await;
+    assert_eq!(m["status"], "deferred");
+    let err = m["last_error"].as_str().expect("error");
+    assert!(err.contains("within 1 s"), "{err}");
+}

@@ -16,6 +16,7 @@ use crate::{archive_objects, received_ids, start};
 /// exactly one archive object each; duplicates are no more than what was in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_nothing_answered_202() {
+    let _turn = crate::HEAVY.lock().await;
     let relay = Relay::from_env();
     let dir = tempfile::tempdir().expect("tempdir");
     let token = format!("crash-token-{}", uuid::Uuid::new_v4());
@@ -143,6 +144,7 @@ async fn kill_9_loses_nothing_answered_202() {
 /// is left taken in the queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_leaves_no_lease() {
+    let _turn = crate::HEAVY.lock().await;
     let relay = Relay::from_env();
     let dir = tempfile::tempdir().expect("tempdir");
     let token = format!("term-token-{}", uuid::Uuid::new_v4());

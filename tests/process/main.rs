@@ -21,6 +21,10 @@ use helpers::Relay;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// The real-process tests load both cores (a relay, a database, several mailroom processes):
+/// they take turns, so that one test's load cannot starve another's rate measurement.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub struct Server {
     pub child: Child,
     pub url: String,
