@@ -403,7 +403,11 @@ async fn stalled_relay_times_out_and_defers() {
     let id = app.send_to(&unique_rcpt("slow-3000")).await;
     let started = Instant::now();
     app.dispatch_all_pending().await;
-    assert!(started.elapsed() < Duration::from_millis(2500), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
     let m = app.get_message(&id).await;
     assert_eq!(m["status"], "deferred");
     let err = m["last_error"].as_str().expect("error");
