@@ -164,6 +164,11 @@ variable "send_burst" {
   description = "SEND_BURST: messages that may go out at once above the steady rate."
   type        = number
   default     = 1
+
+  validation {
+    condition     = var.send_burst >= 1 && floor(var.send_burst) == var.send_burst
+    error_message = "send_burst must be a whole number of 1 or more (mailroom refuses SEND_BURST=0)."
+  }
 }
 
 variable "max_attempts" {
@@ -187,6 +192,13 @@ variable "visibility_timeout_secs" {
   description = "VISIBILITY_TIMEOUT_SECS and the queue's visibility timeout."
   type        = number
   default     = 120
+
+  validation {
+    # mailroom requires SMTP_TIMEOUT_SECS (default 30) to be below the visibility timeout, so a
+    # stalled relay cannot outlive a lease; SQS allows at most 12 hours.
+    condition     = var.visibility_timeout_secs > 30 && var.visibility_timeout_secs <= 43200
+    error_message = "visibility_timeout_secs must be above 30 (mailroom's SMTP timeout) and at most 43200."
+  }
 }
 
 variable "rust_log" {
