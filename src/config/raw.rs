@@ -1,0 +1,147 @@
+//! The settings as the user wrote them: defaults, then a TOML file, then the environment.
+
+use std::path::PathBuf;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, ENV_VARS};
+
+/// The settings as written by the user: every field has the name of its variable, lower-cased.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RawConfig {
+    pub port: u16,
+    pub bind_address: String,
+    pub metrics_port: Option<u16>,
+    pub data_dir: PathBuf,
+    #[serde(serialize_with = "redact")]
+    pub api_token: Option<SecretString>,
+    pub api_token_file: Option<PathBuf>,
+    pub ssm_token_parameter: Option<String>,
+    #[serde(serialize_with = "redact")]
+    pub database_url: Option<SecretString>,
+    pub database_pool_size: u32,
+    pub database_statement_timeout_ms: u64,
+    pub queue_backend: Option<String>,
+    pub sqs_queue_url: Option<String>,
+    pub sqs_dlq_url: Option<String>,
+    pub sqs_poll_interval: Option<u64>,
+    pub visibility_timeout_secs: u64,
+    pub kafka_brokers: Option<String>,
+    pub kafka_topic: Option<String>,
+    pub kafka_group_id: Option<String>,
+    pub delivery: String,
+    #[serde(serialize_with = "redact")]
+    pub smtp_url: Option<SecretString>,
+    pub smtp_timeout_secs: u64,
+    pub archive_url: Option<String>,
+    pub s3_bucket_name: Option<String>,
+    pub send_rate_per_second: f64,
+    pub send_burst: u32,
+    #[serde(serialize_with = "redact")]
+    pub redis_url: Option<SecretString>,
+    pub redis_key_prefix: String,
+    pub max_attempts: u32,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    pub worker_concurrency: usize,
+    pub poll_interval_ms: u64,
+    pub max_body_bytes: usize,
+    pub shutdown_grace_secs: u64,
+    pub compat_recipient: Option<String>,
+    pub default_from: Option<String>,
+    pub log_format: Option<String>,
+    pub instance_id: Option<String>,
+    pub aws_region: Option<String>,
+    pub aws_endpoint_url: Option<String>,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            port: 8080,
+            bind_address: "127.0.0.1".into(),
+            metrics_port: None,
+            data_dir: PathBuf::from("./mailroom-data"),
+            api_token: None,
+            api_token_file: None,
+            ssm_token_parameter: None,
+            database_url: None,
+            database_pool_size: 10,
+            database_statement_timeout_ms: 10_000,
+            queue_backend: None,
+            sqs_queue_url: None,
+            sqs_dlq_url: None,
+            sqs_poll_interval: None,
+            visibility_timeout_secs: 60,
+            kafka_brokers: None,
+            kafka_topic: None,
+            kafka_group_id: None,
+            delivery: "file".into(),
+            smtp_url: None,
+            smtp_timeout_secs: 30,
+            archive_url: None,
+            s3_bucket_name: None,
+            send_rate_per_second: 7.0,
+            send_burst: 1,
+            redis_url: None,
+            redis_key_prefix: "mailroom".into(),
+            max_attempts: 8,
+            retry_base_ms: 5_000,
+            retry_max_ms: 3_600_000,
+            worker_concurrency: 32,
+            poll_interval_ms: 200,
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace_secs: 25,
+            compat_recipient: None,
+            default_from: None,
+            log_format: None,
+            instance_id: None,
+            aws_region: None,
+            aws_endpoint_url: None,
+        }
+    }
+}
+
+fn redact<S: serde::Serializer>(value: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => s.serialize_some("[redacted]"),
+        None => s.serialize_none(),
+    }
+}
+
+impl RawConfig {
+    /// Reads defaults, then `file` (if any), then the environment.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Source(format!(
+                    "The config file {} does not exist.",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::raw().only(ENV_VARS));
+        figment.extract().map_err(|e| {
+            let var = e
+                .path
+                .last()
+                .map(|k| k.to_uppercase())
+                .unwrap_or_else(|| "a setting".into());
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| m.name.to_string())
+                .unwrap_or_default();
+            ConfigError::Source(format!(
+                "Invalid setting {var} (from {source}): {}.",
+                e.kind
+            ))
+        })
+    }
+}
