@@ -3,13 +3,16 @@
 
 Polls the worker's Prometheus /metrics every --interval seconds until
 mailroom_deliveries_total{outcome="delivered"|"archived"} reaches --expect (or --timeout passes),
-then prints one JSON object:
+then prints one JSON object. --url and --pid may be repeated for several worker processes
+draining one queue (bench/scale): the counters are summed over every --url, and the memory over
+every --pid.
 
   rate_per_s          messages settled per second from the worker's start to the last message
   steady_rate_per_s   the same between the polls that saw 10% and 90% of --expect (start-up excluded)
   seconds             wall time from the worker's start to the last message
   outcomes            the counter by outcome (deferred and dead are reported, not counted as done)
-  rss_kib, hwm_kib    the worker's VmRSS and VmHWM from /proc/PID/status at the end
+  rss_kib, hwm_kib    the worker's VmRSS and VmHWM from /proc/PID/status at the end (summed)
+  workers             how many --url were polled
   max_poll_ms         the slowest /metrics answer: the end time is late by at most this much
 
 --started is the worker's start time in Unix seconds (bench/run passes `date +%s.%N` taken just
@@ -41,24 +44,25 @@ def outcomes(url: str) -> dict[str, float]:
     return out
 
 
-def memory(pid: int) -> dict[str, int]:
+def memory(pids: list[int]) -> dict[str, int]:
     mem = {}
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("VmRSS", "VmHWM"):
-                    mem[key] = int(value.split()[0])
-    except FileNotFoundError:
-        pass
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key in ("VmRSS", "VmHWM"):
+                        mem[key] = mem.get(key, 0) + int(value.split()[0])
+        except FileNotFoundError:
+            pass
     return {"rss_kib": mem.get("VmRSS"), "hwm_kib": mem.get("VmHWM")}
 
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--url", required=True)
+    p.add_argument("--url", required=True, action="append")
     p.add_argument("--expect", type=int, required=True)
-    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--pid", type=int, required=True, action="append")
     p.add_argument("--started", type=float, required=True)
     p.add_argument("--interval", type=float, default=0.02)
     p.add_argument("--timeout", type=float, default=120)
@@ -72,7 +76,10 @@ def main() -> int:
     while time.time() < deadline:
         asked = time.time()
         try:
-            last = outcomes(a.url)
+            last = {}
+            for url in a.url:
+                for o, n in outcomes(url).items():
+                    last[o] = last.get(o, 0.0) + n
         except OSError:
             time.sleep(a.interval)  # not listening yet
             continue
@@ -105,6 +112,7 @@ def main() -> int:
         "polls": len(samples),
         "max_poll_ms": round(max_poll * 1000, 1),
         "outcomes": last,
+        "workers": len(a.url),
         **mem,
     }
     print(json.dumps(result))

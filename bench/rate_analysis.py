@@ -10,8 +10,12 @@ time taken when the DATA command completed. From those times this prints one JSO
   rate_per_s           in_window / window_s: the achieved rate
   interval_rate_per_s  (in_window - 1) / (last - first) inside the window: the mean spacing
   max_in_1s            the most messages in any half-open 1-second window [t, t + 1s)
+  max_in_10s           the same for 10-second windows (a ceiling held on average over 10 s)
   min_gap_ms           the shortest gap between two consecutive messages
   error_pct            (rate_per_s - target) / target * 100
+
+With --check-duplicates it also reads every message's X-Mailroom-Id header from the .eml beside
+each .json and adds distinct_ids, duplicates (messages received more than once) and without_id.
 """
 
 import argparse
@@ -26,6 +30,7 @@ def main() -> int:
     p.add_argument("--sink", required=True)
     p.add_argument("--window", type=float, default=30.0)
     p.add_argument("--target", type=float, required=True)
+    p.add_argument("--check-duplicates", action="store_true")
     a = p.parse_args()
 
     times = sorted(
@@ -41,6 +46,7 @@ def main() -> int:
     span = window[-1] - window[0]
     # Every window that can hold the most messages starts at a message.
     max_in_1s = max(bisect.bisect_left(times, t + 1.0) - i for i, t in enumerate(times))
+    max_in_10s = max(bisect.bisect_left(times, t + 10.0) - i for i, t in enumerate(times))
     gaps = [b - a_ for a_, b in zip(times, times[1:])]
     rate = len(window) / a.window
     result = {
@@ -51,12 +57,32 @@ def main() -> int:
         "rate_per_s": round(rate, 4),
         "interval_rate_per_s": round((len(window) - 1) / span, 4) if span > 0 else None,
         "max_in_1s": max_in_1s,
+        "max_in_10s": max_in_10s,
         "min_gap_ms": round(min(gaps) * 1000, 1),
         "target_per_s": a.target,
         "error_pct": round((rate - a.target) / a.target * 100, 3),
     }
+    if a.check_duplicates:
+        ids = [mailroom_id(os.path.join(a.sink, name[: -len(".json")] + ".eml"))
+               for name in os.listdir(a.sink)
+               if name.endswith(".json") and not name.startswith(".")]
+        known = [i for i in ids if i is not None]
+        result["distinct_ids"] = len(set(known))
+        result["duplicates"] = len(known) - len(set(known))
+        result["without_id"] = len(ids) - len(known)
     print(json.dumps(result))
     return 0
+
+
+def mailroom_id(path: str) -> str | None:
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.strip():
+                break  # end of the headers
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "x-mailroom-id":
+                return value.strip()
+    return None
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 Reads values.tsv (scalar values recorded by bench/run) and the JSON files the phases left:
 ingest/*.json (bench/post.lua summaries), ingest/durable.json, drain/*.json and smtp/drain-*.json
 (bench/drain_watch.py), smtp/ceiling.json (bench/smtp_ceiling.py), rate/rate.json
-(bench/rate_analysis.py). Also writes summary.json beside them.
+(bench/rate_analysis.py). Also writes summary.json beside them. The scale-out section that
+bench/scale_report.py put in the file, if any, is kept.
 """
 
 import argparse
@@ -348,7 +349,8 @@ def main() -> int:
     doc = f"""# Benchmarks
 
 All numbers below come from one run of `bench/run` on {v.get('date_utc')}, on the machine described
-under [Machine](#machine). Reproduce them with:
+under [Machine](#machine), except those of the [scale-out section](#scale-out-postgresql-and-redis),
+which `bench/scale` writes. Reproduce them with:
 
 ```
 bench/run
@@ -430,6 +432,12 @@ Send rate from `bench/rate_analysis.py`: {json.dumps(rate)}
 - **Machine load.** Before each phase the run flushes dirty pages (`sync`), waits up to 60 s for
   the machine to fall below 25% CPU busy, and records how busy it was.
 """
+    # The scale-out section (bench/scale) is kept as it was.
+    from scale_report import kept_section
+
+    kept = kept_section(a.doc)
+    if kept:
+        doc = doc.rstrip("\n") + "\n\n" + kept + "\n"
     os.makedirs(os.path.dirname(a.doc) or ".", exist_ok=True)
     with open(a.doc, "w") as f:
         f.write(doc)

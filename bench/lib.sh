@@ -1,0 +1,85 @@
+# shellcheck shell=bash
+# Helpers shared by bench/run and bench/scale. Source it after scripts/servers.sh. The caller sets
+# VALUES (the values.tsv file), CHECKS_FAILED=0, PIDS=(), WORK (a scratch directory), MAILROOM
+# (the binary) and MAILROOM_ENV (settings every mailroom process of the run shares), and stops
+# whatever is left in PIDS on exit.
+
+# Records one measured value for bench/report.py.
+record() { printf '%s\t%s\n' "$1" "$2" >>"$VALUES"; }
+
+# A correctness check that failed: reported, and the run exits non-zero at the end.
+check_failed() {
+  log "CHECK FAILED: $*"
+  record "check_failed" "$*"
+  CHECKS_FAILED=$((CHECKS_FAILED + 1))
+}
+
+# Starts a command in the background with its output in a log file; sets LAST_PID.
+start_bg() {
+  local logfile=$1
+  shift
+  "$@" >"$logfile" 2>&1 &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
+}
+
+# Stops a process started by start_bg (SIGTERM, then waits for it).
+stop_bg() {
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  local kept=()
+  for i in "${PIDS[@]}"; do
+    [ "$i" = "$pid" ] || kept+=("$i")
+  done
+  PIDS=("${kept[@]}")
+}
+
+# VmRSS and VmHWM of a process, in KiB: "rss hwm".
+memory_of() {
+  awk '/^VmRSS:/ {r=$2} /^VmHWM:/ {h=$2} END {print r, h}' "/proc/$1/status"
+}
+
+# User + system CPU time of a process, in clock ticks.
+cpu_ticks() {
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+# Share of the machine's CPU time that was busy over one second (nothing of ours runs meanwhile).
+busy_pct() {
+  local b1 i1 b2 i2
+  read -r b1 i1 < <(awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)
+  sleep 1
+  read -r b2 i2 < <(awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)
+  echo $((100 * (b2 - b1) / (b2 - b1 + i2 - i1 + 1)))
+}
+
+# Waits (60 s at most) for other work on the machine to settle before a phase, and records how
+# busy it was, so a noisy number can be told from a slow one.
+quiet_before() {
+  local phase=$1 busy tries=0
+  sync # so the previous phase's writeback does not compete with this one
+  busy=$(busy_pct)
+  while [ "$busy" -gt 25 ] && [ "$tries" -lt 59 ]; do
+    tries=$((tries + 1))
+    busy=$(busy_pct)
+  done
+  [ "$busy" -le 25 ] || log "The machine is ${busy}% busy with other work before $phase; measuring anyway."
+  record "busy_before_$phase" "$busy"
+}
+
+# Preloads N messages with `mailroom send --file`: preload DATA_DIR N [VAR=VALUE...] (extra
+# settings, e.g. DATABASE_URL=postgres://... to preload PostgreSQL). Prints the messages/s.
+preload() {
+  local dir=$1 n=$2 file=$WORK/messages-$2.jsonl started ended
+  shift 2
+  [ -f "$file" ] || python3 bench/messages.py --count "$n" >"$file"
+  started=$(date +%s.%N)
+  env "${MAILROOM_ENV[@]}" DATA_DIR="$dir" DELIVERY=none "$@" "$MAILROOM" send --file "$file" \
+    >"$WORK/preload.log" 2>&1 || {
+    cat "$WORK/preload.log" >&2
+    return 1
+  }
+  ended=$(date +%s.%N)
+  python3 -c "import sys; print(round($n / ($ended - $started), 1))"
+}
