@@ -6,7 +6,7 @@
 //! commit. A 202 therefore costs a share of one fsync, and is sent only after the commit that
 //! holds its message. Reads use a separate pool and never wait for the writer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -404,10 +404,12 @@ async fn apply_in_tx(
             .await?;
     }
     if !records.is_empty() {
-        let updated: Vec<String> = sqlx::query_scalar(query_file!("record"))
+        let updated: HashSet<String> = sqlx::query_scalar(query_file!("record"))
             .bind(serde_json::Value::Array(records).to_string())
             .fetch_all(&mut *tx)
-            .await?;
+            .await?
+            .into_iter()
+            .collect();
         for (id, event, reply) in record_answers {
             let ok = updated.contains(&id);
             if ok {
@@ -430,7 +432,8 @@ async fn apply_in_tx(
             .await?;
     }
     if !settle_answers.is_empty() {
-        let mut settled: Vec<String> = Vec::new();
+        // A set: a batch settles up to MAX_BATCH leases, each looked up once below.
+        let mut settled: HashSet<String> = HashSet::new();
         if !removals.is_empty() {
             settled.extend(
                 sqlx::query_scalar::<_, String>(query_file!("delete_leased"))

@@ -292,6 +292,17 @@ impl TestApp {
             .expect("sent")
     }
 
+    /// A GET without a token (health, readiness, metrics, and the 401 cases).
+    pub async fn get_public(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.expect("sent")
+    }
+
+    /// How many messages `GET /v1/messages` lists.
+    pub async fn message_count(&self) -> usize {
+        let list: Value = self.get("/v1/messages").await.json().await.expect("JSON");
+        list["messages"].as_array().expect("an array").len()
+    }
+
     pub async fn get(&self, path: &str) -> Response {
         self.client
             .get(self.url(path))

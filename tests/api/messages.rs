@@ -128,8 +128,7 @@ async fn idempotency_key_replays_or_rejects() {
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     let again: Value = again.json().await.expect("JSON");
     assert_eq!(first, again);
-    let list: Value = app.get("/v1/messages").await.json().await.expect("JSON");
-    assert_eq!(list["messages"].as_array().expect("array").len(), 1);
+    assert_eq!(app.message_count().await, 1);
 
     let other = native_body(&unique_rcpt("idem-other"));
     let (code, _) = error_field(app.post_message(&other, Some("order-42")).await, 422).await;
@@ -160,8 +159,7 @@ async fn concurrent_idempotent_requests_make_one_message() {
     }
     ids.dedup();
     assert_eq!(ids.len(), 1, "{ids:?}");
-    let list: Value = app.get("/v1/messages").await.json().await.expect("JSON");
-    assert_eq!(list["messages"].as_array().expect("array").len(), 1);
+    assert_eq!(app.message_count().await, 1);
 }
 
 /// A batch answers per message: valid ones are queued, invalid ones named by index and field.
@@ -234,15 +232,7 @@ async fn status_and_listing() {
         "limit"
     );
     assert_eq!(app.get("/v1/messages").await.status(), 200);
-    assert_eq!(
-        app.client
-            .get(app.url("/v1/messages"))
-            .send()
-            .await
-            .expect("sent")
-            .status(),
-        401
-    );
+    assert_eq!(app.get_public("/v1/messages").await.status(), 401);
     assert_eq!(
         error_field(app.get("/nowhere").await, 404).await.0,
         "not_found"
@@ -253,32 +243,14 @@ async fn status_and_listing() {
 #[tokio::test]
 async fn health_ready_and_metrics() {
     let app = spawn_app().await;
-    let r = app
-        .client
-        .get(app.url("/health"))
-        .send()
-        .await
-        .expect("sent");
+    let r = app.get_public("/health").await;
     assert_eq!(r.status(), 200);
-    let r = app
-        .client
-        .get(app.url("/ready"))
-        .send()
-        .await
-        .expect("sent");
+    let r = app.get_public("/ready").await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.expect("JSON");
     assert_eq!(v["checks"]["store"], "ok");
     app.send_to(&unique_rcpt("metrics")).await;
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("text");
+    let text = app.get_public("/metrics").await.text().await.expect("text");
     assert!(
         text.contains("mailroom_messages_accepted_total{api=\"native\"}"),
         "{text}"
@@ -310,11 +282,6 @@ async fn metrics_on_their_own_port() {
             .expect("text")
             .contains("mailroom_messages_accepted_total")
     );
-    let r = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("sent");
+    let r = app.get_public("/metrics").await;
     assert_eq!(r.status(), 404);
 }

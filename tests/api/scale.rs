@@ -215,12 +215,7 @@ async fn redis_down_pauses_delivery_not_the_api() {
         .post_message(&native_body(&unique_rcpt("redis-down")), None)
         .await;
     assert_eq!(r.status(), 202);
-    let r = app
-        .client
-        .get(app.url("/ready"))
-        .send()
-        .await
-        .expect("sent");
+    let r = app.get_public("/ready").await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.expect("JSON");
     assert_eq!(v["status"], "degraded");
