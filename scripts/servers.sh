@@ -129,6 +129,22 @@ start_redis() {
   log "Redis on 127.0.0.1:$port"
 }
 
+# The moto server: SQS, S3, SSM, Secrets Manager and SES on one port. Exports
+# MAILROOM_TEST_AWS_ENDPOINT, a region, and throwaway credentials (moto accepts any).
+start_moto() {
+  ensure_pip 'moto[server]' moto.server
+  local port
+  port=$(free_port)
+  python3 -m moto.server -H 127.0.0.1 -p "$port" >"$SERVERS_DIR/moto.log" 2>&1 &
+  SERVER_PIDS+=($!)
+  wait_port "$port" "moto server" || { cat "$SERVERS_DIR/moto.log" >&2; return 1; }
+  export MAILROOM_TEST_AWS_ENDPOINT="http://127.0.0.1:$port"
+  export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=moto-test AWS_SECRET_ACCESS_KEY=moto-test
+  # Never let a test reach a real account or read this machine's AWS profile.
+  export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
+  log "moto (AWS emulator) on 127.0.0.1:$port"
+}
+
 stop_servers() {
   local pid stop
   for stop in "${SERVER_STOPS[@]}"; do

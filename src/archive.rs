@@ -8,6 +8,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::Serialize;
 
+use crate::config::S3Settings;
 use crate::message::{Message, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +56,7 @@ impl Archive {
     }
 
     /// Builds the object store for `ARCHIVE_URL`.
-    pub fn from_url(url: &url::Url) -> Result<Self, ArchiveError> {
+    pub fn from_url(url: &url::Url, s3: &S3Settings) -> Result<Self, ArchiveError> {
         match url.scheme() {
             "file" => {
                 let dir = url
@@ -70,9 +71,14 @@ impl Archive {
                     ..Self::new(Arc::new(fs))
                 })
             }
-            other => Err(ArchiveError::Config(format!(
-                "ARCHIVE_URL scheme {other}:// needs a build with its feature (s3)"
-            ))),
+            #[cfg(feature = "s3")]
+            "s3" => Ok(Self::new(s3_store(url, s3)?)),
+            other => {
+                let _ = s3;
+                Err(ArchiveError::Config(format!(
+                    "ARCHIVE_URL scheme {other}:// needs a build with its feature (s3)"
+                )))
+            }
         }
     }
 
@@ -98,4 +104,43 @@ impl Archive {
     pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
     }
+}
+
+/// `s3://bucket/prefix`: credentials and region from the standard AWS variables; path-style
+/// requests (what S3-compatible servers expect), plain HTTP only when the endpoint says so.
+#[cfg(feature = "s3")]
+fn s3_store(url: &url::Url, s3: &S3Settings) -> Result<Arc<dyn ObjectStore>, ArchiveError> {
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    use object_store::prefix::PrefixStore;
+
+    let bucket = url
+        .host_str()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| ArchiveError::Config(format!("{url} names no bucket")))?;
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if let Some(region) = &s3.region {
+        builder = builder.with_region(region);
+    }
+    if let Some(endpoint) = &s3.endpoint_url {
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_allow_http(endpoint.starts_with("http://"));
+    }
+    let config = |key: &str| -> Result<AmazonS3ConfigKey, ArchiveError> {
+        key.parse()
+            .map_err(|e| ArchiveError::Config(format!("{key}: {e}")))
+    };
+    if let Some(sse) = &s3.server_side_encryption {
+        builder = builder.with_config(config("aws_server_side_encryption")?, sse);
+    }
+    if let Some(key_id) = &s3.kms_key_id {
+        builder = builder.with_config(config("aws_sse_kms_key_id")?, key_id);
+    }
+    let store = builder.build()?;
+    let prefix = url.path().trim_matches('/');
+    Ok(if prefix.is_empty() {
+        Arc::new(store)
+    } else {
+        Arc::new(PrefixStore::new(store, prefix))
+    })
 }

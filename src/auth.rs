@@ -1,5 +1,8 @@
 //! API tokens: where the token comes from, and constant-time verification.
 
+#[cfg(feature = "ssm")]
+pub mod ssm;
+
 use std::path::Path;
 
 use async_trait::async_trait;
@@ -17,6 +20,11 @@ pub enum AuthError {
 pub trait TokenVerifier: Send + Sync + 'static {
     /// True when `presented` is the current token.
     async fn verify(&self, presented: &str) -> Result<bool, AuthError>;
+
+    /// Whether the token's source answers; a cached token may still be in use when it does not.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A token known at start-up (`API_TOKEN`, `API_TOKEN_FILE`, or the generated one).
@@ -30,15 +38,19 @@ impl StaticToken {
             digest: Sha256::digest(token.expose_secret().trim().as_bytes()).into(),
         }
     }
+
+    /// Compares SHA-256 digests in constant time, so neither the content nor the length of the
+    /// token leaks through timing.
+    pub fn matches(&self, presented: &str) -> bool {
+        let d: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        bool::from(d.ct_eq(&self.digest))
+    }
 }
 
 #[async_trait]
 impl TokenVerifier for StaticToken {
-    /// Compares SHA-256 digests in constant time, so neither the content nor the length of the
-    /// token leaks through timing.
     async fn verify(&self, presented: &str) -> Result<bool, AuthError> {
-        let d: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        Ok(bool::from(d.ct_eq(&self.digest)))
+        Ok(self.matches(presented))
     }
 }
 

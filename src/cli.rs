@@ -108,7 +108,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let settings = Settings::load(cli.config.as_deref())?;
+    let settings = Settings::load(cli.config.as_deref()).await?;
     telemetry::init_logs(settings.log_json);
     match cli.command {
         Command::Serve => {
@@ -392,6 +392,7 @@ async fn check(settings: Settings) -> anyhow::Result<()> {
     report(
         "token",
         crate::startup::token(&settings)
+            .await
             .map(|_| "configured".into())
             .map_err(|e| format!("{e:#}")),
     );

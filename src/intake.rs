@@ -19,6 +19,9 @@ pub enum IntakeError {
     NotFound(Uuid),
     #[error("message {0} is {1}, not dead: only dead letters can be redriven")]
     NotDead(Uuid, &'static str),
+    /// The queue cannot carry this message (over its size limit): nothing was stored.
+    #[error("{field}: {detail}")]
+    TooLarge { field: String, detail: String },
 }
 
 impl From<StoreError> for IntakeError {
@@ -42,8 +45,20 @@ impl Intake {
         let messages = if self.queue_in_store {
             Vec::new()
         } else {
+            let single = acceptance.messages.len() == 1;
+            for (index, m) in acceptance.messages.iter().enumerate() {
+                self.queue.check(m).map_err(|e| IntakeError::TooLarge {
+                    field: if single {
+                        "body".into()
+                    } else {
+                        format!("messages[{index}]")
+                    },
+                    detail: e.to_string(),
+                })?;
+            }
             acceptance.messages.clone()
         };
+        let key = acceptance.idempotency.as_ref().map(|i| i.key.clone());
         let accepted = self.store.insert(acceptance, self.queue_in_store).await?;
         if accepted == Accepted::Inserted && !messages.is_empty() {
             let results = self.queue.push(&messages).await;
@@ -60,6 +75,11 @@ impl Intake {
                 }
             }
             if let Some(e) = failure {
+                if let Some(key) = key
+                    && let Err(forget) = self.store.forget_idempotency(&key).await
+                {
+                    tracing::error!(error = %forget, "Could not let go of the Idempotency-Key of a request that was not queued.");
+                }
                 return Err(IntakeError::Unavailable(e));
             }
         }

@@ -10,12 +10,15 @@
 //! - [`api`]: the HTTP interface (axum): routes, authentication, JSON errors, request metrics.
 //! - [`auth`]: where the API token comes from, and constant-time verification.
 //! - [`intake`]: durable acceptance (store, then queue, then 202) and redrive.
-//! - [`store`]: records, status events, idempotency keys and dead letters (`Store`; SQLite).
-//! - [`queue`]: leases with visibility timeouts, retries and attempts (`Queue`; database).
-//! - [`delivery`]: MIME building and the `Delivery` backends (file, SMTP, none).
-//! - [`archive`]: one JSON object per message through `object_store`.
-//! - [`limiter`]: the global send rate (`RateLimiter`; in-process GCRA).
+//! - [`store`]: records, status events, idempotency keys and dead letters (`Store`; SQLite,
+//!   PostgreSQL, a Redis idempotency cache).
+//! - [`queue`]: leases with visibility timeouts, retries and attempts (`Queue`; the database,
+//!   SQS).
+//! - [`delivery`]: MIME building and the `Delivery` backends (file, SMTP, SES, none).
+//! - [`archive`]: one JSON object per message through `object_store` (a directory, or S3).
+//! - [`limiter`]: the global send rate (`RateLimiter`; in-process, or shared through Redis).
 //! - [`worker`]: pulls leases, waits for the limiter, delivers, archives and settles them.
+//! - `aws` (features `sqs`, `ssm`, `ses`): the AWS SDK configuration their clients share.
 //! - [`telemetry`]: logs (pretty, or ECS JSON) and the Prometheus recorder.
 //! - [`startup`]: builds every backend, listener and task from the settings.
 //! - [`cli`]: the `mailroom` command line.
@@ -23,6 +26,8 @@
 pub mod api;
 pub mod archive;
 pub mod auth;
+#[cfg(any(feature = "sqs", feature = "ssm", feature = "ses"))]
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod delivery;

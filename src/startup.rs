@@ -60,6 +60,23 @@ impl Backends {
         let redis = redis_connection(&settings)?;
         let store = cached_store(&settings, store, redis.as_ref());
         let delivery: Arc<dyn Delivery> = match &settings.delivery {
+            #[cfg(feature = "ses")]
+            DeliverySettings::Ses => {
+                let aws = crate::aws::sdk_config(
+                    settings.aws.region.as_deref(),
+                    settings.aws.endpoint_url.as_deref(),
+                )
+                .await;
+                let ses = Arc::new(crate::delivery::ses::SesDelivery::new(
+                    aws_sdk_sesv2::Client::new(&aws),
+                    settings.ses_configuration_set.clone(),
+                ));
+                tokio::spawn(warn_over_ses_quota(
+                    ses.clone(),
+                    settings.send_rate_per_second,
+                ));
+                ses
+            }
             DeliverySettings::File { dir } => Arc::new(FileDelivery::new(dir.clone())),
             DeliverySettings::Smtp { url, timeout } => {
                 let pool = settings.worker_concurrency.min(32) as u32;
@@ -68,13 +85,14 @@ impl Backends {
                         .map_err(|e| anyhow::anyhow!("Invalid setting SMTP_URL: {e}"))?,
                 )
             }
+            #[cfg(not(feature = "ses"))]
             DeliverySettings::Ses => bail!("DELIVERY=ses needs a build with the `ses` feature"),
             DeliverySettings::None => Arc::new(NoDelivery),
         };
         let archive = settings
             .archive_url
             .as_ref()
-            .map(Archive::from_url)
+            .map(|url| Archive::from_url(url, &settings.s3))
             .transpose()
             .context("Failed to open the archive (ARCHIVE_URL)")?;
         let limiter = match settings.send_rate_per_second {
@@ -141,7 +159,7 @@ async fn store_and_queue(
                 let queue = Arc::new(SqliteQueue::new(db, settings.visibility_timeout));
                 Ok((store, queue, true))
             }
-            _ => Ok((store, external_queue(settings)?, false)),
+            _ => Ok((store, external_queue(settings).await?, false)),
         };
     }
     #[cfg(feature = "postgres")]
@@ -165,15 +183,42 @@ async fn store_and_queue(
                     .context("Failed to LISTEN for queue notifications")?;
                 Ok((store, Arc::new(queue), true))
             }
-            _ => Ok((store, external_queue(settings)?, false)),
+            _ => Ok((store, external_queue(settings).await?, false)),
         }
     }
     #[cfg(not(feature = "postgres"))]
     bail!("DATABASE_URL=postgres://... needs a build with the `postgres` feature")
 }
 
-fn external_queue(settings: &Settings) -> anyhow::Result<Arc<dyn Queue>> {
+async fn external_queue(settings: &Settings) -> anyhow::Result<Arc<dyn Queue>> {
     match settings.queue {
+        #[cfg(feature = "sqs")]
+        QueueBackend::Sqs => {
+            use crate::queue::sqs::{SqsQueue, SqsSettings};
+            let sqs = settings
+                .sqs
+                .as_ref()
+                .context("QUEUE_BACKEND=sqs needs SQS_QUEUE_URL")?;
+            let aws = crate::aws::sdk_config(
+                settings.aws.region.as_deref(),
+                settings.aws.endpoint_url.as_deref(),
+            )
+            .await;
+            let queue = SqsQueue::open(
+                aws_sdk_sqs::Client::new(&aws),
+                SqsSettings {
+                    queue_url: sqs.queue_url.clone(),
+                    dlq_url: sqs.dlq_url.clone(),
+                    visibility: settings.visibility_timeout,
+                    wait: sqs.wait,
+                    pollers: settings.worker_concurrency.div_ceil(10).clamp(1, 10),
+                },
+                settings.retry.max_attempts,
+            )
+            .await;
+            Ok(Arc::new(queue))
+        }
+        #[cfg(not(feature = "sqs"))]
         QueueBackend::Sqs => bail!("QUEUE_BACKEND=sqs needs a build with the `sqs` feature"),
         QueueBackend::Kafka => bail!("QUEUE_BACKEND=kafka needs a build with the `kafka` feature"),
         QueueBackend::Database => bail!("QUEUE_BACKEND=database needs the store's database"),
@@ -245,8 +290,34 @@ fn limiter(
     }
 }
 
+/// At start-up with `DELIVERY=ses`: warns when the configured rate is above what the account
+/// may send.
+#[cfg(feature = "ses")]
+async fn warn_over_ses_quota(ses: Arc<crate::delivery::ses::SesDelivery>, rate: Option<f64>) {
+    match ses.quota().await {
+        Ok(q) => {
+            tracing::info!(
+                max_send_rate = q.max_send_rate,
+                max_24_hour_send = q.max_24_hour_send,
+                sending_enabled = q.sending_enabled,
+                "SES account quota read."
+            );
+            if rate.is_none_or(|r| r > q.max_send_rate) && q.max_send_rate > 0.0 {
+                tracing::warn!(
+                    send_rate_per_second = rate.unwrap_or(f64::INFINITY),
+                    max_send_rate = q.max_send_rate,
+                    "SEND_RATE_PER_SECOND is above the SES account's MaxSendRate: SES will throttle; set it to at most MaxSendRate."
+                );
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Could not read the SES send quota; SEND_RATE_PER_SECOND is not checked against it.")
+        }
+    }
+}
+
 /// Resolves the API token. Returns the verifier and, on a first start, the token just made.
-pub fn token(
+pub async fn token(
     settings: &Settings,
 ) -> anyhow::Result<(Arc<dyn TokenVerifier>, Option<SecretString>)> {
     let (token, generated) = match &settings.token {
@@ -263,7 +334,26 @@ pub fn token(
             let generated = made.then(|| t.clone());
             (t, generated)
         }
-        TokenSettings::Ssm(_) => bail!("SSM_TOKEN_PARAMETER needs a build with the `ssm` feature"),
+        #[cfg(feature = "ssm")]
+        TokenSettings::Ssm { parameter, ttl } => {
+            let aws = crate::aws::sdk_config(
+                settings.aws.region.as_deref(),
+                settings.aws.endpoint_url.as_deref(),
+            )
+            .await;
+            let verifier = crate::auth::ssm::SsmToken::start(
+                aws_sdk_ssm::Client::new(&aws),
+                parameter.clone(),
+                *ttl,
+            )
+            .await
+            .context("Failed to read the API token (SSM_TOKEN_PARAMETER)")?;
+            return Ok((verifier, None));
+        }
+        #[cfg(not(feature = "ssm"))]
+        TokenSettings::Ssm { .. } => {
+            bail!("SSM_TOKEN_PARAMETER needs a build with the `ssm` feature")
+        }
     };
     if token.expose_secret().is_empty() {
         bail!("The API token is empty");
@@ -305,7 +395,7 @@ impl Application {
                         settings.http_addr
                     )
                 })?;
-            let (token, generated) = token(&settings)?;
+            let (token, generated) = token(&settings).await?;
             (Some(listener), Some(token), generated)
         } else {
             (None, None, None)
@@ -374,6 +464,7 @@ impl Application {
                 idempotency_ttl: IDEMPOTENCY_TTL,
                 limiter: self.backends.limiter.clone(),
                 metrics: (!separate_metrics).then(|| self.metrics.clone()),
+                delivery: self.roles.worker.then(|| self.backends.delivery.clone()),
             };
             let app = api::router(state);
             let stop = shutdown.clone();

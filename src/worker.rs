@@ -40,6 +40,20 @@ pub struct Worker {
     pub shutdown_grace: Duration,
 }
 
+/// How often a paused delivery backend is asked whether it may send again.
+const PAUSED_RECHECK: Duration = Duration::from_secs(30);
+
+/// How long the whole rate-limited schedule pauses when the provider throttles without saying
+/// for how long.
+const THROTTLE_PAUSE: Duration = Duration::from_secs(1);
+
+/// What came of waiting for the limiter and handing the message to the delivery backend.
+enum Sent {
+    Done(Result<crate::delivery::Receipt, DeliveryError>),
+    /// Shutdown came first: the lease goes back.
+    Stopped,
+}
+
 /// Delay before attempt `attempt + 1`: exponential from `base`, capped at `max`, with "equal
 /// jitter" (half fixed, half random) so retries of one outage spread out.
 pub fn backoff(retry: &RetrySettings, attempt: u32) -> Duration {
@@ -74,7 +88,27 @@ impl Worker {
                 }
                 continue;
             }
-            let leases = match self.queue.pull(room).await {
+            if let Some(reason) = self.delivery.paused() {
+                // The provider stopped the account: pull nothing until it may send again.
+                tracing::warn!(
+                    reason,
+                    "Delivery paused; asking again in {PAUSED_RECHECK:?}."
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(PAUSED_RECHECK) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                if let Err(e) = self.delivery.check().await {
+                    tracing::warn!(error = %e, "Delivery still unavailable.");
+                }
+                continue;
+            }
+            // A long poll (SQS) can wait many seconds: a shutdown must not wait for it.
+            let pulled = tokio::select! {
+                p = self.queue.pull(room) => p,
+                _ = shutdown.cancelled() => break,
+            };
+            let leases = match pulled {
                 Ok(l) => {
                     pull_errors = 0;
                     l
@@ -209,24 +243,60 @@ impl Worker {
             };
             return self.finish(lease, Status::Archived, detail.into()).await;
         };
+        let sent = tokio::select! {
+            sent = self.send(&email, soft_stop, hard_stop) => sent,
+            never = self.keep_alive(&lease) => match never {},
+        };
+        match sent {
+            Sent::Stopped => self.queue.release(lease).await,
+            Sent::Done(Ok(receipt)) => self.finish(lease, Status::Delivered, receipt.detail).await,
+            Sent::Done(Err(e)) => self.fail(lease, e).await,
+        }
+    }
+
+    /// Waits for a slot of the global rate, then delivers.
+    async fn send(
+        &self,
+        email: &lettre::Message,
+        soft_stop: &CancellationToken,
+        hard_stop: &CancellationToken,
+    ) -> Sent {
         if let Some(limiter) = &self.limiter {
             let waited = tokio::select! {
                 w = limiter::acquire(limiter.as_ref()) => w,
-                _ = soft_stop.cancelled() => return self.queue.release(lease).await,
+                _ = soft_stop.cancelled() => return Sent::Stopped,
             };
             metrics::histogram!("mailroom_rate_limit_wait_seconds").record(waited.as_secs_f64());
         }
         let started = Instant::now();
         let result = tokio::select! {
-            r = self.delivery.deliver(&email) => r,
-            _ = hard_stop.cancelled() => return self.queue.release(lease).await,
+            r = self.delivery.deliver(email) => r,
+            _ = hard_stop.cancelled() => return Sent::Stopped,
         };
         metrics::histogram!("mailroom_delivery_duration_seconds")
             .record(started.elapsed().as_secs_f64());
-        match result {
-            Ok(receipt) => self.finish(lease, Status::Delivered, receipt.detail).await,
-            Err(e) => self.fail(lease, e).await,
+        Sent::Done(result)
+    }
+
+    /// Keeps the lease from expiring while its message waits for a slot and is delivered, on
+    /// queues whose leases need it (SQS). Never returns.
+    async fn keep_alive(&self, lease: &Lease) -> std::convert::Infallible {
+        if let Some(every) = self.queue.heartbeat() {
+            loop {
+                tokio::time::sleep(every).await;
+                match self.queue.extend(lease).await {
+                    Ok(()) => {}
+                    Err(e @ QueueError::LeaseLost(_)) => {
+                        tracing::warn!(message_id = %lease.message.id, error = %e, "Lease lost while delivering.");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(message_id = %lease.message.id, error = %e, "Could not extend a lease; trying again.")
+                    }
+                }
+            }
         }
+        std::future::pending().await
     }
 
     /// Success: record, archive, ack.
@@ -283,7 +353,24 @@ impl Worker {
             DeliveryError::Temporary(_) => (true, "deferred"),
             DeliveryError::Throttled { .. } => (true, "throttled"),
             DeliveryError::Permanent(_) => (false, "dead"),
+            DeliveryError::Paused(reason) => {
+                // Not this message's doing: give it back without using an attempt.
+                tracing::warn!(message_id = %id, reason, "Delivery paused; lease released.");
+                metrics::counter!("mailroom_deliveries_total", "outcome" => "paused").increment(1);
+                return self.queue.release(lease).await;
+            }
         };
+        if let (DeliveryError::Throttled { retry_after, .. }, Some(limiter)) =
+            (&error, &self.limiter)
+        {
+            // Everyone sharing the limiter slows down, not only this message.
+            let pause = retry_after
+                .unwrap_or(THROTTLE_PAUSE)
+                .min(THROTTLE_PAUSE * 60);
+            if let Err(e) = limiter.hold_off(pause).await {
+                tracing::warn!(error = %e, "Could not pause the rate limiter after throttling.");
+            }
+        }
         if temporary && attempts < self.retry.max_attempts {
             let delay = match &error {
                 DeliveryError::Throttled {

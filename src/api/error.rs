@@ -24,6 +24,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    /// One message is larger than the queue can carry.
+    #[error("{0}")]
+    MessageTooLarge(FieldError),
     #[error("this Idempotency-Key was used with a different request body")]
     IdempotencyMismatch,
     #[error("{0}")]
@@ -46,6 +49,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::MessageTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "message_too_large"),
             ApiError::IdempotencyMismatch => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
             }
@@ -66,7 +70,7 @@ impl ApiError {
             other => other.to_string(),
         };
         let mut err = json!({"code": code, "message": message});
-        if let ApiError::Invalid(f) = self {
+        if let ApiError::Invalid(f) | ApiError::MessageTooLarge(f) = self {
             err["field"] = json!(f.field);
             err["message"] = json!(format!("{}: {}", f.field, f.message));
         }
@@ -86,6 +90,9 @@ impl From<IntakeError> for ApiError {
             IntakeError::Unavailable(s) => ApiError::Unavailable(s),
             IntakeError::NotFound(id) => ApiError::NotFound(format!("no message with id {id}")),
             e @ IntakeError::NotDead(..) => ApiError::Conflict(e.to_string()),
+            IntakeError::TooLarge { field, detail } => {
+                ApiError::MessageTooLarge(FieldError::new(field, detail))
+            }
         }
     }
 }

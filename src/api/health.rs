@@ -14,8 +14,9 @@ pub async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Readiness: the store and the queue answer. A shared rate limiter that is down is reported
-/// (`degraded`) without failing readiness: the API keeps accepting while delivery pauses.
+/// Readiness: the store and the queue answer, and delivery is not paused by its provider. A
+/// shared rate limiter that is down, or a token source that is down while its cached token
+/// works, is reported (`degraded`) without failing readiness: the API keeps accepting.
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.intake.store.ping().await.map_err(|e| e.to_string());
     let queue = state
@@ -29,19 +30,30 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         Some(l) => l.ping().await.map_err(|e| e.to_string()),
         None => Ok(()),
     };
+    let token = state.token.health();
+    let delivery = match state.delivery.as_ref().and_then(|d| d.paused()) {
+        Some(reason) => Err(format!("paused: {reason}")),
+        None => Ok(()),
+    };
     let show = |r: &Result<(), String>| match r {
         Ok(()) => json!("ok"),
         Err(e) => json!(e),
     };
-    let ok = store.is_ok() && queue.is_ok();
-    let status = match (ok, limiter.is_ok()) {
+    let ok = store.is_ok() && queue.is_ok() && delivery.is_ok();
+    let status = match (ok, limiter.is_ok() && token.is_ok()) {
         (false, _) => "unavailable",
         (true, false) => "degraded",
         (true, true) => "ready",
     };
     let body = json!({
         "status": status,
-        "checks": {"store": show(&store), "queue": show(&queue), "limiter": show(&limiter)},
+        "checks": {
+            "store": show(&store),
+            "queue": show(&queue),
+            "limiter": show(&limiter),
+            "token": show(&token),
+            "delivery": show(&delivery),
+        },
     });
     let code = if ok {
         StatusCode::OK

@@ -39,6 +39,8 @@ pub struct AppState {
     pub limiter: Option<Arc<dyn crate::limiter::RateLimiter>>,
     /// `None` when `/metrics` is served on its own port.
     pub metrics: Option<PrometheusHandle>,
+    /// Reported by `/ready` when this process delivers: an account paused by its provider.
+    pub delivery: Option<Arc<dyn crate::delivery::Delivery>>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -3,10 +3,14 @@
 //! accepts.
 
 mod raw;
+mod resolve;
 mod settings;
 
 pub use raw::RawConfig;
-pub use settings::{DeliverySettings, QueueBackend, RetrySettings, Settings, TokenSettings};
+pub use settings::{
+    AwsSettings, DeliverySettings, QueueBackend, RetrySettings, S3Settings, Settings, SqsConfig,
+    TokenSettings,
+};
 
 /// Every environment variable mailroom reads. Deployment files are checked against this list.
 pub const ENV_VARS: &[&str] = &[
@@ -17,6 +21,7 @@ pub const ENV_VARS: &[&str] = &[
     "API_TOKEN",
     "API_TOKEN_FILE",
     "SSM_TOKEN_PARAMETER",
+    "SSM_TOKEN_TTL_SECS",
     "DATABASE_URL",
     "DATABASE_POOL_SIZE",
     "DATABASE_STATEMENT_TIMEOUT_MS",
@@ -24,6 +29,7 @@ pub const ENV_VARS: &[&str] = &[
     "SQS_QUEUE_URL",
     "SQS_DLQ_URL",
     "SQS_POLL_INTERVAL",
+    "SQS_WAIT_TIME_SECS",
     "VISIBILITY_TIMEOUT_SECS",
     "KAFKA_BROKERS",
     "KAFKA_TOPIC",
@@ -33,6 +39,9 @@ pub const ENV_VARS: &[&str] = &[
     "SMTP_TIMEOUT_SECS",
     "ARCHIVE_URL",
     "S3_BUCKET_NAME",
+    "S3_SERVER_SIDE_ENCRYPTION",
+    "S3_SSE_KMS_KEY_ID",
+    "SES_CONFIGURATION_SET",
     "SEND_RATE_PER_SECOND",
     "SEND_BURST",
     "REDIS_URL",

@@ -21,6 +21,7 @@ pub struct RawConfig {
     pub api_token: Option<SecretString>,
     pub api_token_file: Option<PathBuf>,
     pub ssm_token_parameter: Option<String>,
+    pub ssm_token_ttl_secs: u64,
     #[serde(serialize_with = "redact")]
     pub database_url: Option<SecretString>,
     pub database_pool_size: u32,
@@ -29,6 +30,7 @@ pub struct RawConfig {
     pub sqs_queue_url: Option<String>,
     pub sqs_dlq_url: Option<String>,
     pub sqs_poll_interval: Option<u64>,
+    pub sqs_wait_time_secs: u64,
     pub visibility_timeout_secs: u64,
     pub kafka_brokers: Option<String>,
     pub kafka_topic: Option<String>,
@@ -39,6 +41,9 @@ pub struct RawConfig {
     pub smtp_timeout_secs: u64,
     pub archive_url: Option<String>,
     pub s3_bucket_name: Option<String>,
+    pub s3_server_side_encryption: Option<String>,
+    pub s3_sse_kms_key_id: Option<String>,
+    pub ses_configuration_set: Option<String>,
     pub send_rate_per_second: f64,
     pub send_burst: u32,
     #[serde(serialize_with = "redact")]
@@ -69,6 +74,7 @@ impl Default for RawConfig {
             api_token: None,
             api_token_file: None,
             ssm_token_parameter: None,
+            ssm_token_ttl_secs: 300,
             database_url: None,
             database_pool_size: 10,
             database_statement_timeout_ms: 10_000,
@@ -76,6 +82,7 @@ impl Default for RawConfig {
             sqs_queue_url: None,
             sqs_dlq_url: None,
             sqs_poll_interval: None,
+            sqs_wait_time_secs: 20,
             visibility_timeout_secs: 60,
             kafka_brokers: None,
             kafka_topic: None,
@@ -85,6 +92,9 @@ impl Default for RawConfig {
             smtp_timeout_secs: 30,
             archive_url: None,
             s3_bucket_name: None,
+            s3_server_side_encryption: None,
+            s3_sse_kms_key_id: None,
+            ses_configuration_set: None,
             send_rate_per_second: 7.0,
             send_burst: 1,
             redis_url: None,
@@ -114,8 +124,15 @@ fn redact<S: serde::Serializer>(value: &Option<SecretString>, s: S) -> Result<S:
 }
 
 impl RawConfig {
-    /// Reads defaults, then `file` (if any), then the environment.
-    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+    /// Reads defaults, then `file` (if any), then the environment, then replaces settings
+    /// written as `ssm:` or `secretsmanager:` references with their values.
+    pub async fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let figment = super::resolve::resolve(Self::figment(file)?).await?;
+        Self::extract(figment)
+    }
+
+    /// The layered sources, not yet checked.
+    fn figment(file: Option<&std::path::Path>) -> Result<Figment, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
         if let Some(path) = file {
             if !path.exists() {
@@ -126,7 +143,10 @@ impl RawConfig {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::raw().only(ENV_VARS));
+        Ok(figment.merge(Env::raw().only(ENV_VARS)))
+    }
+
+    fn extract(figment: Figment) -> Result<Self, ConfigError> {
         figment.extract().map_err(|e| {
             let var = e
                 .path

@@ -44,9 +44,39 @@ impl DeliverySettings {
 pub enum TokenSettings {
     Value(SecretString),
     File(PathBuf),
-    Ssm(String),
+    /// An SSM SecureString, read again every `ttl`.
+    Ssm {
+        parameter: String,
+        ttl: Duration,
+    },
     /// Made at first start and saved in this file.
     Generated(PathBuf),
+}
+
+/// Where the AWS clients point: `None` leaves it to the SDK's own chain.
+#[derive(Debug, Clone, Default)]
+pub struct AwsSettings {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+/// The S3 archive's connection and server-side encryption.
+#[derive(Debug, Clone, Default)]
+pub struct S3Settings {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    /// `AES256`, `aws:kms` or `aws:kms:dsse`; `None`: the bucket's default.
+    pub server_side_encryption: Option<String>,
+    pub kms_key_id: Option<String>,
+}
+
+/// The SQS queue (`QUEUE_BACKEND=sqs`).
+#[derive(Debug, Clone)]
+pub struct SqsConfig {
+    pub queue_url: String,
+    pub dlq_url: Option<String>,
+    /// Long-poll wait of each receive (`SQS_WAIT_TIME_SECS`, 0 to 20).
+    pub wait: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -67,10 +97,15 @@ pub struct Settings {
     pub database_pool_size: u32,
     pub database_statement_timeout: Duration,
     pub queue: QueueBackend,
+    /// Set when `queue` is [`QueueBackend::Sqs`].
+    pub sqs: Option<SqsConfig>,
     pub visibility_timeout: Duration,
     pub delivery: DeliverySettings,
     /// `None` disables archiving.
     pub archive_url: Option<url::Url>,
+    pub s3: S3Settings,
+    pub aws: AwsSettings,
+    pub ses_configuration_set: Option<String>,
     /// `None` means no ceiling.
     pub send_rate_per_second: Option<f64>,
     pub send_burst: u32,
@@ -91,8 +126,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
-        RawConfig::load(file)?.into_settings()
+    pub async fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        RawConfig::load(file).await?.into_settings()
     }
 }
 
@@ -130,7 +165,19 @@ impl RawConfig {
                 TokenSettings::Value(t.clone())
             }
             (None, Some(f), None) => TokenSettings::File(f.clone()),
-            (None, None, Some(p)) => TokenSettings::Ssm(p.clone()),
+            (None, None, Some(p)) => {
+                if self.ssm_token_ttl_secs == 0 {
+                    return Err(ConfigError::invalid(
+                        "SSM_TOKEN_TTL_SECS",
+                        0,
+                        "expected 1 or more seconds between reads of the token",
+                    ));
+                }
+                TokenSettings::Ssm {
+                    parameter: p.clone(),
+                    ttl: Duration::from_secs(self.ssm_token_ttl_secs),
+                }
+            }
             (None, None, None) => TokenSettings::Generated(data_dir.join("token")),
             _ => {
                 return Err(ConfigError::Source(
@@ -210,6 +257,21 @@ impl RawConfig {
                 why: "when QUEUE_BACKEND=sqs",
             });
         }
+        if self.sqs_wait_time_secs > 20 {
+            return Err(ConfigError::invalid(
+                "SQS_WAIT_TIME_SECS",
+                self.sqs_wait_time_secs,
+                "expected 0 to 20 seconds (SQS long polling waits at most 20)",
+            ));
+        }
+        let sqs = match (&queue, &self.sqs_queue_url) {
+            (QueueBackend::Sqs, Some(url)) => Some(SqsConfig {
+                queue_url: url.clone(),
+                dlq_url: self.sqs_dlq_url.clone(),
+                wait: Duration::from_secs(self.sqs_wait_time_secs),
+            }),
+            _ => None,
+        };
         if queue == QueueBackend::Kafka && self.kafka_brokers.is_none() {
             return Err(ConfigError::Missing {
                 var: "KAFKA_BROKERS",
@@ -275,6 +337,15 @@ impl RawConfig {
                 )?,
             ),
         };
+        if let Some(sse) = &self.s3_server_side_encryption
+            && !matches!(sse.as_str(), "AES256" | "aws:kms" | "aws:kms:dsse")
+        {
+            return Err(ConfigError::invalid(
+                "S3_SERVER_SIDE_ENCRYPTION",
+                sse,
+                "expected AES256, aws:kms or aws:kms:dsse",
+            ));
+        }
         if !self.send_rate_per_second.is_finite() || self.send_rate_per_second < 0.0 {
             return Err(ConfigError::invalid(
                 "SEND_RATE_PER_SECOND",
@@ -347,6 +418,17 @@ impl RawConfig {
                 ));
             }
         };
+        let poll_interval = match &sqs {
+            // Between empty long polls; never a busy loop of short polls.
+            Some(q) => {
+                Duration::from_secs(self.sqs_poll_interval.unwrap_or(0)).max(if q.wait.is_zero() {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::ZERO
+                })
+            }
+            None => Duration::from_millis(self.poll_interval_ms.max(1)),
+        };
         Ok(Settings {
             http_addr: SocketAddr::new(ip, self.port),
             metrics_addr: self.metrics_port.map(|p| SocketAddr::new(ip, p)),
@@ -356,9 +438,21 @@ impl RawConfig {
             database_pool_size: self.database_pool_size,
             database_statement_timeout: Duration::from_millis(self.database_statement_timeout_ms),
             queue,
+            sqs,
             visibility_timeout: Duration::from_secs(self.visibility_timeout_secs),
             delivery,
             archive_url,
+            s3: S3Settings {
+                region: self.aws_region.clone(),
+                endpoint_url: self.aws_endpoint_url.clone(),
+                server_side_encryption: self.s3_server_side_encryption.clone(),
+                kms_key_id: self.s3_sse_kms_key_id.clone(),
+            },
+            aws: AwsSettings {
+                region: self.aws_region.clone(),
+                endpoint_url: self.aws_endpoint_url.clone(),
+            },
+            ses_configuration_set: self.ses_configuration_set.clone(),
             send_rate_per_second: (self.send_rate_per_second > 0.0)
                 .then_some(self.send_rate_per_second),
             send_burst: self.send_burst,
@@ -370,7 +464,7 @@ impl RawConfig {
                 max: Duration::from_millis(self.retry_max_ms),
             },
             worker_concurrency: self.worker_concurrency,
-            poll_interval: Duration::from_millis(self.poll_interval_ms.max(1)),
+            poll_interval,
             max_body_bytes: self.max_body_bytes,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             compat_recipient,

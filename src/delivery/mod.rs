@@ -7,6 +7,8 @@
 
 pub mod file;
 pub mod mime;
+#[cfg(feature = "ses")]
+pub mod ses;
 pub mod smtp;
 
 use std::time::Duration;
@@ -27,6 +29,11 @@ pub enum DeliveryError {
     /// Never going to work: SMTP 5xx, invalid recipients, a message that cannot be built.
     #[error("permanent failure: {0}")]
     Permanent(String),
+    /// The provider stopped the account from sending (SES sending paused): not the message's
+    /// fault, so its lease is given back without using an attempt, and delivery stops until
+    /// [`Delivery::check`] finds sending enabled again.
+    #[error("sending paused: {0}")]
+    Paused(String),
 }
 
 /// What the backend said when it took the message.
@@ -39,8 +46,15 @@ pub struct Receipt {
 pub trait Delivery: Send + Sync + 'static {
     async fn deliver(&self, email: &lettre::Message) -> Result<Receipt, DeliveryError>;
 
-    /// Can the backend be reached? Used by `mailroom check` and `/ready`.
+    /// Can the backend be reached? Used by `mailroom check`, and by the worker to find out
+    /// whether a paused account may send again.
     async fn check(&self) -> Result<(), DeliveryError>;
+
+    /// Why the backend is not sending at all right now (an account paused by the provider), as
+    /// last seen; `None` when it sends. Cheap: read by `/ready` and before every pull.
+    fn paused(&self) -> Option<String> {
+        None
+    }
 
     fn name(&self) -> &'static str;
 }

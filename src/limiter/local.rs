@@ -67,6 +67,16 @@ impl RateLimiter for LocalLimiter {
     fn rate_per_second(&self) -> f64 {
         self.rate
     }
+
+    async fn hold_off(&self, pause: Duration) -> Result<(), LimitError> {
+        let until = (self.epoch.elapsed() + pause).as_micros() as u64;
+        let mut tat = self
+            .tat
+            .lock()
+            .expect("the lock is never poisoned: no panics inside");
+        *tat = (*tat).max(until);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -33,6 +33,10 @@ pub trait RateLimiter: Send + Sync + 'static {
     /// The configured ceiling in messages per second.
     fn rate_per_second(&self) -> f64;
 
+    /// The provider said "slow down" (SES throttling, SMTP 421/454): no slot is handed out to
+    /// anyone sharing this limiter before `pause` has passed.
+    async fn hold_off(&self, pause: Duration) -> Result<(), LimitError>;
+
     /// Can the limiter be reached? (A shared limiter can be down; an in-process one cannot.)
     async fn ping(&self) -> Result<(), LimitError> {
         Ok(())

@@ -29,6 +29,17 @@ redis.call('SET', KEYS[1], next + interval, 'PX', math.ceil((next + interval - n
 return {1, wait}
 "#;
 
+/// KEYS[1]: the schedule's key. ARGV[1]: a pause in µs. No slot is free before now + pause.
+const HOLD_OFF: &str = r#"
+local t = redis.call('TIME')
+local until_ = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or 0)
+if until_ > tat then
+  redis.call('SET', KEYS[1], until_, 'PX', math.ceil(tonumber(ARGV[1]) / 1000) + 1000)
+end
+return 1
+"#;
+
 /// A connection that is made on first use and remade after a loss, with short timeouts: a
 /// Redis outage must surface as an error quickly, not as a hung delivery.
 pub fn connect(url: &str) -> Result<ConnectionManager, String> {
@@ -43,6 +54,7 @@ pub fn connect(url: &str) -> Result<ConnectionManager, String> {
 pub struct RedisLimiter {
     conn: ConnectionManager,
     script: redis::Script,
+    hold_off: redis::Script,
     key: String,
     interval_us: u64,
     tolerance_us: u64,
@@ -64,6 +76,7 @@ impl RedisLimiter {
         Self {
             conn,
             script: redis::Script::new(GCRA),
+            hold_off: redis::Script::new(HOLD_OFF),
             key: key.to_string(),
             interval_us,
             tolerance_us: interval_us * u64::from(burst.max(1) - 1),
@@ -94,6 +107,17 @@ impl RateLimiter for RedisLimiter {
 
     fn rate_per_second(&self) -> f64 {
         self.rate
+    }
+
+    async fn hold_off(&self, pause: Duration) -> Result<(), LimitError> {
+        let mut conn = self.conn.clone();
+        self.hold_off
+            .key(&self.key)
+            .arg(pause.as_micros() as u64)
+            .invoke_async::<u8>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| LimitError::Unavailable(e.to_string()))
     }
 
     async fn ping(&self) -> Result<(), LimitError> {

@@ -7,6 +7,8 @@
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
+#[cfg(feature = "sqs")]
+pub mod sqs;
 
 use std::time::Duration;
 
@@ -76,4 +78,22 @@ pub trait Queue: Send + Sync + 'static {
     async fn depth(&self) -> Result<Depth, QueueError>;
 
     fn name(&self) -> &'static str;
+
+    /// Refuses, before anything is stored, a message this queue cannot carry (over its size
+    /// limit). The database queues carry anything the API accepts.
+    fn check(&self, _message: &Message) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    /// How often a delivery that is still running should call [`Queue::extend`]; `None` when
+    /// leases need no keeping alive (the database queues lease for the whole visibility timeout,
+    /// and the limiter books no further ahead than a third of it).
+    fn heartbeat(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Pushes the lease's visibility deadline a full visibility timeout into the future.
+    async fn extend(&self, _lease: &Lease) -> Result<(), QueueError> {
+        Ok(())
+    }
 }

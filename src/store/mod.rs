@@ -207,6 +207,10 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes idempotency keys older than `ttl`; returns how many.
     async fn purge_idempotency(&self, ttl: Duration) -> Result<u64, StoreError>;
 
+    /// Lets an idempotency key go: its messages were stored but could not be queued, so the
+    /// client's retry with the same key must be accepted afresh, not answered from the record.
+    async fn forget_idempotency(&self, key: &str) -> Result<(), StoreError>;
+
     async fn ping(&self) -> Result<(), StoreError>;
 }
 

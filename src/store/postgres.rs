@@ -277,6 +277,14 @@ impl Store for PgStore {
             .rows_affected())
     }
 
+    async fn forget_idempotency(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query(query_file!("forget_idempotency"))
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

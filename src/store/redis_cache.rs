@@ -111,6 +111,14 @@ impl Store for RedisCachedStore {
         self.inner.purge_idempotency(ttl).await
     }
 
+    async fn forget_idempotency(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.forget_idempotency(key).await?;
+        let mut conn = self.conn.clone();
+        // Left in the cache, the key would replay an answer the store no longer stands by.
+        let removed: redis::RedisResult<()> = conn.del(self.key(key)).await;
+        removed.map_err(|e| StoreError::Unavailable(format!("idempotency cache: {e}")))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }

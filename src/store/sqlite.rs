@@ -88,9 +88,17 @@ enum Op {
         reply: Reply<bool>,
     },
     PurgeIdempotency {
-        before: i64,
+        purge: Purge,
         reply: Reply<u64>,
     },
+}
+
+/// Which idempotency keys to delete.
+enum Purge {
+    /// Claimed before this time (Unix ms): expired.
+    Before(i64),
+    /// This one key: its acceptance was not queued after all.
+    Key(String),
 }
 
 /// The SQLite database: a read pool and the single writer.
@@ -353,7 +361,7 @@ async fn apply_in_tx(
                 token,
                 reply,
             } => leases.push((max, visibility, token, reply)),
-            Op::PurgeIdempotency { before, reply } => purges.push((before, reply)),
+            Op::PurgeIdempotency { purge, reply } => purges.push((purge, reply)),
         }
     }
 
@@ -487,12 +495,12 @@ async fn apply_in_tx(
         }
         answers.push(Answer::Leased(reply, leased));
     }
-    for (before, reply) in purges {
-        let n = sqlx::query(query_file!("purge_idempotency"))
-            .bind(before)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+    for (purge, reply) in purges {
+        let query = match purge {
+            Purge::Before(before) => sqlx::query(query_file!("purge_idempotency")).bind(before),
+            Purge::Key(key) => sqlx::query(query_file!("forget_idempotency")).bind(key),
+        };
+        let n = query.execute(&mut *tx).await?.rows_affected();
         answers.push(Answer::Count(reply, n));
     }
     tx.commit().await?;
@@ -640,8 +648,19 @@ impl Store for SqliteStore {
     async fn purge_idempotency(&self, ttl: Duration) -> Result<u64, StoreError> {
         let before = now_ms() - ttl.as_millis() as i64;
         self.db
-            .call(|reply| Op::PurgeIdempotency { before, reply })
+            .call(|reply| Op::PurgeIdempotency {
+                purge: Purge::Before(before),
+                reply,
+            })
             .await
+    }
+
+    async fn forget_idempotency(&self, key: &str) -> Result<(), StoreError> {
+        let purge = Purge::Key(key.to_string());
+        self.db
+            .call(|reply| Op::PurgeIdempotency { purge, reply })
+            .await
+            .map(|_| ())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,6 +1,8 @@
 //! Integration tests: the HTTP API, the worker against a real SMTP relay, and the conformance
 //! suites. Run through `scripts/test`, which starts the relay.
 
+#[cfg(feature = "aws")]
+mod aws;
 mod compat;
 mod conformance;
 mod delivery;
@@ -8,5 +10,7 @@ mod delivery;
 #[allow(dead_code)]
 mod helpers;
 mod messages;
+#[cfg(feature = "aws")]
+mod moto;
 #[cfg(all(feature = "postgres", feature = "redis"))]
 mod scale;

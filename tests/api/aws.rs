@@ -1,0 +1,334 @@
+//! The AWS backends against the moto server: the queue suite on SQS, the archive suite on S3,
+//! the pipeline through SQS, S3 and SES, the SQS size limit at the API, a failed SQS send, and
+//! the API token from SSM (rotation, outage).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailroom::archive::Archive;
+use mailroom::config::{RawConfig, S3Settings};
+use mailroom::queue::Queue;
+use mailroom::queue::sqs::{SqsQueue, SqsSettings};
+use serde_json::{Value, json};
+
+use crate::conformance::{archive_suite, queue_suite};
+use crate::helpers::{TestApp, spawn_app_with};
+use crate::moto::{Moto, REGION};
+
+fn sqs_settings(url: &str, visibility: Duration) -> SqsSettings {
+    SqsSettings {
+        queue_url: url.to_string(),
+        dlq_url: None,
+        visibility,
+        wait: Duration::from_secs(1),
+        pollers: 2,
+    }
+}
+
+/// Points a test app at moto: SQS queue `queue_url`, fast long polls.
+fn on_aws(raw: &mut RawConfig, moto: &Moto, queue_url: &str) {
+    raw.queue_backend = Some("sqs".into());
+    raw.sqs_queue_url = Some(queue_url.to_string());
+    raw.sqs_wait_time_secs = 1;
+    raw.aws_region = Some(REGION.into());
+    raw.aws_endpoint_url = Some(moto.endpoint.clone());
+}
+
+/// The queue suite passes on SQS, each function on a fresh queue with a redrive policy.
+#[tokio::test]
+async fn sqs_queue_conformance() {
+    let moto = Moto::start().await;
+    // Longer than a pull that finds nothing (one 1 s long poll) plus the suite's other calls.
+    let visibility = Duration::from_secs(3);
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    queue_suite(
+        || {
+            let name = format!(
+                "conformance-{}",
+                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            );
+            let moto = &moto;
+            async move {
+                let (url, _) = moto.queue_with_dlq(&name, 5, None).await;
+                Arc::new(SqsQueue::open(moto.sqs(), sqs_settings(&url, visibility), 5).await)
+                    as Arc<dyn Queue>
+            }
+        },
+        visibility,
+    )
+    .await;
+}
+
+/// A permanent failure goes to the dead-letter queue named by the redrive policy, with its
+/// error; a body that is not a mailroom message is left to the redrive policy, which moves it
+/// there after maxReceiveCount receives.
+#[tokio::test]
+async fn sqs_dead_letters_and_poison_messages_reach_the_dlq() {
+    let moto = Moto::start().await;
+    let (url, dlq) = moto.queue_with_dlq("dead", 2, None).await;
+    let visibility = Duration::from_secs(1);
+    let queue = SqsQueue::open(moto.sqs(), sqs_settings(&url, visibility), 2).await;
+    let message = mailroom::message::Message::new(mailroom::message::Content::Compat(
+        mailroom::message::CompatEmail {
+            email_subject: "dead".into(),
+            email_sender: "Dead".into(),
+            email_timestream: "1700000000".into(),
+            email_content: "x".into(),
+        },
+    ));
+    queue
+        .push(std::slice::from_ref(&message))
+        .await
+        .pop()
+        .expect("one")
+        .expect("pushed");
+    let lease = queue.pull(10).await.expect("pull").pop().expect("one");
+    queue
+        .dead(lease, "550 5.1.1 no such user")
+        .await
+        .expect("dead");
+    let dead = moto.drain(&dlq).await;
+    assert_eq!(dead.len(), 1);
+    let body: Value = serde_json::from_str(&dead[0].0).expect("the message as JSON");
+    assert_eq!(body["id"], message.id.to_string());
+    assert_eq!(dead[0].1.as_deref(), Some("550 5.1.1 no such user"));
+
+    moto.sqs()
+        .send_message()
+        .queue_url(&url)
+        .message_body("{not a mailroom message")
+        .send()
+        .await
+        .expect("sent");
+    for _ in 0..3 {
+        assert!(
+            queue.pull(10).await.expect("pull").is_empty(),
+            "poison is never leased"
+        );
+        tokio::time::sleep(visibility + Duration::from_millis(200)).await;
+    }
+    let poison = moto.drain(&dlq).await;
+    assert_eq!(
+        poison.iter().map(|(b, _)| b.as_str()).collect::<Vec<_>>(),
+        ["{not a mailroom message"],
+        "the redrive policy moved the poison message"
+    );
+}
+
+/// The archive suite passes on S3, under a prefix, with server-side encryption requested.
+#[tokio::test]
+async fn s3_archive_conformance() {
+    let moto = Moto::start().await;
+    moto.bucket("archive").await;
+    let url = url::Url::parse("s3://archive/mail/prod").expect("URL");
+    let s3 = S3Settings {
+        region: Some(REGION.into()),
+        endpoint_url: Some(moto.endpoint.clone()),
+        server_side_encryption: Some("AES256".into()),
+        kms_key_id: None,
+    };
+    archive_suite(&Archive::from_url(&url, &s3).expect("archive")).await;
+    let keys = moto.keys("archive").await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(
+        keys[0].starts_with("mail/prod/emails/2023/11/14/email-1700000000-"),
+        "{keys:?}"
+    );
+}
+
+/// A message posted to the API goes through SQS, out through SES with its headers and every
+/// recipient (Bcc too), and into the S3 archive; an unverified sender is dead at once and its
+/// copy is in the dead-letter queue.
+#[tokio::test]
+async fn pipeline_through_sqs_ses_and_s3() {
+    let moto = Moto::start().await;
+    let (url, dlq) = moto.queue_with_dlq("pipeline", 5, None).await;
+    moto.bucket("mail-archive").await;
+    moto.verify_sender("shop@example.com").await;
+    let app = spawn_app_with(|raw| {
+        on_aws(raw, &moto, &url);
+        raw.archive_url = Some("s3://mail-archive/archive".into());
+        raw.delivery = "ses".into();
+        raw.send_rate_per_second = 50.0;
+    })
+    .await;
+    let r = app
+        .post_message(
+            &json!({
+                "from": "Shop <shop@example.com>",
+                "to": ["buyer@example.net"],
+                "bcc": ["audit@example.org"],
+                "subject": "Your receipt",
+                "text": "Thanks.",
+                "headers": {"X-Campaign": "receipts"},
+            }),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.expect("JSON")["message_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let v = app.dispatch_until(&id, "delivered").await;
+    assert!(v["events"].to_string().contains("SES message id"), "{v}");
+    let sent = moto.ses_sent().await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let raw = sent[0]["raw_data"].as_str().expect("raw MIME");
+    for header in [
+        format!("X-Mailroom-Id: {id}"),
+        "Subject: Your receipt".into(),
+        "From: Shop <shop@example.com>".into(),
+        "X-Campaign: receipts".into(),
+    ] {
+        assert!(raw.contains(&header), "{header} missing from {raw}");
+    }
+    assert!(
+        !raw.contains("audit@example.org"),
+        "Bcc is not in the headers"
+    );
+    let destinations = sent[0]["destinations"].to_string();
+    assert!(
+        destinations.contains("buyer@example.net") && destinations.contains("audit@example.org"),
+        "{destinations}"
+    );
+    let keys = moto.keys("mail-archive").await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(keys[0].starts_with("archive/emails/") && keys[0].ends_with(&format!("-{id}.json")));
+    let doc = moto.object("mail-archive", &keys[0]).await;
+    assert_eq!(doc["outcome"]["status"], "delivered");
+
+    let r = app
+        .post_message(
+            &json!({"from": "someone@unverified.example", "to": ["x@example.net"], "subject": "s", "text": "t"}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.expect("JSON")["message_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let v = app.dispatch_until(&id, "dead").await;
+    assert_eq!(v["attempts"], 1, "permanent: no retries");
+    assert!(
+        v["last_error"]
+            .as_str()
+            .expect("error")
+            .contains("MessageRejected"),
+        "{v}"
+    );
+    let dead = moto.drain(&dlq).await;
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].0.contains(&id));
+}
+
+/// A message larger than the SQS queue takes is a 413 naming the limit, and nothing is stored.
+#[tokio::test]
+async fn message_over_the_sqs_limit_is_413() {
+    let moto = Moto::start().await;
+    let (url, _) = moto.queue_with_dlq("small", 5, Some(1024)).await;
+    let app = spawn_app_with(|raw| on_aws(raw, &moto, &url)).await;
+    let r = app
+        .post_message(
+            &json!({"from": "a@example.com", "to": ["b@example.com"], "subject": "big", "text": "x".repeat(2000)}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 413);
+    let body: Value = r.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "message_too_large");
+    assert_eq!(body["error"]["field"], "body");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("text")
+            .contains("896"),
+        "{body}"
+    );
+    assert_eq!(app.message_count().await, 0, "nothing stored");
+}
+
+/// SQS refusing a send is a 503 with Retry-After, never a 202, and the request's
+/// Idempotency-Key is let go: the client's retry is accepted once the queue is back.
+#[tokio::test]
+async fn failed_sqs_send_is_503_and_frees_the_idempotency_key() {
+    let moto = Moto::start().await;
+    let (url, _) = moto.queue_with_dlq("flaky", 5, None).await;
+    let app = spawn_app_with(|raw| on_aws(raw, &moto, &url)).await;
+    moto.sqs()
+        .delete_queue()
+        .queue_url(&url)
+        .send()
+        .await
+        .expect("deleted");
+    let body =
+        json!({"from": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"});
+    let r = app.post_message(&body, Some("order-17")).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    moto.queue_with_dlq("flaky", 5, None).await;
+    let r = app.post_message(&body, Some("order-17")).await;
+    assert_eq!(r.status(), 202, "the retry with the same key is accepted");
+    let id = r.json::<Value>().await.expect("JSON")["message_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let leases = app.queue.pull(10).await.expect("pull");
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].message.id.to_string(), id);
+}
+
+/// The token comes from SSM; a rotation is picked up within the TTL without a restart; when
+/// SSM fails, the cached token keeps working and /ready says so.
+#[tokio::test]
+async fn api_token_from_ssm_rotates_and_survives_an_outage() {
+    let moto = Moto::start().await;
+    let (url, _) = moto.queue_with_dlq("token", 5, None).await;
+    moto.put_parameter("/mailroom/test/api-token", "first-token-value")
+        .await;
+    let app = spawn_app_with(|raw| {
+        on_aws(raw, &moto, &url);
+        raw.api_token = None;
+        raw.ssm_token_parameter = Some("/mailroom/test/api-token".into());
+        raw.ssm_token_ttl_secs = 1;
+    })
+    .await;
+    let status = |app: &TestApp, token: &'static str| {
+        let req = app.client.get(app.url("/v1/messages")).bearer_auth(token);
+        async move { req.send().await.expect("sent").status().as_u16() }
+    };
+    assert_eq!(status(&app, "first-token-value").await, 200);
+    assert_eq!(status(&app, "second-token-value").await, 401);
+    moto.put_parameter("/mailroom/test/api-token", "second-token-value")
+        .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        status(&app, "second-token-value").await,
+        200,
+        "rotated within the TTL"
+    );
+    assert_eq!(status(&app, "first-token-value").await, 401);
+
+    moto.ssm()
+        .delete_parameter()
+        .name("/mailroom/test/api-token")
+        .send()
+        .await
+        .expect("deleted");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        status(&app, "second-token-value").await,
+        200,
+        "the cached token still works"
+    );
+    let ready: Value = app.get_public("/ready").await.json().await.expect("JSON");
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert!(
+        ready["checks"]["token"]
+            .as_str()
+            .expect("text")
+            .contains("cached"),
+        "{ready}"
+    );
+}
