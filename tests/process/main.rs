@@ -3,6 +3,8 @@
 //! (with PostgreSQL and Redis) several worker processes share one queue and one send rate. Run
 //! through `scripts/test`, which starts the servers.
 
+#[cfg(all(feature = "aws", feature = "postgres"))]
+mod aws;
 mod cli;
 mod crash;
 #[cfg(all(feature = "postgres", feature = "redis"))]
@@ -11,6 +13,10 @@ mod scale;
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
 mod helpers;
+#[cfg(all(feature = "aws", feature = "postgres"))]
+#[allow(dead_code)]
+#[path = "../api/moto.rs"]
+mod moto;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -1,0 +1,206 @@
+//! The AWS deployment with the real binary: `mailroom api` and `mailroom worker` as separate
+//! processes sharing one SQS queue (with a redrive policy), one S3 bucket and one PostgreSQL
+//! store, the API token read from SSM; and settings given as `ssm:` / `secretsmanager:`
+//! references.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::cli::cli;
+use crate::helpers::{compat_body, fresh_pg_database};
+use crate::moto::{Moto, REGION};
+use crate::{spawn, start_role};
+
+/// What every process needs to reach moto (the processes start with an empty environment).
+fn aws_env(moto: &Moto) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("AWS_REGION", REGION.to_string()),
+        ("AWS_ENDPOINT_URL", moto.endpoint.clone()),
+    ];
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_EC2_METADATA_DISABLED",
+    ] {
+        let value = std::env::var(var)
+            .unwrap_or_else(|_| panic!("{var} is not set: run the tests through scripts/test"));
+        env.push((var, value));
+    }
+    env
+}
+
+/// Polls `f` every 200 ms until it gives `Some`, for at most `limit`.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A compat payload posted to the api lands as the right JSON object in the bucket after the
+/// worker sent it through SES; a poison message ends in the dead-letter queue after
+/// maxReceiveCount receives; a rotated SSM token is in force within its TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_and_worker_over_sqs_s3_and_ssm() {
+    let _heavy = crate::HEAVY.lock().await;
+    let moto = Moto::start().await;
+    let (queue_url, dlq_url) = moto.queue_with_dlq("e2e", 2, None).await;
+    moto.bucket("e2e-archive").await;
+    moto.verify_sender("noreply@example.com").await;
+    moto.put_parameter("/mailroom/e2e/api-token", "e2e-token-one")
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env = aws_env(&moto);
+    env.extend([
+        ("DATABASE_URL", fresh_pg_database().await),
+        ("QUEUE_BACKEND", "sqs".into()),
+        ("SQS_QUEUE_URL", queue_url.clone()),
+        ("SQS_WAIT_TIME_SECS", "1".into()),
+        ("VISIBILITY_TIMEOUT_SECS", "2".into()),
+        ("SMTP_TIMEOUT_SECS", "1".into()),
+        ("ARCHIVE_URL", "s3://e2e-archive/mail".into()),
+        ("DELIVERY", "ses".into()),
+        ("DEFAULT_FROM", "noreply@example.com".into()),
+        ("COMPAT_RECIPIENT", "inbox@example.net".into()),
+        ("SEND_RATE_PER_SECOND", "20".into()),
+        ("SSM_TOKEN_PARAMETER", "/mailroom/e2e/api-token".into()),
+        ("SSM_TOKEN_TTL_SECS", "2".into()),
+    ]);
+    let api_dir = dir.path().join("api");
+    let worker_dir = dir.path().join("worker");
+    let api = start_role("api", &api_dir, &env).await;
+    let _worker = spawn("worker", &worker_dir, &env);
+    let http = reqwest::Client::new();
+
+    let r = http
+        .post(format!("{}/api/email", api.url))
+        .json(&compat_body("e2e-token-one"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.expect("JSON")["message_id"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    let key = eventually(Duration::from_secs(30), "archiving to S3", || async {
+        moto.keys("e2e-archive")
+            .await
+            .into_iter()
+            .find(|k| k.ends_with(&format!("-{id}.json")))
+    })
+    .await;
+    assert!(
+        key.starts_with("mail/emails/2023/11/14/email-1700000000-"),
+        "{key}"
+    );
+    let doc = moto.object("e2e-archive", &key).await;
+    assert_eq!(doc["email_subject"], "Welcome");
+    assert_eq!(doc["email_sender"], "John doe");
+    assert_eq!(doc["email_timestream"], "1700000000");
+    assert_eq!(doc["email_content"], "Hello from the compat API.");
+    assert_eq!(doc["outcome"]["status"], "delivered", "{doc}");
+    let sent = moto.ses_sent().await;
+    assert!(
+        sent.iter()
+            .any(|m| m["raw_data"].as_str().unwrap_or_default().contains(&id)),
+        "SES has the message"
+    );
+
+    moto.sqs()
+        .send_message()
+        .queue_url(&queue_url)
+        .message_body("{\"not\": \"a mailroom message\"}")
+        .send()
+        .await
+        .expect("poison sent");
+    let poison = eventually(
+        Duration::from_secs(30),
+        "the poison message reaching the DLQ",
+        || async { moto.drain(&dlq_url).await.into_iter().next() },
+    )
+    .await;
+    assert_eq!(poison.0, "{\"not\": \"a mailroom message\"}");
+
+    let status = |token: &'static str| {
+        let req = http
+            .get(format!("{}/v1/messages", api.url))
+            .bearer_auth(token);
+        async move { req.send().await.expect("sent").status().as_u16() }
+    };
+    assert_eq!(status("e2e-token-one").await, 200);
+    moto.put_parameter("/mailroom/e2e/api-token", "e2e-token-two")
+        .await;
+    let rotated = Instant::now();
+    eventually(
+        Duration::from_secs(5),
+        "the rotated token taking effect",
+        || async { (status("e2e-token-two").await == 200).then_some(()) },
+    )
+    .await;
+    assert!(
+        rotated.elapsed() <= Duration::from_secs(3),
+        "picked up within the 2 s TTL (plus a poll): {:?}",
+        rotated.elapsed()
+    );
+    assert_eq!(
+        status("e2e-token-one").await,
+        401,
+        "the old token is refused"
+    );
+}
+
+/// Any setting may name an SSM parameter or a Secrets Manager secret (a JSON key of it).
+#[tokio::test]
+async fn settings_from_ssm_and_secrets_manager() {
+    let moto = Moto::start().await;
+    moto.put_parameter("/mailroom/e2e/default-from", "ops@example.com")
+        .await;
+    aws_sdk_secretsmanager::Client::new(&moto.config)
+        .create_secret()
+        .name("mailroom/e2e")
+        .secret_string(r#"{"recipient": "inbox@example.net", "other": "x"}"#)
+        .send()
+        .await
+        .expect("secret created");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env = aws_env(&moto);
+    env.extend([
+        ("DEFAULT_FROM", "ssm:/mailroom/e2e/default-from".to_string()),
+        (
+            "COMPAT_RECIPIENT",
+            "secretsmanager:mailroom/e2e#recipient".to_string(),
+        ),
+    ]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (ok, out, err) = cli(dir.path(), &env, &["config"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("default_from = \"ops@example.com\""), "{out}");
+    assert!(
+        out.contains("compat_recipient = \"inbox@example.net\""),
+        "{out}"
+    );
+
+    let mut missing = env.clone();
+    missing.push(("DATABASE_URL", "ssm:/mailroom/e2e/no-such-parameter"));
+    let (ok, _, err) = cli(dir.path(), &missing, &["config"]).await;
+    assert!(!ok);
+    assert!(
+        err.contains("DATABASE_URL") && err.contains("/mailroom/e2e/no-such-parameter"),
+        "{err}"
+    );
+}
