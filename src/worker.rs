@@ -103,10 +103,22 @@ impl Worker {
                 }
                 continue;
             }
-            // A long poll (SQS) can wait many seconds: a shutdown must not wait for it.
+            let pull = self.queue.pull(room);
+            tokio::pin!(pull);
             let pulled = tokio::select! {
-                p = self.queue.pull(room) => p,
-                _ = shutdown.cancelled() => break,
+                p = &mut pull => p,
+                _ = shutdown.cancelled() => {
+                    // A pull in progress may already hold leases (a committed database lease,
+                    // an SQS receive on its way back): let it end, then give them back.
+                    if let Ok(leases) = pull.await {
+                        for lease in leases {
+                            if let Err(e) = self.queue.release(lease).await {
+                                tracing::warn!(error = %e, "Could not release a lease at shutdown.");
+                            }
+                        }
+                    }
+                    break;
+                }
             };
             let leases = match pulled {
                 Ok(l) => {

@@ -222,6 +222,16 @@ data "aws_iam_policy_document" "worker" {
       resources = var.ses_identity_arns
     }
   }
+
+  # The send quota checked at start-up, and whether a paused account may send again.
+  dynamic "statement" {
+    for_each = local.use_ses ? [1] : []
+    content {
+      sid       = "ReadSesAccount"
+      actions   = ["ses:GetAccount"]
+      resources = ["*"]
+    }
+  }
 }
 
 # ---------------------------------------------------------------------------------------------
