@@ -42,6 +42,19 @@ pub struct Intake {
 
 impl Intake {
     pub async fn accept(&self, acceptance: Acceptance) -> Result<Accepted, IntakeError> {
+        if self.queue_in_store {
+            return self.store_and_queue(acceptance).await;
+        }
+        // Store, then queue: two steps that must both happen once the first has. Run apart from
+        // the request, so a client that hangs up between them cannot leave a stored record (and
+        // its idempotency answer) with nothing queued.
+        let this = self.clone();
+        tokio::spawn(async move { this.store_and_queue(acceptance).await })
+            .await
+            .map_err(|e| IntakeError::Unavailable(format!("intake task failed: {e}")))?
+    }
+
+    async fn store_and_queue(&self, acceptance: Acceptance) -> Result<Accepted, IntakeError> {
         let messages = if self.queue_in_store {
             Vec::new()
         } else {

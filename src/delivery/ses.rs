@@ -4,11 +4,11 @@
 //! What SES answers decides the message's fate: throttling ("Maximum sending rate exceeded") is
 //! retried and slows the limiter; a rejected message or an unverified sender is permanent; an
 //! account whose sending is paused stops delivery without using up attempts, fails `/ready`,
-//! and is checked again every [`PAUSE_RECHECK`] until sending resumes.
+//! and is checked again by the worker every 30 s until sending resumes. An exhausted daily quota
+//! is treated the same way: retrying within the day cannot help.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sesv2::Client;
@@ -17,9 +17,6 @@ use aws_sdk_sesv2::primitives::Blob;
 use aws_sdk_sesv2::types::{Destination, EmailContent, RawMessage};
 
 use super::{Delivery, DeliveryError, Receipt};
-
-/// How often a paused account is asked again whether it may send.
-pub const PAUSE_RECHECK: Duration = Duration::from_secs(30);
 
 pub struct SesDelivery {
     client: Client,
@@ -78,6 +75,11 @@ impl SesDelivery {
 pub fn classify(code: &str, message: &str) -> DeliveryError {
     let text = format!("SES {code}: {message}");
     let lower = message.to_ascii_lowercase();
+    if lower.contains("daily message quota exceeded") {
+        // SES sends this as a throttle, but retrying soon cannot help and would use up every
+        // message's attempts: stop sending, without counting attempts, until the quota is back.
+        return DeliveryError::Paused(text);
+    }
     match code {
         "TooManyRequestsException" | "ThrottlingException" | "Throttling" => {
             DeliveryError::Throttled {
@@ -85,10 +87,6 @@ pub fn classify(code: &str, message: &str) -> DeliveryError {
                 retry_after: None,
             }
         }
-        "LimitExceededException" if lower.contains("daily") => DeliveryError::Throttled {
-            reason: text,
-            retry_after: Some(Duration::from_secs(3600)),
-        },
         "SendingPausedException" | "AccountSuspendedException" => DeliveryError::Paused(text),
         _ if lower.contains("maximum sending rate exceeded") => DeliveryError::Throttled {
             reason: text,
@@ -201,10 +199,11 @@ mod tests {
                 "throttled",
             ),
             ("Throttling", "Maximum sending rate exceeded.", "throttled"),
+            ("Throttling", "Daily message quota exceeded.", "paused"),
             (
-                "LimitExceededException",
+                "TooManyRequestsException",
                 "Daily message quota exceeded.",
-                "throttled",
+                "paused",
             ),
             (
                 "SendingPausedException",

@@ -44,8 +44,10 @@ const MAX_WAIT_SECS: u64 = 20;
 const MAX_VISIBILITY_SECS: u64 = 43_200;
 /// The queue's `MaximumMessageSize` when it cannot be read: SQS's long-standing default.
 const DEFAULT_MAX_BYTES: usize = 262_144;
-/// Room left in each message for its attributes.
-const ATTRIBUTE_ALLOWANCE: usize = 128;
+/// Room left in each message for its attributes (the attempts, or the dead-letter reason).
+const ATTRIBUTE_ALLOWANCE: usize = 512;
+/// Longest dead-letter reason kept on the dead-letter queue's copy (the store has it whole).
+const MAX_REASON_BYTES: usize = 400;
 /// Batch sends in flight at once.
 const SENDERS: usize = 16;
 
@@ -122,6 +124,11 @@ impl SqsQueue {
             Err(e) => {
                 tracing::warn!(error = %e, "Could not read the SQS queue's attributes; assuming a 256 KiB message limit.")
             }
+        }
+        if let Ok(None) = queue.dlq_url().await {
+            tracing::warn!(
+                "The SQS queue has no dead-letter queue (no SQS_DLQ_URL, no redrive policy): dead letters are kept in the store only, and poison messages come back until SQS's retention drops them."
+            );
         }
         queue
     }
@@ -217,7 +224,6 @@ impl SqsQueue {
 
     /// One `ReceiveMessage` call.
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Lease>, QueueError> {
-        let started = Instant::now();
         let out = self
             .client
             .receive_message()
@@ -230,11 +236,15 @@ impl SqsQueue {
             .send()
             .await
             .map_err(unavailable)?;
-        let deadline = started + self.settings.visibility;
+        // SQS starts the visibility clock when it hands a message out, which during a long poll
+        // can be long after the call began: count from the answer, less a margin for its trip.
+        let deadline = Instant::now() + self.settings.visibility
+            - (self.settings.visibility / 10).min(Duration::from_secs(1));
         let mut leases = Vec::new();
         let mut holds = self.holds();
         // Forget holds on leases that were dropped without being settled.
-        holds.retain(|_, d| *d + self.settings.visibility > started);
+        let now = Instant::now();
+        holds.retain(|_, d| *d + self.settings.visibility > now);
         for m in out.messages() {
             let Some(handle) = m.receipt_handle() else {
                 continue;
@@ -347,7 +357,10 @@ fn settle_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
     lease: &Lease,
 ) -> QueueError {
     let code = e.code().unwrap_or_default();
-    if code.contains("ReceiptHandleIsInvalid") || code.contains("MessageNotInflight") {
+    let expired = code == "InvalidParameterValue"
+        && e.message()
+            .is_some_and(|m| m.to_ascii_lowercase().contains("receipt handle"));
+    if expired || code.contains("ReceiptHandleIsInvalid") || code.contains("MessageNotInflight") {
         return QueueError::LeaseLost(lease.message.id);
     }
     unavailable(e)
@@ -494,7 +507,10 @@ impl Queue for SqsQueue {
 
     async fn retry(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
         self.let_go(&lease)?;
-        self.set_visibility(&lease, delay).await
+        // SQS refuses a visibility that ends more than 12 hours after the receive; the lease is
+        // at most one visibility timeout old.
+        let cap = Duration::from_secs(MAX_VISIBILITY_SECS).saturating_sub(self.settings.visibility);
+        self.set_visibility(&lease, delay.min(cap)).await
     }
 
     async fn release(&self, lease: Lease) -> Result<(), QueueError> {
@@ -519,7 +535,14 @@ impl Queue for SqsQueue {
         if let Some(dlq) = self.dlq_url().await? {
             let body = serde_json::to_string(&lease.message)
                 .map_err(|e| QueueError::Rejected(format!("cannot encode message: {e}")))?;
-            let reason: String = error.chars().take(1024).collect();
+            let mut reason = error.to_string();
+            if reason.len() > MAX_REASON_BYTES {
+                let mut cut = MAX_REASON_BYTES;
+                while !reason.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                reason.truncate(cut);
+            }
             let attribute = MessageAttributeValue::builder()
                 .data_type("String")
                 .string_value(reason)

@@ -243,7 +243,7 @@ async fn message_over_the_sqs_limit_is_413() {
         body["error"]["message"]
             .as_str()
             .expect("text")
-            .contains("896"),
+            .contains("at most 512 bytes"),
         "{body}"
     );
     assert_eq!(app.message_count().await, 0, "nothing stored");
