@@ -12,7 +12,7 @@ use mailroom::queue::sqs::{SqsQueue, SqsSettings};
 use serde_json::{Value, json};
 
 use crate::conformance::{archive_suite, queue_suite};
-use crate::helpers::{TestApp, spawn_app_with};
+use crate::helpers::{TestApp, accepted_id, spawn_app_with};
 use crate::moto::{Moto, REGION};
 
 fn sqs_settings(url: &str, visibility: Duration) -> SqsSettings {
@@ -165,11 +165,7 @@ async fn pipeline_through_sqs_ses_and_s3() {
             None,
         )
         .await;
-    assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().await.expect("JSON")["message_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = accepted_id(r).await;
     let v = app.dispatch_until(&id, "delivered").await;
     assert!(v["events"].to_string().contains("SES message id"), "{v}");
     let sent = moto.ses_sent().await;
@@ -204,11 +200,7 @@ async fn pipeline_through_sqs_ses_and_s3() {
             None,
         )
         .await;
-    assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().await.expect("JSON")["message_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = accepted_id(r).await;
     let v = app.dispatch_until(&id, "dead").await;
     assert_eq!(v["attempts"], 1, "permanent: no retries");
     assert!(
@@ -270,10 +262,7 @@ async fn failed_sqs_send_is_503_and_frees_the_idempotency_key() {
     moto.queue_with_dlq("flaky", 5, None).await;
     let r = app.post_message(&body, Some("order-17")).await;
     assert_eq!(r.status(), 202, "the retry with the same key is accepted");
-    let id = r.json::<Value>().await.expect("JSON")["message_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = accepted_id(r).await;
     let leases = app.queue.pull(10).await.expect("pull");
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].message.id.to_string(), id);

@@ -7,7 +7,7 @@ use mailroom::message::Status;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{compat_body, spawn_app, spawn_app_with, unique_rcpt};
+use crate::helpers::{accepted_id, compat_body, spawn_app, spawn_app_with, unique_rcpt};
 
 /// A native message reaches the relay with the right headers and envelope, and is archived as
 /// JSON at `emails/YYYY/MM/DD/email-{ts}-{sender_hash}-{id}.json` with its outcome.
@@ -23,11 +23,7 @@ async fn delivered_with_headers_and_archived() {
         "headers": {"X-Campaign": "spring"}, "tags": ["receipt"],
     });
     let r = app.post_message(&body, None).await;
-    assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().await.expect("JSON")["message_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = accepted_id(r).await;
     assert_eq!(app.dispatch_all_pending().await, 1);
 
     let got = app.relay.received_for(&to);
@@ -107,10 +103,7 @@ async fn compat_message_archived_and_sent_to_compat_recipient() {
     })
     .await;
     let r = app.post_compat(&compat_body(&app.token)).await;
-    let id = r.json::<Value>().await.expect("JSON")["message_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = accepted_id(r).await;
     app.dispatch_all_pending().await;
     let got = app.relay.received_for(&rcpt);
     assert_eq!(got.len(), 1);
@@ -144,10 +137,7 @@ async fn compat_message_archived_and_sent_to_compat_recipient() {
 async fn compat_message_without_recipient_is_archived_only() {
     let app = spawn_app().await;
     let r = app.post_compat(&compat_body(&app.token)).await;
-    let id = r.json::<Value>().await.expect("JSON")["message_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = accepted_id(r).await;
     app.dispatch_all_pending().await;
     let m = app.get_message(&id).await;
     assert_eq!(m["status"], "archived");

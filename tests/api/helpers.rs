@@ -333,10 +333,7 @@ impl TestApp {
 
     /// Accepts one native message to `to` and returns its id.
     pub async fn send_to(&self, to: &str) -> String {
-        let r = self.post_message(&native_body(to), None).await;
-        assert_eq!(r.status(), 202);
-        let v: Value = r.json().await.expect("JSON");
-        v["message_id"].as_str().expect("an id").to_string()
+        accepted_id(self.post_message(&native_body(to), None).await).await
     }
 
     /// Runs the worker until no message is due; returns how many leases it processed.
@@ -370,6 +367,13 @@ impl TestApp {
     pub fn archive_dir(&self) -> PathBuf {
         self.app_data.path().join("archive")
     }
+}
+
+/// The `message_id` of a 202 answer, asserting the status first.
+pub async fn accepted_id(r: Response) -> String {
+    assert_eq!(r.status(), 202, "accepted");
+    let v: Value = r.json().await.expect("JSON");
+    v["message_id"].as_str().expect("an id").to_string()
 }
 
 /// The error body's field name, asserting the status first.

@@ -5,10 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use crate::cli::cli;
-use crate::helpers::{compat_body, fresh_pg_database};
+use crate::helpers::{accepted_id, compat_body, fresh_pg_database};
 use crate::moto::{Moto, REGION};
 use crate::{spawn, start_role};
 
@@ -92,11 +90,7 @@ async fn api_and_worker_over_sqs_s3_and_ssm() {
         .send()
         .await
         .expect("sent");
-    assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().await.expect("JSON")["message_id"]
-        .as_str()
-        .expect("an id")
-        .to_string();
+    let id = accepted_id(r).await;
     let key = eventually(Duration::from_secs(30), "archiving to S3", || async {
         moto.keys("e2e-archive")
             .await
