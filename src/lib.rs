@@ -13,12 +13,14 @@
 //! - [`store`]: records, status events, idempotency keys and dead letters (`Store`; SQLite,
 //!   PostgreSQL, a Redis idempotency cache).
 //! - [`queue`]: leases with visibility timeouts, retries and attempts (`Queue`; the database,
-//!   SQS).
+//!   SQS, Kafka).
 //! - [`delivery`]: MIME building and the `Delivery` backends (file, SMTP, SES, none).
 //! - [`archive`]: one JSON object per message through `object_store` (a directory, or S3).
 //! - [`limiter`]: the global send rate (`RateLimiter`; in-process, or shared through Redis).
 //! - [`worker`]: pulls leases, waits for the limiter, delivers, archives and settles them.
 //! - `aws` (features `sqs`, `ssm`, `ses`): the AWS SDK configuration their clients share.
+//! - `kafka` and `events` (feature `kafka`): Kafka client settings and topics; delivery events
+//!   published to `EVENTS_TOPIC` for every status change.
 //! - [`telemetry`]: logs (pretty, or ECS JSON) and the Prometheus recorder.
 //! - [`startup`]: builds every backend, listener and task from the settings.
 //! - [`cli`]: the `mailroom` command line.
@@ -31,7 +33,11 @@ pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+#[cfg(feature = "kafka")]
+pub mod events;
 pub mod intake;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod limiter;
 pub mod message;
 pub mod queue;

@@ -59,6 +59,7 @@ impl Backends {
         let (store, queue, queue_in_store) = store_and_queue(&settings, &wake).await?;
         let redis = redis_connection(&settings)?;
         let store = cached_store(&settings, store, redis.as_ref());
+        let store = evented_store(&settings, store).await?;
         let delivery: Arc<dyn Delivery> = match &settings.delivery {
             #[cfg(feature = "ses")]
             DeliverySettings::Ses => {
@@ -220,6 +221,22 @@ async fn external_queue(settings: &Settings) -> anyhow::Result<Arc<dyn Queue>> {
         }
         #[cfg(not(feature = "sqs"))]
         QueueBackend::Sqs => bail!("QUEUE_BACKEND=sqs needs a build with the `sqs` feature"),
+        #[cfg(feature = "kafka")]
+        QueueBackend::Kafka => {
+            let kafka = settings
+                .kafka
+                .as_ref()
+                .context("QUEUE_BACKEND=kafka needs KAFKA_BROKERS")?;
+            crate::kafka::ensure_topics(kafka, &crate::kafka::topics(kafka, true)).await?;
+            let queue = crate::queue::kafka::KafkaQueue::new(
+                kafka,
+                settings.visibility_timeout,
+                settings.worker_concurrency * 4,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(Arc::new(queue))
+        }
+        #[cfg(not(feature = "kafka"))]
         QueueBackend::Kafka => bail!("QUEUE_BACKEND=kafka needs a build with the `kafka` feature"),
         QueueBackend::Database => bail!("QUEUE_BACKEND=database needs the store's database"),
     }
@@ -244,6 +261,32 @@ fn redis_connection(settings: &Settings) -> anyhow::Result<Option<RedisConnectio
     {
         let _ = url;
         bail!("REDIS_URL needs a build with the `redis` feature")
+    }
+}
+
+/// With `EVENTS_TOPIC` set, every status change the store applies is also published.
+async fn evented_store(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let Some(kafka) = settings.kafka.as_ref().filter(|k| k.events_topic.is_some()) else {
+        return Ok(store);
+    };
+    #[cfg(feature = "kafka")]
+    {
+        let topic = kafka.events_topic.clone().unwrap_or_default();
+        crate::kafka::ensure_topics(kafka, std::slice::from_ref(&topic)).await?;
+        let publisher = crate::events::KafkaEvents::new(kafka, topic)
+            .map_err(|e| anyhow::anyhow!("Kafka events producer: {e}"))?;
+        Ok(Arc::new(crate::events::EventingStore::new(
+            store,
+            Arc::new(publisher),
+        )))
+    }
+    #[cfg(not(feature = "kafka"))]
+    {
+        let _ = (kafka, store);
+        bail!("EVENTS_TOPIC needs a build with the `kafka` feature")
     }
 }
 
@@ -479,7 +522,12 @@ impl Application {
             });
         }
         if self.roles.worker {
-            tasks.spawn(self.worker.clone().run(shutdown.clone()));
+            let queue = self.backends.queue.clone();
+            let worker = self.worker.clone().run(shutdown.clone());
+            tasks.spawn(async move {
+                worker.await;
+                queue.close().await;
+            });
         }
         while let Some(r) = tasks.join_next().await {
             r.context("A task panicked")?;

@@ -8,8 +8,8 @@ mod settings;
 
 pub use raw::RawConfig;
 pub use settings::{
-    AwsSettings, DeliverySettings, QueueBackend, RetrySettings, S3Settings, Settings, SqsConfig,
-    TokenSettings,
+    AwsSettings, DeliverySettings, KafkaSecurity, KafkaSettings, QueueBackend, RetrySettings,
+    S3Settings, Settings, SqsConfig, TokenSettings,
 };
 
 /// Every environment variable mailroom reads. Deployment files are checked against this list.
@@ -34,6 +34,15 @@ pub const ENV_VARS: &[&str] = &[
     "KAFKA_BROKERS",
     "KAFKA_TOPIC",
     "KAFKA_GROUP_ID",
+    "KAFKA_CREATE_TOPICS",
+    "KAFKA_PARTITIONS",
+    "KAFKA_REPLICATION_FACTOR",
+    "KAFKA_SECURITY_PROTOCOL",
+    "KAFKA_SASL_MECHANISM",
+    "KAFKA_SASL_USERNAME",
+    "KAFKA_SASL_PASSWORD",
+    "KAFKA_SSL_CA_LOCATION",
+    "EVENTS_TOPIC",
     "DELIVERY",
     "SMTP_URL",
     "SMTP_TIMEOUT_SECS",

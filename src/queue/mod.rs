@@ -4,6 +4,8 @@
 //! [`Queue::dead`] consume it, so one job cannot be settled twice. A lease that is never settled
 //! (its worker died) becomes visible again when its visibility timeout runs out.
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
@@ -96,4 +98,8 @@ pub trait Queue: Send + Sync + 'static {
     async fn extend(&self, _lease: &Lease) -> Result<(), QueueError> {
         Ok(())
     }
+
+    /// The worker has stopped: commit what is settled and let go of the queue (a Kafka consumer
+    /// leaves its group, so the others take its partitions at once).
+    async fn close(&self) {}
 }

@@ -190,7 +190,9 @@ pub trait Store: Send + Sync + 'static {
         ttl: Duration,
     ) -> Result<Option<IdempotencyRecord>, StoreError>;
 
-    async fn record(&self, id: Uuid, transition: Transition) -> Result<(), StoreError>;
+    /// Applies a status change; `false` when it was not applied (the message is unknown, or
+    /// finished and the change would take it back).
+    async fn record(&self, id: Uuid, transition: Transition) -> Result<bool, StoreError>;
 
     async fn get(&self, id: Uuid) -> Result<Option<Record>, StoreError>;
 

@@ -179,7 +179,7 @@ impl Store for PgStore {
         row.as_ref().map(idempotency_row).transpose()
     }
 
-    async fn record(&self, id: Uuid, transition: Transition) -> Result<(), StoreError> {
+    async fn record(&self, id: Uuid, transition: Transition) -> Result<bool, StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(query_file!("record"))
@@ -193,7 +193,7 @@ impl Store for PgStore {
         if updated.is_none() {
             tx.rollback().await?;
             tracing::warn!(message_id = %id, event = transition.event(), "Status change not applied: the message is unknown or already finished.");
-            return Ok(());
+            return Ok(false);
         }
         let event = event_row(id, now, transition.event(), Some(transition.detail()));
         sqlx::query(query_file!("insert_events"))
@@ -201,7 +201,7 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Record>, StoreError> {

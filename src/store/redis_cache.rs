@@ -83,7 +83,7 @@ impl Store for RedisCachedStore {
         Ok(found)
     }
 
-    async fn record(&self, id: Uuid, transition: Transition) -> Result<(), StoreError> {
+    async fn record(&self, id: Uuid, transition: Transition) -> Result<bool, StoreError> {
         self.inner.record(id, transition).await
     }
 

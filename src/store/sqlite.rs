@@ -564,7 +564,7 @@ impl Store for SqliteStore {
         row.as_ref().map(idempotency_row).transpose()
     }
 
-    async fn record(&self, id: Uuid, transition: Transition) -> Result<(), StoreError> {
+    async fn record(&self, id: Uuid, transition: Transition) -> Result<bool, StoreError> {
         let updated = self
             .db
             .call(|reply| Op::Record {
@@ -576,7 +576,7 @@ impl Store for SqliteStore {
         if !updated {
             tracing::warn!(message_id = %id, event = transition.event(), "Status change not applied: the message is unknown or already finished.");
         }
-        Ok(())
+        Ok(updated)
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Record>, StoreError> {

@@ -6,6 +6,8 @@ mod aws;
 mod compat;
 mod conformance;
 mod delivery;
+#[cfg(feature = "kafka")]
+mod kafka;
 // Shared with tests/process, which uses parts this binary does not.
 #[allow(dead_code)]
 mod helpers;

@@ -1,0 +1,270 @@
+//! The Kafka queue and delivery events against the tansu broker `scripts/test` starts on
+//! 127.0.0.1 (`MAILROOM_TEST_KAFKA`). Every test uses topics and consumer groups of its own.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use mailroom::config::{KafkaSecurity, KafkaSettings};
+use mailroom::events::DeliveryEvent;
+use mailroom::queue::Queue;
+use mailroom::queue::kafka::KafkaQueue;
+use rdkafka::Message as _;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+
+use crate::conformance::queue_suite;
+
+pub fn brokers() -> String {
+    std::env::var("MAILROOM_TEST_KAFKA").expect(
+        "MAILROOM_TEST_KAFKA is not set: run the tests through scripts/test, which starts a Kafka broker",
+    )
+}
+
+/// A name no other test (or earlier run against the same broker) has used.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        uuid::Uuid::now_v7().simple(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+pub fn settings(topic: &str) -> KafkaSettings {
+    KafkaSettings {
+        brokers: brokers(),
+        topic: topic.to_string(),
+        group_id: unique("group"),
+        create_topics: true,
+        partitions: 3,
+        replication_factor: 1,
+        security: KafkaSecurity {
+            protocol: "plaintext".into(),
+            ..Default::default()
+        },
+        events_topic: None,
+    }
+}
+
+async fn queue(settings: &KafkaSettings, visibility: Duration) -> Arc<dyn Queue> {
+    mailroom::kafka::ensure_topics(settings, &mailroom::kafka::topics(settings, true))
+        .await
+        .expect("topics");
+    Arc::new(KafkaQueue::new(settings, visibility, 64).expect("queue"))
+}
+
+/// A consumer of `topic` from its beginning, in a group of its own.
+pub fn reader(topic: &str) -> StreamConsumer {
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    consumer
+}
+
+/// Reads records from `consumer` until `done` says enough or `within` passes.
+pub async fn read_until<T>(
+    consumer: &StreamConsumer,
+    within: Duration,
+    mut decode: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> T,
+    done: impl Fn(&[T]) -> bool,
+) -> Vec<T> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while !done(&got) {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => got.push(decode(&m)),
+            Ok(Err(e)) => panic!("reading Kafka: {e}"),
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+/// The queue suite passes on Kafka: topics created with three partitions, a fresh group each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_queue_conformance() {
+    let visibility = Duration::from_secs(3);
+    queue_suite(
+        || async move { queue(&settings(&unique("conformance")), visibility).await },
+        visibility,
+    )
+    .await;
+}
+
+/// Start-up names a missing topic unless mailroom may create it; `check` reports both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_topics_are_named_or_created() {
+    let mut s = settings(&unique("missing"));
+    s.create_topics = false;
+    let topics = mailroom::kafka::topics(&s, true);
+    let error = mailroom::kafka::ensure_topics(&s, &topics)
+        .await
+        .expect_err("missing topics refuse")
+        .to_string();
+    assert!(
+        error.contains(&s.topic) && error.contains(&s.dlq_topic()),
+        "{error}"
+    );
+    assert!(error.contains("KAFKA_CREATE_TOPICS=true"), "{error}");
+    s.create_topics = true;
+    let created = mailroom::kafka::check(&s, &topics).await.expect("created");
+    assert!(created.contains("created"), "{created}");
+    let again = mailroom::kafka::check(&s, &topics).await.expect("exist");
+    assert!(again.contains("exist"), "{again}");
+    let mut unreachable = s.clone();
+    unreachable.brokers = "127.0.0.1:9".into();
+    assert!(
+        mailroom::kafka::check(&unreachable, &topics)
+            .await
+            .expect_err("no broker")
+            .contains("unreachable")
+    );
+}
+
+/// A consumer that dies without committing hands its unsettled records to the next member of
+/// the group; what it settled stays settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsettled_records_go_to_the_next_consumer() {
+    let s = settings(&unique("handover"));
+    let first = queue(&s, Duration::from_secs(30)).await;
+    let sent: Vec<_> = (0..6)
+        .map(|n| {
+            mailroom::message::Message::new(mailroom::message::Content::Compat(
+                mailroom::message::CompatEmail {
+                    email_subject: format!("handover {n}"),
+                    email_sender: "Kafka".into(),
+                    email_timestream: "1700000000".into(),
+                    email_content: "body".into(),
+                },
+            ))
+        })
+        .collect();
+    for r in first.push(&sent).await {
+        r.expect("push");
+    }
+    let mut leases = Vec::new();
+    while leases.len() < 6 {
+        leases.extend(first.pull(6).await.expect("pull"));
+    }
+    let (acked, unsettled) = leases.split_at(3);
+    let acked_ids: Vec<_> = acked.iter().map(|l| l.message.id).collect();
+    let mut unsettled_ids: Vec<_> = unsettled.iter().map(|l| l.message.id).collect();
+    for lease in leases.drain(..3) {
+        first.ack(lease).await.expect("ack");
+    }
+    // Commit what was settled, then go away without settling the rest.
+    first.depth().await.expect("depth");
+    first.close().await;
+    drop(leases);
+    drop(first);
+    let second = queue(&s, Duration::from_secs(30)).await;
+    let mut again = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while again.len() < 3 && std::time::Instant::now() < deadline {
+        again.extend(second.pull(10).await.expect("pull"));
+    }
+    let mut again_ids: Vec<_> = again.iter().map(|l| l.message.id).collect();
+    again_ids.sort();
+    unsettled_ids.sort();
+    assert_eq!(
+        again_ids, unsettled_ids,
+        "exactly the unsettled records come back"
+    );
+    assert!(again_ids.iter().all(|id| !acked_ids.contains(id)));
+    for lease in again {
+        second.ack(lease).await.expect("ack");
+    }
+    assert_eq!(second.depth().await.expect("depth").messages, 0);
+}
+
+/// With `EVENTS_TOPIC`, a message's accepted and delivered events reach the topic in order, and
+/// a stale change the store refuses publishes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_changes_are_published_in_order() {
+    use mailroom::store::{Acceptance, Store, Transition};
+    let mut s = settings(&unique("unused"));
+    let topic = unique("events");
+    s.events_topic = Some(topic.clone());
+    mailroom::kafka::ensure_topics(&s, std::slice::from_ref(&topic))
+        .await
+        .expect("topic");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("e.db").display());
+    let db = Arc::new(mailroom::store::sqlite::Db::open(&url).await.expect("open"));
+    let inner = Arc::new(mailroom::store::sqlite::SqliteStore::new(db));
+    let publisher =
+        Arc::new(mailroom::events::KafkaEvents::new(&s, topic.clone()).expect("producer"));
+    let store = mailroom::events::EventingStore::new(inner, publisher);
+    let message = mailroom::message::Message::new(mailroom::message::Content::Compat(
+        mailroom::message::CompatEmail {
+            email_subject: "events".into(),
+            email_sender: "Kafka".into(),
+            email_timestream: "1700000000".into(),
+            email_content: "body".into(),
+        },
+    ));
+    let id = message.id;
+    store
+        .insert(
+            Acceptance {
+                messages: vec![message],
+                idempotency: None,
+            },
+            false,
+        )
+        .await
+        .expect("insert");
+    for transition in [
+        Transition::Deferred {
+            attempts: 1,
+            error: "451 busy".into(),
+            retry_in: Duration::from_secs(1),
+        },
+        Transition::Delivered {
+            attempts: 2,
+            detail: "250 ok".into(),
+        },
+        // Refused by the store: a delivered message never goes back.
+        Transition::Dead {
+            attempts: 2,
+            error: "stale".into(),
+        },
+    ] {
+        store.record(id, transition).await.expect("record");
+    }
+    let reader = reader(&topic);
+    let events = read_until(
+        &reader,
+        Duration::from_secs(30),
+        |m| {
+            assert_eq!(
+                m.key(),
+                Some(id.to_string().as_bytes()),
+                "keyed by message id"
+            );
+            serde_json::from_slice::<DeliveryEvent>(m.payload().expect("payload")).expect("JSON")
+        },
+        |got| got.len() >= 3,
+    )
+    .await;
+    let kinds: Vec<_> = events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(kinds, ["accepted", "deferred", "delivered"]);
+    assert!(events.iter().all(|e| e.message_id == id));
+    assert_eq!(events[2].status, "delivered");
+    assert_eq!(events[2].attempts, Some(2));
+    // Nothing more arrives: the refused change was not published.
+    let more = read_until(
+        &reader,
+        Duration::from_secs(3),
+        |_| (),
+        |got| !got.is_empty(),
+    )
+    .await;
+    assert!(more.is_empty());
+}
