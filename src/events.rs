@@ -3,10 +3,12 @@
 //! message id, so other services can react without polling the API.
 //!
 //! [`EventingStore`] wraps the store, so every path that changes a status (intake, worker,
-//! redrive, CLI) publishes without knowing about it. Publishing never holds up the change: the
-//! event is handed to the producer's queue and its outcome counted
-//! (`mailroom_events_published_total{outcome}`). Events of one message share a key, hence a
-//! partition, hence their order.
+//! redrive, CLI) publishes without knowing about it. A change returns once its event is
+//! acknowledged by the brokers (or has failed, which is logged and counted in
+//! `mailroom_events_published_total{outcome}`; the change itself stands). So the worker settles a
+//! message only after its event is out, and a crash in between redelivers the message, whose
+//! bookkeeping is redone and its event published again: events are at least once. Events of one
+//! message share a key, hence a partition, hence their order.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,9 +42,10 @@ pub struct DeliveryEvent {
     pub detail: Option<String>,
 }
 
-/// Where events go. `publish` must not wait for the broker.
+/// Where events go. Never fails the caller: a lost event is logged and counted.
+#[async_trait]
 pub trait Publisher: Send + Sync + 'static {
-    fn publish(&self, event: DeliveryEvent);
+    async fn publish(&self, events: Vec<DeliveryEvent>);
 }
 
 /// Publishes to a Kafka topic, idempotently, keyed by message id.
@@ -50,6 +53,10 @@ pub struct KafkaEvents {
     producer: FutureProducer,
     topic: String,
 }
+
+/// How long a status change waits for room in the producer's queue; the delivery itself is
+/// bounded by `message.timeout.ms`.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl KafkaEvents {
     pub fn new(
@@ -59,40 +66,30 @@ impl KafkaEvents {
         let producer = crate::kafka::client_config(settings)
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
-            .set("message.timeout.ms", "60000")
+            .set("message.timeout.ms", "30000")
             .create()?;
         Ok(Self { producer, topic })
     }
 }
 
+#[async_trait]
 impl Publisher for KafkaEvents {
-    fn publish(&self, event: DeliveryEvent) {
-        let Ok(payload) = serde_json::to_vec(&event) else {
-            return;
-        };
-        let key = event.message_id.to_string();
-        let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
-        match self.producer.send_result(record) {
-            Ok(delivery) => {
-                tokio::spawn(async move {
-                    let outcome = match delivery.await {
-                        Ok(Ok(_)) => "published",
-                        Ok(Err((e, _))) => {
-                            tracing::warn!(message_id = %event.message_id, event = event.event, error = %e, "A delivery event was not published.");
-                            "failed"
-                        }
-                        Err(_) => "failed",
-                    };
-                    metrics::counter!("mailroom_events_published_total", "outcome" => outcome)
-                        .increment(1);
-                });
-            }
-            Err((e, _)) => {
-                tracing::warn!(message_id = %event.message_id, error = %e, "A delivery event was dropped: the producer's queue is full.");
-                metrics::counter!("mailroom_events_published_total", "outcome" => "dropped")
-                    .increment(1);
-            }
-        }
+    async fn publish(&self, events: Vec<DeliveryEvent>) {
+        let sends = events.iter().map(|event| async move {
+            let payload = serde_json::to_vec(event).unwrap_or_default();
+            let key = event.message_id.to_string();
+            let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
+            let outcome = match self.producer.send(record, PUBLISH_TIMEOUT).await {
+                Ok(_) => "published",
+                Err((e, _)) => {
+                    tracing::warn!(message_id = %event.message_id, event = event.event, error = %e, "A delivery event was not published.");
+                    "failed"
+                }
+            };
+            metrics::counter!("mailroom_events_published_total", "outcome" => outcome)
+                .increment(1);
+        });
+        futures::future::join_all(sends).await;
     }
 }
 
@@ -115,16 +112,18 @@ impl Store for EventingStore {
         let accepted = self.inner.insert(acceptance, enqueue).await?;
         if accepted == Accepted::Inserted {
             let at = Utc::now();
-            for message_id in ids {
-                self.publisher.publish(DeliveryEvent {
+            let events = ids
+                .into_iter()
+                .map(|message_id| DeliveryEvent {
                     message_id,
                     event: "accepted".into(),
                     status: Status::Queued.as_str().into(),
                     at,
                     attempts: Some(0),
                     detail: None,
-                });
-            }
+                })
+                .collect();
+            self.publisher.publish(events).await;
         }
         Ok(accepted)
     }
@@ -140,7 +139,7 @@ impl Store for EventingStore {
         };
         let applied = self.inner.record(id, transition).await?;
         if applied {
-            self.publisher.publish(event);
+            self.publisher.publish(vec![event]).await;
         }
         Ok(applied)
     }

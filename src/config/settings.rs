@@ -92,6 +92,8 @@ pub struct KafkaSettings {
     /// Partitions and replication factor of topics mailroom creates (-1: the broker's default).
     pub partitions: i32,
     pub replication_factor: i32,
+    /// A worker that stops heartbeating (killed) loses its partitions after this.
+    pub session_timeout: Duration,
     pub security: KafkaSecurity,
     /// Delivery events go here when set.
     pub events_topic: Option<String>,
@@ -234,6 +236,13 @@ impl RawConfig {
                 "expected at least 1, or -1 for the broker's default",
             ));
         }
+        if !(1..=300).contains(&self.kafka_session_timeout_secs) {
+            return Err(ConfigError::invalid(
+                "KAFKA_SESSION_TIMEOUT_SECS",
+                self.kafka_session_timeout_secs,
+                "expected 1 to 300 seconds (and within the brokers' group.min/max.session.timeout.ms)",
+            ));
+        }
         let protocol = self
             .kafka_security_protocol
             .as_deref()
@@ -291,6 +300,7 @@ impl RawConfig {
             create_topics: self.kafka_create_topics,
             partitions: self.kafka_partitions,
             replication_factor: self.kafka_replication_factor,
+            session_timeout: Duration::from_secs(self.kafka_session_timeout_secs),
             security: KafkaSecurity {
                 protocol,
                 sasl_mechanism,

@@ -390,8 +390,14 @@ impl KafkaQueue {
             // last-stable-offset bookkeeping to every fetch and watermark.
             .set("isolation.level", "read_uncommitted")
             // A worker killed without leaving the group gives its partitions up after this.
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "2000")
+            .set(
+                "session.timeout.ms",
+                settings.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (settings.session_timeout.as_millis() / 4).to_string(),
+            )
             .create_with_context(Context {
                 shared: shared.clone(),
             })
@@ -840,33 +846,46 @@ fn lag(
 ) -> Result<u64, QueueError> {
     let unavailable = |e: KafkaError| QueueError::Unavailable(format!("Kafka: {e}"));
     let mut tpl = TopicPartitionList::new();
-    for topic in [&topics.main, &topics.retry] {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-            .map_err(unavailable)?;
-        for t in metadata.topics() {
+    // One metadata request for both topics (asking for all topics never creates one).
+    let metadata = consumer
+        .fetch_metadata(None, REQUEST_TIMEOUT)
+        .map_err(unavailable)?;
+    for t in metadata.topics() {
+        if topics.source(t.name()).is_some() {
             for p in t.partitions() {
-                tpl.add_partition(topic, p.id());
+                tpl.add_partition(t.name(), p.id());
             }
         }
     }
+    // Latest offsets of every partition in one request per broker (timestamp -1 = the end).
+    let mut ends = tpl.clone();
+    ends.set_all_offsets(Offset::End).map_err(unavailable)?;
+    let ends = consumer
+        .offsets_for_times(ends, REQUEST_TIMEOUT)
+        .map_err(unavailable)?;
     let committed = consumer
         .committed_offsets(tpl, REQUEST_TIMEOUT)
         .map_err(unavailable)?;
     let mut total = 0u64;
     for e in committed.elements() {
-        let (low, high) = consumer
-            .fetch_watermarks(e.topic(), e.partition(), REQUEST_TIMEOUT)
-            .map_err(unavailable)?;
+        let high = match ends
+            .find_partition(e.topic(), e.partition())
+            .map(|p| p.offset())
+        {
+            Some(Offset::Offset(o)) => o,
+            _ => 0,
+        };
         let seen = topics
             .source(e.topic())
             .and_then(|source| fetched.get(&(source, e.partition())))
             .copied()
             .unwrap_or(0);
         let high = high.max(seen);
+        // Nothing committed yet: everything from the start is waiting (retention may have
+        // dropped some of it; the count is an upper bound then).
         let from = match e.offset() {
-            Offset::Offset(o) => o.max(low),
-            _ => low,
+            Offset::Offset(o) => o,
+            _ => 0,
         };
         total += (high - from).max(0) as u64;
     }

@@ -410,3 +410,39 @@ pub async fn fresh_pg_database() -> String {
         .expect("the admin URL names a database");
     format!("{base}/{name}")
 }
+
+/// The Kafka-protocol broker `scripts/test` starts on 127.0.0.1.
+#[cfg(feature = "kafka")]
+pub fn kafka_brokers() -> String {
+    std::env::var("MAILROOM_TEST_KAFKA").expect(
+        "MAILROOM_TEST_KAFKA is not set: run the tests through scripts/test, which starts a Kafka broker",
+    )
+}
+
+/// A consumer of every partition of `topic` from its beginning. It is assigned the partitions
+/// rather than joining a group, so it reads at once (a group join takes seconds).
+#[cfg(feature = "kafka")]
+pub fn kafka_reader(topic: &str) -> rdkafka::consumer::StreamConsumer {
+    use rdkafka::consumer::Consumer;
+    let consumer: rdkafka::consumer::StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", format!("reader-{}", Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            assignment
+                .add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+                .expect("offset");
+        }
+    }
+    assert!(assignment.count() > 0, "topic {topic} has partitions");
+    consumer.assign(&assignment).expect("assign");
+    consumer
+}

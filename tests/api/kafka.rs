@@ -10,15 +10,10 @@ use mailroom::events::DeliveryEvent;
 use mailroom::queue::Queue;
 use mailroom::queue::kafka::KafkaQueue;
 use rdkafka::Message as _;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 
 use crate::conformance::queue_suite;
-
-pub fn brokers() -> String {
-    std::env::var("MAILROOM_TEST_KAFKA").expect(
-        "MAILROOM_TEST_KAFKA is not set: run the tests through scripts/test, which starts a Kafka broker",
-    )
-}
+use crate::helpers::{kafka_brokers as brokers, kafka_reader as reader};
 
 /// A name no other test (or earlier run against the same broker) has used.
 pub fn unique(prefix: &str) -> String {
@@ -38,6 +33,8 @@ pub fn settings(topic: &str) -> KafkaSettings {
         create_topics: true,
         partitions: 3,
         replication_factor: 1,
+        // The test broker completes a group join only after a session timeout.
+        session_timeout: Duration::from_secs(2),
         security: KafkaSecurity {
             protocol: "plaintext".into(),
             ..Default::default()
@@ -51,20 +48,6 @@ async fn queue(settings: &KafkaSettings, visibility: Duration) -> Arc<dyn Queue>
         .await
         .expect("topics");
     Arc::new(KafkaQueue::new(settings, visibility, 64).expect("queue"))
-}
-
-/// A consumer of `topic` from its beginning, in a group of its own.
-pub fn reader(topic: &str) -> StreamConsumer {
-    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_uncommitted")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    consumer
 }
 
 /// Reads records from `consumer` until `done` says enough or `within` passes.

@@ -7,6 +7,8 @@
 mod aws;
 mod cli;
 mod crash;
+#[cfg(all(feature = "kafka", feature = "postgres"))]
+mod kafka;
 #[cfg(all(feature = "postgres", feature = "redis"))]
 mod scale;
 
