@@ -183,6 +183,14 @@ fn describe() {
         "mailroom_backend_unavailable_total",
         "Requests refused with 503 because a backend was down."
     );
+    describe_counter!(
+        "mailroom_events_published_total",
+        "Delivery events produced to EVENTS_TOPIC, by outcome."
+    );
+    describe_counter!(
+        "mailroom_kafka_errors_total",
+        "Errors the Kafka consumer reported."
+    );
 }
 
 #[cfg(test)]
