@@ -49,6 +49,10 @@ const ERROR_HEADER: &str = "mailroom-error";
 /// Waiting retries held in memory before the retry topic's fetch pauses.
 const MAX_DELAYED: usize = 10_000;
 
+/// The furthest ahead a retry record's due time is taken at its word (a day; `RETRY_MAX_MS`
+/// is an hour by default).
+const MAX_DUE_MS: i64 = 24 * 3600 * 1000;
+
 /// How often settled offsets are committed.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -275,14 +279,42 @@ struct Shared {
     /// Rung when records arrive.
     arrived: Notify,
     topics: Topics,
-    /// Which topics' fetch is paused; cleared when a new assignment arrives (unpaused).
+    /// Whether each topic's fetch is paused; no entry: not known since the last assignment
+    /// (librdkafka keeps a partition's pause across rebalances), so the next check sets it.
     paused: Mutex<HashMap<Source, bool>>,
+    /// One commit at a time, so an older position can never land after a newer one.
+    commit: Mutex<()>,
+    /// Records that are not mailroom messages and could not be copied to the dead-letter topic
+    /// yet; tried again at every commit tick, their offsets unsettled until then.
+    poison: Mutex<Vec<Poison>>,
+}
+
+/// A record to copy to the dead-letter topic as it is.
+struct Poison {
+    source: Source,
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    error: String,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain data behind; keep going with it.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Commits every position that moved, synchronously. Blocks: call it off the async runtime
+    /// (or from a librdkafka callback).
+    fn commit<C: Consumer<Context>>(&self, consumer: &C) -> Result<(), KafkaError> {
+        let _one_at_a_time = self.commit.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(tpl) = self.lock().to_commit(&self.topics) else {
+            return Ok(());
+        };
+        consumer.commit(&tpl, CommitMode::Sync)?;
+        self.lock().committed(&tpl, &self.topics);
+        Ok(())
     }
 
     fn partitions_of(&self, tpl: &TopicPartitionList) -> Vec<(Source, i32)> {
@@ -305,21 +337,20 @@ impl ConsumerContext for Context {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 let revoked = self.shared.partitions_of(tpl);
-                let commit = {
-                    let mut state = self.shared.lock();
-                    let commit = state.to_commit(&self.shared.topics);
-                    state.drop_partitions(&revoked);
-                    commit
-                };
-                if let Some(commit) = commit
-                    && let Err(e) = consumer.commit(&commit, CommitMode::Sync)
-                {
+                if let Err(e) = self.shared.commit(consumer) {
                     tracing::warn!(error = %e, "Could not commit offsets of revoked Kafka partitions; their unsettled records will be delivered again.");
                 }
+                self.shared.lock().drop_partitions(&revoked);
+                self.shared
+                    .poison
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|p| !revoked.contains(&(p.source, p.partition)));
                 tracing::info!(partitions = revoked.len(), "Kafka partitions revoked.");
             }
             Rebalance::Assign(tpl) => {
                 tracing::info!(partitions = tpl.count(), "Kafka partitions assigned.");
+                // Unknown again: the next check pauses or resumes the whole new assignment.
                 self.shared
                     .paused
                     .lock()
@@ -381,11 +412,16 @@ impl KafkaQueue {
             arrived: Notify::new(),
             topics,
             paused: Mutex::new(HashMap::new()),
+            commit: Mutex::new(()),
+            poison: Mutex::new(Vec::new()),
         });
         let consumer: StreamConsumer<Context> = crate::kafka::client_config(settings)
             .set("group.id", &settings.group_id)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
+            // A worker joining or leaving moves only the partitions that change owner; the
+            // others keep their fetched records and leases (eager rebalancing drops them all).
+            .set("partition.assignment.strategy", "cooperative-sticky")
             // mailroom never produces in transactions: read_committed would only add the
             // last-stable-offset bookkeeping to every fetch and watermark.
             .set("isolation.level", "read_uncommitted")
@@ -455,18 +491,15 @@ impl KafkaQueue {
     }
 
     /// Commits every settled position now.
-    fn commit_now(&self) -> Result<(), QueueError> {
+    async fn commit_now(&self) -> Result<(), QueueError> {
         if self.started.get().is_none() {
             return Ok(());
         }
-        let commit = self.shared.lock().to_commit(&self.shared.topics);
-        if let Some(tpl) = commit {
-            self.consumer
-                .commit(&tpl, CommitMode::Sync)
-                .map_err(|e| QueueError::Unavailable(format!("Kafka commit: {e}")))?;
-            self.shared.lock().committed(&tpl, &self.shared.topics);
-        }
-        Ok(())
+        let (consumer, shared) = (self.consumer.clone(), self.shared.clone());
+        tokio::task::spawn_blocking(move || shared.commit(consumer.as_ref()))
+            .await
+            .map_err(|e| QueueError::Unavailable(e.to_string()))?
+            .map_err(|e| QueueError::Unavailable(format!("Kafka commit: {e}")))
     }
 }
 
@@ -530,12 +563,12 @@ async fn consume(
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = commit.tick() => {
-                let pending = shared.lock().to_commit(&shared.topics);
-                if let Some(tpl) = pending {
-                    match consumer.commit(&tpl, CommitMode::Async) {
-                        Ok(()) => shared.lock().committed(&tpl, &shared.topics),
-                        Err(e) => tracing::warn!(error = %e, "Kafka offset commit failed; will try again."),
-                    }
+                retry_poison(&shared, &producer).await;
+                let (c, s) = (consumer.clone(), shared.clone());
+                match tokio::task::spawn_blocking(move || s.commit(c.as_ref())).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "Kafka offset commit failed; will try again."),
+                    Err(e) => tracing::warn!(error = %e, "Kafka offset commit task failed."),
                 }
             }
             received = consumer.recv() => match received {
@@ -564,8 +597,11 @@ async fn fetched(m: &BorrowedMessage<'_>, shared: &Shared, producer: &FutureProd
     let due = header(m, DUE_HEADER)
         .and_then(|d| d.parse::<i64>().ok())
         .map(|due_ms| {
-            let wait = due_ms - crate::store::now_ms();
-            Instant::now() + Duration::from_millis(wait.max(0) as u64)
+            // A due time beyond any backoff mailroom sets is not honoured to the letter.
+            let wait = due_ms
+                .saturating_sub(crate::store::now_ms())
+                .clamp(0, MAX_DUE_MS);
+            Instant::now() + Duration::from_millis(wait as u64)
         });
     let decoded = m
         .payload()
@@ -590,29 +626,59 @@ async fn fetched(m: &BorrowedMessage<'_>, shared: &Shared, producer: &FutureProd
         Err(e) => {
             metrics::counter!("mailroom_queue_poison_messages_total").increment(1);
             tracing::error!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %e, "A Kafka record is not a mailroom message; moving it to the dead-letter topic.");
-            let error = format!("not a mailroom message: {e}");
-            let mut record = FutureRecord::<[u8], [u8]>::to(&shared.topics.dlq)
-                .headers(headers(&[(ERROR_HEADER, cut(&error, MAX_ERROR_BYTES))]));
-            if let Some(key) = m.key() {
-                record = record.key(key);
-            }
-            if let Some(payload) = m.payload() {
-                record = record.payload(payload);
-            }
             // Until the copy is on the dead-letter topic the offset stays unsettled (and holds
             // the partition's commit, so a restart tries again).
-            let key = (source, m.partition());
             {
                 let mut state = shared.lock();
-                let p = state.partitions.entry(key).or_default();
+                let p = state.partitions.entry((source, m.partition())).or_default();
                 p.pending.insert(m.offset());
                 p.next = p.next.max(m.offset() + 1);
             }
-            let sent = producer.send(record, Timeout::After(REQUEST_TIMEOUT)).await;
-            if sent.is_ok()
-                && let Some(p) = shared.lock().partitions.get_mut(&key)
-            {
-                p.pending.remove(&m.offset());
+            shared
+                .poison
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Poison {
+                    source,
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec),
+                    error: format!("not a mailroom message: {e}"),
+                });
+            retry_poison(shared, producer).await;
+        }
+    }
+}
+
+/// Copies waiting poison records to the dead-letter topic; each one copied is settled.
+async fn retry_poison(shared: &Shared, producer: &FutureProducer) {
+    let waiting = std::mem::take(&mut *shared.poison.lock().unwrap_or_else(|e| e.into_inner()));
+    for poison in waiting {
+        let mut record = FutureRecord::<[u8], [u8]>::to(&shared.topics.dlq).headers(headers(&[(
+            ERROR_HEADER,
+            cut(&poison.error, MAX_ERROR_BYTES),
+        )]));
+        if let Some(key) = &poison.key {
+            record = record.key(key);
+        }
+        if let Some(payload) = &poison.payload {
+            record = record.payload(payload);
+        }
+        match producer.send(record, Timeout::After(REQUEST_TIMEOUT)).await {
+            Ok(_) => {
+                let mut state = shared.lock();
+                if let Some(p) = state.partitions.get_mut(&(poison.source, poison.partition)) {
+                    p.pending.remove(&poison.offset);
+                }
+            }
+            Err((e, _)) => {
+                tracing::warn!(error = %e, "Could not copy a record to the dead-letter topic; trying again.");
+                shared
+                    .poison
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(poison);
             }
         }
     }
@@ -630,13 +696,13 @@ fn backpressure(consumer: &StreamConsumer<Context>, shared: &Shared, prefetch: u
         (Source::Retry, delayed, MAX_DELAYED),
     ] {
         let mut paused = shared.paused.lock().unwrap_or_else(|e| e.into_inner());
-        let is_paused = paused.get(&source).copied().unwrap_or(false);
-        let want = if is_paused {
+        let known = paused.get(&source).copied();
+        let want = if known == Some(true) {
             held > limit / 2
         } else {
             held >= limit
         };
-        if want == is_paused {
+        if known == Some(want) {
             continue;
         }
         let Ok(assignment) = consumer.assignment() else {
@@ -770,7 +836,7 @@ impl Queue for KafkaQueue {
     }
 
     async fn depth(&self) -> Result<Depth, QueueError> {
-        self.commit_now()?;
+        self.commit_now().await?;
         let consumer = self.consumer.clone();
         let topics = self.shared.topics.clone();
         let fetched: HashMap<(Source, i32), i64> = self
@@ -823,15 +889,22 @@ impl Queue for KafkaQueue {
     }
 
     async fn close(&self) {
-        if let Err(e) = self.commit_now() {
+        if let Err(e) = self.commit_now().await {
             tracing::warn!(error = %e, "Could not commit Kafka offsets at shutdown.");
         }
-        self.stop.cancel();
         if self.started.get().is_some() {
             // Leave the group now, so the other workers take the partitions at once rather
-            // than after the session timeout.
+            // than after the session timeout. The consumer task keeps polling, which is what
+            // serves the revocation and the leave.
             self.consumer.unsubscribe();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline
+                && self.consumer.assignment().is_ok_and(|a| a.count() > 0)
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
+        self.stop.cancel();
     }
 }
 

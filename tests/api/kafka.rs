@@ -251,3 +251,76 @@ async fn status_changes_are_published_in_order() {
     .await;
     assert!(more.is_empty());
 }
+
+/// A record that is not a mailroom message is copied to the dead-letter topic with the reason,
+/// and does not hold up the message behind it or the partition's commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_go_to_the_dead_letter_topic() {
+    use rdkafka::message::Headers;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let mut s = settings(&unique("poison"));
+    s.partitions = 1;
+    let queue = queue(&s, Duration::from_secs(30)).await;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("producer");
+    producer
+        .send(
+            FutureRecord::to(&s.topic).key("junk").payload("{not json"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("produced");
+    let message = mailroom::message::Message::new(mailroom::message::Content::Compat(
+        mailroom::message::CompatEmail {
+            email_subject: "after the junk".into(),
+            email_sender: "Kafka".into(),
+            email_timestream: "1700000000".into(),
+            email_content: "body".into(),
+        },
+    ));
+    queue
+        .push(std::slice::from_ref(&message))
+        .await
+        .pop()
+        .expect("one result")
+        .expect("pushed");
+    let mut leases = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while leases.is_empty() && std::time::Instant::now() < deadline {
+        leases = queue.pull(10).await.expect("pull");
+    }
+    assert_eq!(leases.len(), 1, "only the mailroom message is leased");
+    assert_eq!(leases[0].message.id, message.id);
+    queue.ack(leases.pop().expect("one")).await.expect("ack");
+    assert_eq!(
+        queue.depth().await.expect("depth").messages,
+        0,
+        "the commit passed the junk record too"
+    );
+    let dlq = read_until(
+        &reader(&s.dlq_topic()),
+        Duration::from_secs(30),
+        |m| {
+            let error = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "mailroom-error"))
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned());
+            (m.payload().map(<[u8]>::to_vec), error)
+        },
+        |got| !got.is_empty(),
+    )
+    .await;
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].0.as_deref(), Some(&b"{not json"[..]));
+    assert!(
+        dlq[0]
+            .1
+            .as_deref()
+            .is_some_and(|e| e.starts_with("not a mailroom message")),
+        "{:?}",
+        dlq[0].1
+    );
+}
