@@ -55,8 +55,9 @@ pub struct KafkaEvents {
 }
 
 /// How long a status change waits for room in the producer's queue; the delivery itself is
-/// bounded by `message.timeout.ms`.
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// bounded by `message.timeout.ms` (5 s). Together they bound what an unreachable cluster adds
+/// to each status change, well inside a worker's lease.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl KafkaEvents {
     pub fn new(
@@ -66,7 +67,7 @@ impl KafkaEvents {
         let producer = crate::kafka::client_config(settings)
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000")
+            .set("message.timeout.ms", "5000")
             .create()?;
         Ok(Self { producer, topic })
     }

@@ -11,7 +11,7 @@ use mailroom::queue::Queue;
 use mailroom::queue::sqs::{SqsQueue, SqsSettings};
 use serde_json::{Value, json};
 
-use crate::conformance::{archive_suite, queue_suite};
+use crate::conformance::{archive_suite, message, queue_suite};
 use crate::helpers::{TestApp, accepted_id, spawn_app_with};
 use crate::moto::{Moto, REGION};
 
@@ -68,14 +68,7 @@ async fn sqs_dead_letters_and_poison_messages_reach_the_dlq() {
     let (url, dlq) = moto.queue_with_dlq("dead", 2, None).await;
     let visibility = Duration::from_secs(1);
     let queue = SqsQueue::open(moto.sqs(), sqs_settings(&url, visibility), 2).await;
-    let message = mailroom::message::Message::new(mailroom::message::Content::Compat(
-        mailroom::message::CompatEmail {
-            email_subject: "dead".into(),
-            email_sender: "Dead".into(),
-            email_timestream: "1700000000".into(),
-            email_content: "x".into(),
-        },
-    ));
+    let message = message(0);
     queue
         .push(std::slice::from_ref(&message))
         .await

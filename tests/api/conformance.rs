@@ -10,7 +10,8 @@ use mailroom::message::{CompatEmail, Content, Message, Status};
 use mailroom::queue::{Lease, Queue, QueueError};
 use object_store::{ObjectStoreExt, path::Path};
 
-fn message(n: usize) -> Message {
+/// A compat message whose subject carries `n`.
+pub fn message(n: usize) -> Message {
     Message::new(Content::Compat(CompatEmail {
         email_subject: format!("conformance {n}"),
         email_sender: "Conformance".into(),

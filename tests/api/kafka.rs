@@ -12,7 +12,7 @@ use mailroom::queue::kafka::KafkaQueue;
 use rdkafka::Message as _;
 use rdkafka::consumer::StreamConsumer;
 
-use crate::conformance::queue_suite;
+use crate::conformance::{message, queue_suite};
 use crate::helpers::{kafka_brokers as brokers, kafka_reader as reader};
 
 /// A name no other test (or earlier run against the same broker) has used.
@@ -116,18 +116,7 @@ async fn missing_topics_are_named_or_created() {
 async fn unsettled_records_go_to_the_next_consumer() {
     let s = settings(&unique("handover"));
     let first = queue(&s, Duration::from_secs(30)).await;
-    let sent: Vec<_> = (0..6)
-        .map(|n| {
-            mailroom::message::Message::new(mailroom::message::Content::Compat(
-                mailroom::message::CompatEmail {
-                    email_subject: format!("handover {n}"),
-                    email_sender: "Kafka".into(),
-                    email_timestream: "1700000000".into(),
-                    email_content: "body".into(),
-                },
-            ))
-        })
-        .collect();
+    let sent: Vec<_> = (0..6).map(|n| message(n)).collect();
     for r in first.push(&sent).await {
         r.expect("push");
     }
@@ -184,14 +173,7 @@ async fn status_changes_are_published_in_order() {
     let publisher =
         Arc::new(mailroom::events::KafkaEvents::new(&s, topic.clone()).expect("producer"));
     let store = mailroom::events::EventingStore::new(inner, publisher);
-    let message = mailroom::message::Message::new(mailroom::message::Content::Compat(
-        mailroom::message::CompatEmail {
-            email_subject: "events".into(),
-            email_sender: "Kafka".into(),
-            email_timestream: "1700000000".into(),
-            email_content: "body".into(),
-        },
-    ));
+    let message = message(0);
     let id = message.id;
     store
         .insert(
@@ -272,14 +254,7 @@ async fn poison_records_go_to_the_dead_letter_topic() {
         )
         .await
         .expect("produced");
-    let message = mailroom::message::Message::new(mailroom::message::Content::Compat(
-        mailroom::message::CompatEmail {
-            email_subject: "after the junk".into(),
-            email_sender: "Kafka".into(),
-            email_timestream: "1700000000".into(),
-            email_content: "body".into(),
-        },
-    ));
+    let message = message(0);
     queue
         .push(std::slice::from_ref(&message))
         .await
