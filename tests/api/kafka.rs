@@ -116,7 +116,7 @@ async fn missing_topics_are_named_or_created() {
 async fn unsettled_records_go_to_the_next_consumer() {
     let s = settings(&unique("handover"));
     let first = queue(&s, Duration::from_secs(30)).await;
-    let sent: Vec<_> = (0..6).map(|n| message(n)).collect();
+    let sent: Vec<_> = (0..6).map(message).collect();
     for r in first.push(&sent).await {
         r.expect("push");
     }
