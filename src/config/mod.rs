@@ -2,14 +2,16 @@
 //! [`Settings`] once. A bad value stops start-up with a sentence naming the variable and what it
 //! accepts.
 
+mod kafka;
 mod raw;
 mod resolve;
 mod settings;
 
+pub use kafka::{KafkaSecurity, KafkaSettings};
 pub use raw::RawConfig;
 pub use settings::{
-    AwsSettings, DeliverySettings, KafkaSecurity, KafkaSettings, QueueBackend, RetrySettings,
-    S3Settings, Settings, SqsConfig, TokenSettings,
+    AwsSettings, DeliverySettings, QueueBackend, RetrySettings, S3Settings, Settings, SqsConfig,
+    TokenSettings,
 };
 
 /// Every environment variable mailroom reads. Deployment files are checked against this list.

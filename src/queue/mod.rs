@@ -38,6 +38,17 @@ impl From<crate::store::StoreError> for QueueError {
     }
 }
 
+/// `text` cut to at most `max` bytes, on a character boundary (for error attributes and headers
+/// whose size the queue limits).
+#[cfg(any(feature = "sqs", feature = "kafka"))]
+pub(crate) fn truncate_utf8(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// A message taken from the queue for one delivery attempt.
 #[derive(Debug)]
 pub struct Lease {

@@ -535,14 +535,7 @@ impl Queue for SqsQueue {
         if let Some(dlq) = self.dlq_url().await? {
             let body = serde_json::to_string(&lease.message)
                 .map_err(|e| QueueError::Rejected(format!("cannot encode message: {e}")))?;
-            let mut reason = error.to_string();
-            if reason.len() > MAX_REASON_BYTES {
-                let mut cut = MAX_REASON_BYTES;
-                while !reason.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                reason.truncate(cut);
-            }
+            let reason = super::truncate_utf8(error, MAX_REASON_BYTES).to_string();
             let attribute = MessageAttributeValue::builder()
                 .data_type("String")
                 .string_value(reason)

@@ -1,0 +1,338 @@
+//! The consumer side of the Kafka queue: the task that fetches records into the worker's lists,
+//! commits, and pauses a topic's fetch under back-pressure; the rebalance callbacks; and records
+//! that are not mailroom messages, copied to the dead-letter topic.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientContext, Message as _, TopicPartitionList};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::state::{Entry, Source, State, Topics};
+use super::{ATTEMPTS_HEADER, DUE_HEADER, ERROR_HEADER, MAX_ERROR_BYTES};
+use crate::kafka::REQUEST_TIMEOUT;
+use crate::message::Message;
+use crate::queue::truncate_utf8;
+
+/// Waiting retries held in memory before the retry topic's fetch pauses.
+const MAX_DELAYED: usize = 10_000;
+
+/// The furthest ahead a retry record's due time is taken at its word (a day; `RETRY_MAX_MS`
+/// is an hour by default).
+const MAX_DUE_MS: i64 = 24 * 3600 * 1000;
+
+/// How often settled offsets are committed.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What the queue, its consumer task and the rebalance callbacks share.
+pub(super) struct Shared {
+    pub(super) state: Mutex<State>,
+    /// Rung when records arrive.
+    pub(super) arrived: Notify,
+    pub(super) topics: Topics,
+    /// Whether each topic's fetch is paused; no entry: not known since the last assignment
+    /// (librdkafka keeps a partition's pause across rebalances), so the next check sets it.
+    pub(super) paused: Mutex<HashMap<Source, bool>>,
+    /// One commit at a time, so an older position can never land after a newer one.
+    pub(super) commit: Mutex<()>,
+    /// Records that are not mailroom messages and could not be copied to the dead-letter topic
+    /// yet; tried again at every commit tick, their offsets unsettled until then.
+    pub(super) poison: Mutex<Vec<Poison>>,
+}
+
+/// A record to copy to the dead-letter topic as it is.
+pub(super) struct Poison {
+    pub(super) source: Source,
+    pub(super) partition: i32,
+    pub(super) offset: i64,
+    pub(super) key: Option<Vec<u8>>,
+    pub(super) payload: Option<Vec<u8>>,
+    pub(super) error: String,
+}
+
+impl Shared {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep going with it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Commits every position that moved, synchronously. Blocks: call it off the async runtime
+    /// (or from a librdkafka callback).
+    pub(super) fn commit<C: Consumer<Context>>(&self, consumer: &C) -> Result<(), KafkaError> {
+        let _one_at_a_time = self.commit.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(tpl) = self.lock().to_commit(&self.topics) else {
+            return Ok(());
+        };
+        consumer.commit(&tpl, CommitMode::Sync)?;
+        self.lock().committed(&tpl, &self.topics);
+        Ok(())
+    }
+
+    pub(super) fn partitions_of(&self, tpl: &TopicPartitionList) -> Vec<(Source, i32)> {
+        tpl.elements()
+            .iter()
+            .filter_map(|e| Some((self.topics.source(e.topic())?, e.partition())))
+            .collect()
+    }
+}
+
+/// The consumer's context: commits what is settled on partitions about to be taken away.
+pub(super) struct Context {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let revoked = self.shared.partitions_of(tpl);
+                if let Err(e) = self.shared.commit(consumer) {
+                    tracing::warn!(error = %e, "Could not commit offsets of revoked Kafka partitions; their unsettled records will be delivered again.");
+                }
+                self.shared.lock().drop_partitions(&revoked);
+                self.shared
+                    .poison
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|p| !revoked.contains(&(p.source, p.partition)));
+                tracing::info!(partitions = revoked.len(), "Kafka partitions revoked.");
+            }
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "Kafka partitions assigned.");
+                // Unknown again: the next check pauses or resumes the whole new assignment.
+                self.shared
+                    .paused
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+            }
+            Rebalance::Error(e) => tracing::error!(error = %e, "Kafka rebalance failed."),
+        }
+    }
+
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        if let Err(e) = result {
+            // Commit these positions again at the next tick.
+            tracing::warn!(error = %e, "A Kafka offset commit failed; trying again.");
+            let revert = self.shared.partitions_of(offsets);
+            let mut state = self.shared.lock();
+            for key in revert {
+                if let Some(p) = state.partitions.get_mut(&key) {
+                    p.committed = 0;
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn headers(pairs: &[(&str, &str)]) -> OwnedHeaders {
+    pairs.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
+        h.insert(Header {
+            key,
+            value: Some(*value),
+        })
+    })
+}
+
+fn header(message: &BorrowedMessage<'_>, name: &str) -> Option<String> {
+    message.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    })
+}
+
+/// The consumer task: fetches, keeps the local lists, commits, pauses and resumes.
+pub(super) async fn consume(
+    consumer: Arc<StreamConsumer<Context>>,
+    shared: Arc<Shared>,
+    producer: FutureProducer,
+    prefetch: usize,
+    stop: CancellationToken,
+) {
+    let mut commit = tokio::time::interval(COMMIT_INTERVAL);
+    commit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = commit.tick() => {
+                retry_poison(&shared, &producer).await;
+                let (c, s) = (consumer.clone(), shared.clone());
+                match tokio::task::spawn_blocking(move || s.commit(c.as_ref())).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "Kafka offset commit failed; will try again."),
+                    Err(e) => tracing::warn!(error = %e, "Kafka offset commit task failed."),
+                }
+            }
+            received = consumer.recv() => match received {
+                Ok(m) => fetched(&m, &shared, &producer).await,
+                Err(e) => {
+                    metrics::counter!("mailroom_kafka_errors_total").increment(1);
+                    tracing::warn!(error = %e, "Kafka consumer error.");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+        }
+        backpressure(&consumer, &shared, prefetch);
+    }
+}
+
+/// Takes one fetched record into the local lists. A record that is not a mailroom message goes
+/// to the dead-letter topic as it is, so it neither blocks the partition nor disappears.
+async fn fetched(m: &BorrowedMessage<'_>, shared: &Shared, producer: &FutureProducer) {
+    let Some(source) = shared.topics.source(m.topic()) else {
+        return;
+    };
+    let written_ms = m.timestamp().to_millis().unwrap_or_default();
+    let prior = header(m, ATTEMPTS_HEADER)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
+    let due = header(m, DUE_HEADER)
+        .and_then(|d| d.parse::<i64>().ok())
+        .map(|due_ms| {
+            // A due time beyond any backoff mailroom sets is not honoured to the letter.
+            let wait = due_ms
+                .saturating_sub(crate::store::now_ms())
+                .clamp(0, MAX_DUE_MS);
+            Instant::now() + Duration::from_millis(wait as u64)
+        });
+    let decoded = m
+        .payload()
+        .ok_or_else(|| "empty record".to_string())
+        .and_then(|p| serde_json::from_slice::<Message>(p).map_err(|e| e.to_string()));
+    match decoded {
+        Ok(message) => {
+            shared.lock().fetched(
+                Entry {
+                    message,
+                    source,
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    prior,
+                    leased: 0,
+                    written_ms,
+                },
+                due,
+            );
+            shared.arrived.notify_waiters();
+        }
+        Err(e) => {
+            metrics::counter!("mailroom_queue_poison_messages_total").increment(1);
+            tracing::error!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %e, "A Kafka record is not a mailroom message; moving it to the dead-letter topic.");
+            // Until the copy is on the dead-letter topic the offset stays unsettled (and holds
+            // the partition's commit, so a restart tries again).
+            {
+                let mut state = shared.lock();
+                let p = state.partitions.entry((source, m.partition())).or_default();
+                p.pending.insert(m.offset());
+                p.next = p.next.max(m.offset() + 1);
+            }
+            shared
+                .poison
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Poison {
+                    source,
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec),
+                    error: format!("not a mailroom message: {e}"),
+                });
+            retry_poison(shared, producer).await;
+        }
+    }
+}
+
+/// Copies waiting poison records to the dead-letter topic; each one copied is settled.
+async fn retry_poison(shared: &Shared, producer: &FutureProducer) {
+    let waiting = std::mem::take(&mut *shared.poison.lock().unwrap_or_else(|e| e.into_inner()));
+    for poison in waiting {
+        let mut record = FutureRecord::<[u8], [u8]>::to(&shared.topics.dlq).headers(headers(&[(
+            ERROR_HEADER,
+            truncate_utf8(&poison.error, MAX_ERROR_BYTES),
+        )]));
+        if let Some(key) = &poison.key {
+            record = record.key(key);
+        }
+        if let Some(payload) = &poison.payload {
+            record = record.payload(payload);
+        }
+        match producer.send(record, Timeout::After(REQUEST_TIMEOUT)).await {
+            Ok(_) => {
+                let mut state = shared.lock();
+                if let Some(p) = state.partitions.get_mut(&(poison.source, poison.partition)) {
+                    p.pending.remove(&poison.offset);
+                }
+            }
+            Err((e, _)) => {
+                tracing::warn!(error = %e, "Could not copy a record to the dead-letter topic; trying again.");
+                shared
+                    .poison
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(poison);
+            }
+        }
+    }
+}
+
+/// Pauses a topic's fetch while this process holds more of it than it can use, resumes it when
+/// the backlog halves. The consumer keeps polling either way, so it stays in the group.
+fn backpressure(consumer: &StreamConsumer<Context>, shared: &Shared, prefetch: usize) {
+    let (ready, delayed) = {
+        let state = shared.lock();
+        (state.ready.len(), state.delayed.len())
+    };
+    for (source, held, limit) in [
+        (Source::Main, ready, prefetch),
+        (Source::Retry, delayed, MAX_DELAYED),
+    ] {
+        let mut paused = shared.paused.lock().unwrap_or_else(|e| e.into_inner());
+        let known = paused.get(&source).copied();
+        let want = if known == Some(true) {
+            held > limit / 2
+        } else {
+            held >= limit
+        };
+        if known == Some(want) {
+            continue;
+        }
+        let Ok(assignment) = consumer.assignment() else {
+            continue;
+        };
+        let mut tpl = TopicPartitionList::new();
+        for e in assignment.elements() {
+            if e.topic() == shared.topics.name(source) {
+                tpl.add_partition(e.topic(), e.partition());
+            }
+        }
+        let result = if want {
+            consumer.pause(&tpl)
+        } else {
+            consumer.resume(&tpl)
+        };
+        match result {
+            Ok(()) => {
+                paused.insert(source, want);
+            }
+            Err(e) => tracing::warn!(error = %e, "Could not pause or resume a Kafka fetch."),
+        }
+    }
+}
