@@ -31,8 +31,11 @@ impl FieldError {
     }
 }
 
-/// Longest subject accepted: the RFC 5322 line limit.
-pub const MAX_SUBJECT_CHARS: usize = 998;
+/// RFC 5322's limit on one header line, name and ": " included.
+pub const MAX_HEADER_LINE: usize = 998;
+/// Longest subject accepted: what fits one header line after `Subject: ` (a subject with no
+/// space cannot be folded, so it must fit whole).
+pub const MAX_SUBJECT_CHARS: usize = MAX_HEADER_LINE - "Subject: ".len();
 /// Longest display name accepted.
 pub const MAX_NAME_CHARS: usize = 256;
 /// Most recipients (to + cc + bcc) in one message.
@@ -135,6 +138,8 @@ pub struct NativeEmail {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub reply_to: Vec<String>,
+    /// Defaults to empty so that a missing subject is reported by name, like an empty one.
+    #[serde(default)]
     pub subject: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
@@ -410,6 +415,10 @@ impl NativeEmail {
         prefix: &str,
         default_from: Option<&Mailbox>,
     ) -> Result<NativeEmail, FieldError> {
+        if !value.is_object() {
+            let field = prefix.strip_suffix('.').unwrap_or("body");
+            return Err(FieldError::new(field, "must be a JSON object"));
+        }
         let email: NativeEmail = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." {
@@ -500,10 +509,15 @@ impl NativeEmail {
                 ));
             }
             header_safe(&field, value)?;
-            if value.len() > MAX_SUBJECT_CHARS {
+            // The value must fit one header line with its name: it may have nowhere to fold.
+            let limit = MAX_HEADER_LINE - name.len() - ": ".len();
+            if value.len() > limit {
                 return Err(FieldError::new(
                     field,
-                    format!("is {} bytes; the limit is {MAX_SUBJECT_CHARS}", value.len()),
+                    format!(
+                        "is {} bytes; the limit for this header is {limit} (one {MAX_HEADER_LINE}-byte line with its name)",
+                        value.len()
+                    ),
                 ));
             }
         }

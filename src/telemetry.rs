@@ -10,7 +10,7 @@ use std::fmt;
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -120,6 +120,11 @@ pub fn metrics(instance_id: Option<&str>) -> PrometheusHandle {
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0, 30.0,
                 ])
+                .expect("the bucket list is not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full("mailroom_retry_delay_seconds".into()),
+                    &[1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0],
+                )
                 .expect("the bucket list is not empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -157,6 +162,10 @@ fn describe() {
     describe_histogram!(
         "mailroom_rate_limit_wait_seconds",
         "Time a delivery waited for the global send rate."
+    );
+    describe_histogram!(
+        "mailroom_retry_delay_seconds",
+        "Backoff chosen before the next attempt of a temporarily failed delivery."
     );
     describe_gauge!(
         "mailroom_queue_depth",

@@ -405,6 +405,7 @@ impl Worker {
             self.queue.retry(lease, delay).await?;
             tracing::warn!(message_id = %id, attempts, retry_in_ms = delay.as_millis() as u64, error = %text, "Delivery failed temporarily; will retry.");
             metrics::counter!("mailroom_deliveries_total", "outcome" => label).increment(1);
+            metrics::histogram!("mailroom_retry_delay_seconds").record(delay.as_secs_f64());
             return Ok(());
         }
         let text = if temporary {

@@ -3,6 +3,7 @@
 
 #[cfg(feature = "aws")]
 mod aws;
+mod bad_input;
 mod compat;
 mod conformance;
 mod delivery;
@@ -14,5 +15,6 @@ mod helpers;
 mod messages;
 #[cfg(feature = "aws")]
 mod moto;
+mod properties;
 #[cfg(all(feature = "postgres", feature = "redis"))]
 mod scale;

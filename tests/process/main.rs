@@ -9,8 +9,10 @@ mod cli;
 mod crash;
 #[cfg(all(feature = "kafka", feature = "postgres"))]
 mod kafka;
+mod proxy;
 #[cfg(all(feature = "postgres", feature = "redis"))]
 mod scale;
+mod torture;
 
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
