@@ -66,6 +66,8 @@ class Handler:
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             "port": self.port,
+            # The client's port: one per connection, so tests can see connection reuse.
+            "peer_port": session.peer[1] if session.peer else None,
             "login": session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None,
         }
         tmp = os.path.join(self.sink, "." + name + ".json.tmp")

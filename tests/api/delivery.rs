@@ -9,6 +9,46 @@ use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{accepted_id, compat_body, spawn_app, spawn_app_with, unique_rcpt};
 
+/// Messages sent one after another travel on one SMTP connection (the pool keeps it); after a
+/// 5xx (lettre closes that session) the next message still goes out.
+#[tokio::test]
+async fn smtp_connections_are_reused() {
+    let app = spawn_app().await;
+    let rcpt = unique_rcpt("reuse");
+    for _ in 0..5 {
+        app.send_to(&rcpt).await;
+        assert_eq!(app.dispatch_all_pending().await, 1);
+    }
+    let ports: std::collections::HashSet<Option<u64>> = app
+        .relay
+        .received_for(&rcpt)
+        .iter()
+        .map(|m| m.peer_port)
+        .collect();
+    assert_eq!(
+        ports.len(),
+        1,
+        "one connection for five messages: {ports:?}"
+    );
+    assert!(
+        ports.iter().all(Option::is_some),
+        "the relay records the port"
+    );
+
+    let id = app.send_to(&unique_rcpt("fail-550-1")).await;
+    app.dispatch_all_pending().await;
+    assert_eq!(app.get_message(&id).await["status"], "dead");
+    app.send_to(&rcpt).await;
+    app.dispatch_all_pending().await;
+    let after: Vec<Option<u64>> = app
+        .relay
+        .received_for(&rcpt)
+        .iter()
+        .map(|m| m.peer_port)
+        .collect();
+    assert_eq!(after.len(), 6, "delivered after the 5xx");
+}
+
 /// A native message reaches the relay with the right headers and envelope, and is archived as
 /// JSON at `emails/YYYY/MM/DD/email-{ts}-{sender_hash}-{id}.json` with its outcome.
 #[tokio::test]

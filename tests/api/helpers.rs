@@ -40,6 +40,8 @@ pub struct Received {
     pub rcpt_tos: Vec<String>,
     pub mail_from: String,
     pub login: Option<String>,
+    /// The client's port of the connection it came on.
+    pub peer_port: Option<u64>,
     pub raw: String,
 }
 
@@ -124,6 +126,7 @@ impl Relay {
                 rcpt_tos: rcpts,
                 mail_from: meta["mail_from"].as_str().unwrap_or_default().to_string(),
                 login: meta["login"].as_str().map(String::from),
+                peer_port: meta["peer_port"].as_u64(),
                 raw,
             });
         }
