@@ -83,3 +83,68 @@ preload() {
   ended=$(date +%s.%N)
   python3 -c "import sys; print(round($n / ($ended - $started), 1))"
 }
+
+# A process and all its descendants, one PID a line (uvicorn's workers, Celery's pool children).
+tree_pids() {
+  local child
+  echo "$1"
+  for child in $(pgrep -P "$1" 2>/dev/null); do
+    tree_pids "$child"
+  done
+}
+
+# User + system CPU time of a process and its living descendants, in clock ticks.
+tree_cpu_ticks() {
+  local pid total=0
+  for pid in $(tree_pids "$1"); do
+    total=$((total + $(cpu_ticks "$pid" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+
+# Memory of the process trees rooted at the given PIDs, in KiB: "rss pss processes". RSS is summed
+# over every process (shared pages counted in each, as `ps` adds them up); PSS shares them out.
+tree_memory() {
+  local root pid rss=0 pss=0 n=0 r p
+  for root in "$@"; do
+    for pid in $(tree_pids "$root"); do
+      r=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null) || continue
+      p=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null) || p=0
+      rss=$((rss + ${r:-0}))
+      pss=$((pss + ${p:-0}))
+      n=$((n + 1))
+    done
+  done
+  echo "$rss $pss $n"
+}
+
+# Waits (30 s at most) until GET URL answers 2xx: a server that forks its workers after it
+# listens (uvicorn --workers) is ready only then.
+wait_http() {
+  local url=$1 name=$2
+  for _ in $(seq 1 300); do
+    curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  log "$name did not answer GET $url"
+  return 1
+}
+
+# Installs bench/baselines/requirements.txt into the user's Python when one of its pins is not
+# satisfied (the baselines of bench/run: FastAPI, uvicorn, Celery, boto3).
+ensure_baselines() {
+  local req=bench/baselines/requirements.txt
+  if ! python3 - "$req" <<'PY' 2>/dev/null; then
+import re, sys
+from importlib.metadata import version
+for line in open(sys.argv[1]):
+    line = line.split("#", 1)[0].strip()
+    if line:
+        name, want = re.match(r"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+)", line).groups()
+        if version(name) != want:
+            sys.exit(1)
+PY
+    log "Installing the Python baselines' packages ($req) from PyPI"
+    python3 -m pip install --quiet --disable-pip-version-check -r "$req"
+  fi
+}

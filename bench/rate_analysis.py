@@ -13,9 +13,12 @@ time taken when the DATA command completed. From those times this prints one JSO
   max_in_10s           the same for 10-second windows (a ceiling held on average over 10 s)
   min_gap_ms           the shortest gap between two consecutive messages
   error_pct            (rate_per_s - target) / target * 100
+  per_second           messages received in each 1 s bucket [first + k, first + k + 1) of the
+                       window, k = 0 .. window - 1 (what bench/plot_rate.py draws)
 
-With --check-duplicates it also reads every message's X-Mailroom-Id header from the .eml beside
-each .json and adds distinct_ids, duplicates (messages received more than once) and without_id.
+With --check-duplicates it also reads every message's X-Mailroom-Id header (or --id-header) from
+the .eml beside each .json and adds distinct_ids, duplicates (messages received more than once)
+and without_id.
 """
 
 import argparse
@@ -31,6 +34,7 @@ def main() -> int:
     p.add_argument("--window", type=float, default=30.0)
     p.add_argument("--target", type=float, required=True)
     p.add_argument("--check-duplicates", action="store_true")
+    p.add_argument("--id-header", default="X-Mailroom-Id")
     a = p.parse_args()
 
     times = sorted(
@@ -61,9 +65,13 @@ def main() -> int:
         "min_gap_ms": round(min(gaps) * 1000, 1),
         "target_per_s": a.target,
         "error_pct": round((rate - a.target) / a.target * 100, 3),
+        "per_second": [
+            bisect.bisect_left(times, first + k + 1) - bisect.bisect_left(times, first + k)
+            for k in range(int(a.window))
+        ],
     }
     if a.check_duplicates:
-        ids = [mailroom_id(os.path.join(a.sink, name[: -len(".json")] + ".eml"))
+        ids = [header_value(os.path.join(a.sink, name[: -len(".json")] + ".eml"), a.id_header)
                for name in os.listdir(a.sink)
                if name.endswith(".json") and not name.startswith(".")]
         known = [i for i in ids if i is not None]
@@ -74,13 +82,13 @@ def main() -> int:
     return 0
 
 
-def mailroom_id(path: str) -> str | None:
+def header_value(path: str, header: str) -> str | None:
     with open(path, "rb") as f:
         for line in f:
             if not line.strip():
                 break  # end of the headers
             name, _, value = line.decode("latin-1").partition(":")
-            if name.lower() == "x-mailroom-id":
+            if name.lower() == header.lower():
                 return value.strip()
     return None
 

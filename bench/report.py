@@ -4,7 +4,8 @@
 Reads values.tsv (scalar values recorded by bench/run) and the JSON files the phases left:
 ingest/*.json (bench/post.lua summaries), ingest/durable.json, drain/*.json and smtp/drain-*.json
 (bench/drain_watch.py), smtp/ceiling.json (bench/smtp_ceiling.py), rate/rate.json
-(bench/rate_analysis.py). Also writes summary.json beside them. The scale-out section that
+(bench/rate_analysis.py: rate.json for one mailroom worker, mailroom-3.json for three on PostgreSQL
+and Redis, celery-3.json for the Celery baseline). Also writes summary.json beside them. The scale-out section that
 bench/scale_report.py put in the file, if any, is kept.
 """
 
@@ -58,10 +59,23 @@ def verdict(ok):
     return "**pass**" if ok else "**FAIL**"
 
 
+# The ingest targets of bench/run, in the order it alternates them, with their labels.
+TARGETS = {
+    "hello": "bare axum hello-world",
+    "mailroom": "`mailroom api` (SQLite, embedded)",
+    "fastapi-sqlite": "FastAPI + SQLite",
+    "mailroom-sqs": "`mailroom api`, `QUEUE_BACKEND=sqs` (moto)",
+    "fastapi-sqs": "FastAPI + SQS (boto3, moto)",
+}
+# Which baseline each mailroom target is compared with.
+PAIRS = (("mailroom", "fastapi-sqlite"), ("mailroom-sqs", "fastapi-sqs"))
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--results", required=True)
     p.add_argument("--doc", required=True)
+    p.add_argument("--svg", help="the send-rate plot bench/plot_rate.py wrote (linked from the doc)")
     a = p.parse_args()
     r = a.results
     v = values(r)
@@ -74,7 +88,7 @@ def main() -> int:
 
     # Ingest.
     ingest = {}
-    for target in ("hello", "mailroom"):
+    for target in TARGETS:
         rows = [load(os.path.join(r, "ingest", f"{target}-{i}.json")) for i in range(1, runs + 1)]
         rows = [x for x in rows if x]
         ingest[target] = {
@@ -86,14 +100,47 @@ def main() -> int:
     hello, mail = ingest["hello"], ingest["mailroom"]
     ratio = mail["rps"] / hello["rps"] if hello["rps"] and mail["rps"] else None
     durable = load(os.path.join(r, "ingest", "durable.json")) or {}
-    non2xx = sum(
-        n
-        for t in ingest.values()
-        for run in t["runs"]
-        for status, n in run["statuses"].items()
-        if status not in ("200", "202")
-    )
-    socket_errors = sum(n for t in ingest.values() for run in t["runs"] for n in run["errors"].values())
+    for t in ingest.values():
+        t["non2xx"] = sum(
+            n for run in t["runs"] for status, n in run["statuses"].items() if status not in ("200", "202")
+        )
+        t["socket_errors"] = sum(n for run in t["runs"] for n in run["errors"].values())
+    non2xx = hello["non2xx"] + mail["non2xx"]
+    socket_errors = hello["socket_errors"] + mail["socket_errors"]
+    # The baselines and the SQS target: CPU per request of the process tree (and of moto), memory
+    # of the tree, where every 202 was found.
+    for name, t in ingest.items():
+        per, moto = [], []
+        for i, x in enumerate(t["runs"], 1):
+            if x["requests"]:
+                per.append(num(v.get(f"ingest_{name}-{i}_server_cpu_s"), 0) / x["requests"] * 1e6)
+                if v.get(f"ingest_{name}-{i}_moto_cpu_s") is not None:
+                    moto.append(num(v.get(f"ingest_{name}-{i}_moto_cpu_s"), 0) / x["requests"] * 1e6)
+        t["cpu_us"] = statistics.median(per) if per else None
+        t["moto_cpu_us"] = statistics.median(moto) if moto else None
+        t["moto_cpu_pct"] = None
+        if moto:
+            shares = [num(v.get(f"ingest_{name}-{i}_moto_cpu_s"), 0) / (x["duration_us"] / 1e6) * 100
+                      for i, x in enumerate(t["runs"], 1) if x["duration_us"]]
+            t["moto_cpu_pct"] = statistics.median(shares) if shares else None
+        t["rss_kib"] = num(v.get(f"ingest_{name}_after_rss_kib"))
+        t["pss_kib"] = num(v.get(f"ingest_{name}_after_pss_kib"))
+        t["start_rss_kib"] = num(v.get(f"ingest_{name}_start_rss_kib"))
+        t["processes"] = v.get(f"ingest_{name}_processes")
+    durability = {
+        "mailroom": durable,
+        "mailroom-sqs": load(os.path.join(r, "ingest", "durable-mailroom-sqs.json")) or {},
+        "mailroom-sqs-store": load(os.path.join(r, "ingest", "durable-mailroom-sqs-store.json")) or {},
+        "fastapi-sqlite": load(os.path.join(r, "ingest", "durable-fastapi-sqlite.json")) or {},
+        "fastapi-sqs": load(os.path.join(r, "ingest", "durable-fastapi-sqs.json")) or {},
+    }
+    pair_ratio = {
+        (m, b): ingest[m]["rps"] / ingest[b]["rps"] if ingest[m]["rps"] and ingest[b]["rps"] else None
+        for m, b in PAIRS
+    }
+    hello_ratio = {
+        name: t["rps"] / hello["rps"] if t["rps"] and hello["rps"] else None for name, t in ingest.items()
+    }
 
     # Drains without delivery.
     drain_runs = int(v.get("drain_runs", 3))
@@ -123,6 +170,9 @@ def main() -> int:
     smtp_worker_pct = {c: cpu_share(f"smtp_drain-c{c}_worker_cpu_s", smtp[c].get("seconds")) for c in smtp}
 
     rate = load(os.path.join(r, "rate", "rate.json")) or {}
+    rate3 = load(os.path.join(r, "rate", "mailroom-3.json")) or {}
+    celery = load(os.path.join(r, "rate", "celery-3.json")) or {}
+    rate_workers = int(num(v.get("rate_workers"), 3))
     rate_ok = None
     rate_err = None
     if rate.get("interval_rate_per_s") is not None:
@@ -134,6 +184,26 @@ def main() -> int:
             and rate["in_window"] <= rate_target * window + 1
             and rate.get("covered_s", 0) >= window
         )
+    rate3_ok = None
+    rate3_err = None
+    if rate3.get("interval_rate_per_s") is not None:
+        # Several workers sharing one GCRA through Redis: the mean may fall a little below the
+        # ceiling (reservations a worker could not use at once), never above it.
+        rate3_err = (rate3["interval_rate_per_s"] - rate_target) / rate_target * 100
+        rate3_ok = (
+            rate_target * 0.95 <= rate3["interval_rate_per_s"] <= rate_target * 1.01
+            and rate3["max_in_1s"] <= rate_target + 1
+            and rate3["in_window"] <= rate_target * window + 1
+            and rate3.get("covered_s", 0) >= window
+            and rate3.get("duplicates") == 0
+        )
+    celery_over = None
+    if celery.get("rate_per_s") is not None:
+        celery_over = celery["rate_per_s"] / rate_target
+    per_worker = {
+        "mailroom-3": [v.get(f"rate_mailroom3_worker_{i}_delivered", "n/a") for i in range(1, rate_workers + 1)],
+        "celery-3": [v.get(f"rate_celery3_worker_{i}_delivered", "n/a") for i in range(1, rate_workers + 1)],
+    }
 
     idle_rss = num(v.get("serve_idle_rss_kib"))
     idle_hwm = num(v.get("serve_idle_hwm_kib"))
@@ -150,6 +220,34 @@ def main() -> int:
         f"{non2xx} non-2xx, {socket_errors} socket errors",
         "0 missing, 0 non-2xx",
         verdict(durable.get("ok") and non2xx == 0 and socket_errors == 0 if durable else None),
+    ))
+    for m, b in PAIRS:
+        mt, bt = ingest[m], ingest[b]
+        row((f"Ingest, {TARGETS[b]} baseline (same wrk, same body)",
+             f"{fmt(bt['rps'])} req/s; p50 {fmt(bt['p50_ms'], 2)} ms, p99 {fmt(bt['p99_ms'], 2)} ms", "", ""))
+        if m != "mailroom":
+            row((f"Ingest, {TARGETS[m]}",
+                 f"{fmt(mt['rps'])} req/s; p50 {fmt(mt['p50_ms'], 2)} ms, p99 {fmt(mt['p99_ms'], 2)} ms", "", ""))
+        pr = pair_ratio[(m, b)]
+        row((f"Ingest ratio {TARGETS[m]} / {TARGETS[b]}", f"{fmt(pr, 2)} ×", "", ""))
+    row((
+        "Every 202 of the SQS target and of the baselines durable (found in the queue or database it was answered for)",
+        "; ".join(
+            f"{label}: {fmt(d.get('accepted_202'))} × 202, {fmt(num(d.get('drained', d.get('rows'))))} stored"
+            + (f", {fmt(d.get('missing'))} missing" if "missing" in d else "")
+            for label, d in (("mailroom SQS (queue)", durability["mailroom-sqs"]),
+                             ("FastAPI + SQLite", durability["fastapi-sqlite"]),
+                             ("FastAPI + SQS", durability["fastapi-sqs"]))
+        ) + f"; {sum(ingest[t]['non2xx'] for t in ('mailroom-sqs', 'fastapi-sqlite', 'fastapi-sqs'))} non-2xx; "
+        f"socket errors: mailroom SQS {ingest['mailroom-sqs']['socket_errors']}, baselines "
+        f"{ingest['fastapi-sqlite']['socket_errors']} / {ingest['fastapi-sqs']['socket_errors']} (answers slower than wrk's 2 s)",
+        "0 missing, 0 non-2xx; mailroom: 0 socket errors",
+        verdict(
+            all(durability[k].get("ok") for k in ("mailroom-sqs", "mailroom-sqs-store", "fastapi-sqlite", "fastapi-sqs"))
+            and all(ingest[t]["non2xx"] == 0 for t in ("mailroom-sqs", "fastapi-sqlite", "fastapi-sqs"))
+            and ingest["mailroom-sqs"]["socket_errors"] == 0
+            if durability["fastapi-sqs"] else None
+        ),
     ))
     row((
         f"Drain `DELIVERY=none`, archive on ({fmt(num(v.get('drain_n')))} msgs, concurrency {v.get('drain_concurrency')})",
@@ -194,6 +292,27 @@ def main() -> int:
         "(rate × time + burst 1)",
         verdict(rate_ok),
     ))
+    row((
+        f"Send rate, {rate_workers} `mailroom worker` processes on PostgreSQL sharing the ceiling through Redis, "
+        f"over {fmt(window)} s at the relay",
+        f"{fmt(rate3.get('interval_rate_per_s'), 3)}/s mean spacing (error {fmt(rate3_err, 2)}%); "
+        f"{rate3.get('in_window', 'n/a')} msgs in the {fmt(window)} s after the first; "
+        f"max {rate3.get('max_in_1s', 'n/a')} in any 1 s; per worker {' / '.join(per_worker['mailroom-3'])}; "
+        f"{rate3.get('duplicates', 'n/a')} received twice",
+        f"mean ≤ {fmt(rate_target)}/s (+1%) and ≥ 95% of it; ≤ {fmt(rate_target * window + 1)} in {fmt(window)} s "
+        f"and ≤ {fmt(rate_target + 1)} in any 1 s; none twice",
+        verdict(rate3_ok),
+    ))
+    row((
+        f"Send rate, Celery baseline: {rate_workers} workers, `rate_limit=\"{fmt(rate_target)}/s\"`, "
+        f"over {fmt(window)} s at the relay",
+        f"{fmt(celery.get('rate_per_s'), 2)}/s ({fmt(celery_over, 2)} × the ceiling); "
+        f"{celery.get('in_window', 'n/a')} msgs in the {fmt(window)} s after the first; "
+        f"max {celery.get('max_in_1s', 'n/a')} in any 1 s; per worker {' / '.join(per_worker['celery-3'])}; "
+        f"{celery.get('duplicates', 'n/a')} received twice",
+        "(baseline: the same ceiling of 7/s is the intent)",
+        "",
+    ))
     row(("Memory, `mailroom serve` idle after start", f"{fmt(mib(idle_rss), 1)} MiB RSS (peak {fmt(mib(idle_hwm), 1)} MiB)", "≤ 20 MiB", verdict(None if idle_rss is None else idle_rss <= 20 * 1024)))
     row((
         "Memory, worker at the end of the `DELIVERY=none` drain",
@@ -213,6 +332,27 @@ def main() -> int:
         "",
         "",
     ))
+    row((
+        "Memory after the ingest load, mailroom against the baselines: RSS summed over the process tree (PSS)",
+        "; ".join(
+            f"{TARGETS[t]} ({ingest[t]['processes'] or 'n/a'} processes): {fmt(mib(ingest[t]['rss_kib']), 1)} MiB "
+            f"({fmt(mib(ingest[t]['pss_kib']), 1)})"
+            for t in ("mailroom", "fastapi-sqlite", "mailroom-sqs", "fastapi-sqs")
+        ),
+        "",
+        "",
+    ))
+    row((
+        "Memory of the senders at the end of the rate runs: RSS summed (PSS)",
+        f"1 mailroom worker: {fmt(mib(num(v.get('rate_mailroom1_rss_kib'))), 1)} MiB "
+        f"({fmt(mib(num(v.get('rate_mailroom1_pss_kib'))), 1)}); "
+        f"{rate_workers} mailroom workers: {fmt(mib(num(v.get('rate_mailroom3_rss_kib'))), 1)} MiB "
+        f"({fmt(mib(num(v.get('rate_mailroom3_pss_kib'))), 1)}); "
+        f"{rate_workers} Celery workers ({v.get('rate_celery3_processes', 'n/a')} processes): "
+        f"{fmt(mib(num(v.get('rate_celery3_rss_kib'))), 1)} MiB ({fmt(mib(num(v.get('rate_celery3_pss_kib'))), 1)})",
+        "",
+        "",
+    ))
 
     def md_table(header, rows):
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
@@ -223,14 +363,43 @@ def main() -> int:
 
     ingest_rows = []
     for i in range(runs):
-        for name, t in (("hello-world", hello), ("mailroom", mail)):
+        for name, t in ((label, ingest[key]) for key, label in TARGETS.items()):
             if i < len(t["runs"]):
                 x = t["runs"][i]
                 ingest_rows.append((
                     i + 1, name, fmt(x["rps"]), fmt(ms(x["latency_us"]["p50"]), 2), fmt(ms(x["latency_us"]["p90"]), 2),
                     fmt(ms(x["latency_us"]["p99"]), 2), fmt(ms(x["latency_us"]["max"]), 1),
-                    ", ".join(f"{k}: {n:,}" for k, n in sorted(x["statuses"].items())),
+                    ", ".join(f"{k}: {n:,}" for k, n in sorted(x["statuses"].items()))
+                    + "".join(f"; {n:,} {k} errors" for k, n in x["errors"].items() if n),
                 ))
+    # mailroom against the stacks users would pick instead.
+    comparison_rows = []
+    for key, label in TARGETS.items():
+        t = ingest[key]
+        against = []
+        if key == "hello":
+            against.append("")
+        for m, b in PAIRS:
+            if key == b:
+                against.append(f"{fmt(pair_ratio[(m, b)], 2)} × (mailroom {'on SQS' if 'sqs' in m else 'embedded'})")
+        procs = t["processes"] or "n/a"
+        comparison_rows.append((
+            label, fmt(t["rps"]), fmt(t["p50_ms"], 2), fmt(t["p99_ms"], 2), fmt(t["cpu_us"]),
+            fmt(t["moto_cpu_us"]) if t["moto_cpu_us"] is not None else "",
+            fmt(hello_ratio[key], 3), "; ".join(a_ for a_ in against if a_),
+            f"{fmt(mib(t['rss_kib']), 1)} ({fmt(mib(t['pss_kib']), 1)}); {procs}",
+        ))
+    rate_rows = []
+    for label, x, workers in (
+        ("mailroom, 1 worker (SQLite)", rate, ["n/a"]),
+        (f"mailroom, {rate_workers} workers (PostgreSQL + Redis)", rate3, per_worker["mailroom-3"]),
+        (f"Celery, {rate_workers} workers (Redis broker)", celery, per_worker["celery-3"]),
+    ):
+        rate_rows.append((
+            label, fmt(x.get("interval_rate_per_s"), 3), x.get("in_window", "n/a"), fmt(x.get("rate_per_s"), 2),
+            x.get("max_in_1s", "n/a"), x.get("max_in_10s", "n/a"), fmt(x.get("min_gap_ms"), 1),
+            x.get("duplicates", "n/a"), " / ".join(workers),
+        ))
     drain_rows = []
     for variant, label in (("archive", "archive on"), ("noarchive", "ARCHIVE_URL=none")):
         for i, x in enumerate(drains[variant]["runs"], 1):
@@ -334,6 +503,73 @@ def main() -> int:
             "delivered only after their lease expired (`Lease expired before it was settled` in the worker log), "
             "which is why that drain's start-to-last rate is far below its 10%–90% rate."
         )
+    workers = v.get("baseline_workers", "2")
+    fs, ms_ = ingest["fastapi-sqlite"], ingest["mailroom-sqs"]
+    fq = ingest["fastapi-sqs"]
+    if mail["rps"] and fs["rps"]:
+        notes.append(
+            f"Against FastAPI + SQLite: mailroom answers {fmt(mail['rps'])} req/s, the FastAPI service "
+            f"({workers} uvicorn worker processes, a commit with `synchronous=FULL` per request) "
+            f"{fmt(fs['rps'])} req/s: {pair_ratio[('mailroom', 'fastapi-sqlite')]:.2f} × as many, with p99 "
+            f"{fmt(mail['p99_ms'], 2)} ms against {fmt(fs['p99_ms'], 2)} ms. CPU per request: "
+            f"{fmt(mail['cpu_us'])} µs in mailroom, {fmt(fs['cpu_us'])} µs in the uvicorn workers. Both answer only "
+            "after the message is on disk; mailroom shares one fsync among the requests that arrive together "
+            "(group commit), the baseline pays one per request and its processes take turns at SQLite's write lock."
+        )
+    if ms_["rps"] and fq["rps"]:
+        batches = num(v.get("ingest_mailroom-sqs_send_batches"))
+        accepted = num(v.get("ingest_mailroom-sqs_accepted"))
+        moto_note = ""
+        if ms_["moto_cpu_pct"] is not None and fq["moto_cpu_pct"] is not None:
+            moto_note = (
+                f" The moto server (one Python process) was {fmt(ms_['moto_cpu_pct'])}% of a core busy during mailroom's "
+                f"runs ({fmt(ms_['moto_cpu_us'])} µs per request) and {fmt(fq['moto_cpu_pct'])}% during the baseline's "
+                f"({fmt(fq['moto_cpu_us'])} µs per request)"
+                + (
+                    ": the emulator, not either client, bounds these numbers. They are no estimate of either "
+                    "service against real SQS; the ratio says how much of the emulator's work each client needs "
+                    "per message."
+                    if max(ms_["moto_cpu_pct"], fq["moto_cpu_pct"]) >= 85
+                    else "."
+                )
+            )
+        notes.append(
+            f"Against FastAPI + SQS: on the same moto server mailroom answers {fmt(ms_['rps'])} req/s, the FastAPI "
+            f"service {fmt(fq['rps'])} req/s ({pair_ratio[('mailroom-sqs', 'fastapi-sqs')]:.2f} ×). mailroom gathers "
+            "concurrent accepts into `SendMessageBatch` calls of up to 10 (and also records each message in its "
+            "SQLite store); the baseline makes one `SendMessage` call per request with boto3 from FastAPI's "
+            "thread pool"
+            + (
+                f" (mailroom made {fmt(batches)} `SendMessageBatch` calls for {fmt(accepted)} messages, "
+                f"{accepted / batches:.1f} a call)"
+                if batches and accepted
+                else ""
+            )
+            + ". Both queues are emptied as they fill by the same consumer (receive and delete in batches "
+            "of 10), which moto also serves." + moto_note
+        )
+    if celery.get("rate_per_s") is not None and rate3.get("interval_rate_per_s") is not None:
+        notes.append(
+            f"Send rate: with the ceiling set to {fmt(rate_target)}/s everywhere, {rate_workers} mailroom workers "
+            f"together sent {rate3['interval_rate_per_s']:.3f}/s (at most {rate3.get('max_in_1s')} in any 1 s): "
+            f"the ceiling is one GCRA shared through Redis. {rate_workers} Celery workers with "
+            f"`rate_limit=\"{fmt(rate_target)}/s\"` sent {celery['rate_per_s']:.2f}/s "
+            f"({celery_over:.2f} × the ceiling, at most {celery.get('max_in_1s')} in any 1 s): Celery enforces "
+            "a task's rate limit in each worker's consumer, so the limit is per worker and the provider's real "
+            "limit is exceeded as soon as a second worker starts. That is the complaint listed in DESIGN.md "
+            "(\"rate limits that are per worker instead of global\"), measured."
+        )
+    if ingest["fastapi-sqlite"]["rss_kib"] and mail["rss_kib"]:
+        notes.append(
+            f"Memory: after the ingest load `mailroom api` held {fmt(mib(mail['rss_kib']), 1)} MiB in one process; "
+            f"the FastAPI service {fmt(mib(fs['rss_kib']), 1)} MiB (SQLite) and {fmt(mib(fq['rss_kib']), 1)} MiB "
+            f"(SQS, boto3 loaded) summed over its {fs['processes'] or 'n/a'} processes (uvicorn's supervisor and "
+            f"{workers} workers). The {rate_workers} Celery workers (prefork, concurrency 1: "
+            f"{v.get('rate_celery3_processes', 'n/a')} processes) held {fmt(mib(num(v.get('rate_celery3_rss_kib'))), 1)} "
+            f"MiB against {fmt(mib(num(v.get('rate_mailroom3_rss_kib'))), 1)} MiB for the {rate_workers} mailroom "
+            "workers. RSS counts pages that forked processes share in each of them; PSS (in parentheses in the tables) "
+            "shares them out."
+        )
     busy = {k[len("busy_before_"):]: v[k] for k in v if k.startswith("busy_before_")}
     noisy = {k: b for k, b in busy.items() if num(b, 0) > 25}
     if noisy:
@@ -346,6 +582,16 @@ def main() -> int:
         notes.append(f"Correctness check failed: {failure}")
 
     elapsed = num(v.get("elapsed_s"))
+    pkg = lambda name: v.get(f"pkg_{name}", "n/a")  # noqa: E731
+    svg = os.path.relpath(a.svg, os.path.dirname(os.path.abspath(a.doc))) if a.svg else None
+    plot = (
+        f"![Achieved send rate per 1 s bucket: mailroom with 1 and {rate_workers} workers, Celery with "
+        f"{rate_workers} workers, and the {fmt(rate_target)}/s ceiling]({svg})\n\n"
+        f"[{os.path.basename(svg)}]({svg}): messages the relay received in each 1 s after the first one, "
+        f"drawn by `bench/plot_rate.py` from the same runs as the table above."
+        if svg
+        else ""
+    )
     doc = f"""# Benchmarks
 
 All numbers below come from one run of `bench/run` on {v.get('date_utc')}, on the machine described
@@ -356,13 +602,34 @@ which `bench/scale` writes. Reproduce them with:
 bench/run
 ```
 
-It builds the release binaries, installs `wrk` if it is missing, starts every server it needs on
-127.0.0.1, and writes this file (raw outputs under `bench/results/`, which git ignores). This run
-took {fmt(elapsed)} s, release build included.
+It builds the release binaries (`--features aws,postgres,redis`), installs `wrk` and the Python
+baselines' pinned packages (`bench/baselines/requirements.txt`, with pip) if they are missing,
+starts every server it needs on 127.0.0.1, and writes this file and the send-rate plot beside it
+(raw outputs under `bench/results/`, which git ignores). This run took {fmt(elapsed)} s, release
+build included.
 
 ## Results
 
 {main_table}
+
+## Against the stacks users would pick instead
+
+The same compat request, `POST /api/email`, against mailroom and against the service a Python team
+would write for it ([Baselines](#baselines)): medians of {runs} alternated runs of {duration} s, with
+the same wrk, threads and connections. "CPU / request" is the user + system time of the server's
+whole process tree over a run divided by the requests answered; "moto CPU" is the emulator's, over
+the same run and per request, for the targets that publish to SQS (it serves their sends and the
+queue's consumer). Memory is RSS summed over the process tree after the load, PSS
+in parentheses.
+
+{md_table(("target", "req/s", "p50 (ms)", "p99 (ms)", "CPU / request (µs)", "moto CPU / request (µs)", "÷ hello-world", "mailroom ÷ this", "memory after load (MiB); processes"), comparison_rows)}
+
+The send rate at a ceiling of {fmt(rate_target)}/s, measured at the relay over the {fmt(window)} s
+after each setup's first message:
+
+{md_table(("setup", "mean spacing (msg/s)", f"msgs in {fmt(window)} s", f"msgs / {fmt(window)} s", "max in 1 s", "max in 10 s", "min gap (ms)", "received twice", "sent per worker"), rate_rows)}
+
+{plot}
 
 ## What the numbers say
 
@@ -379,16 +646,26 @@ took {fmt(elapsed)} s, release build included.
 | toolchain | {v.get('rustc')}; release profile of `Cargo.toml` |
 | load tool | {v.get('wrk')}, `-t{threads} -c{connections} -d{duration}s`, `bench/post.lua` |
 | SMTP relay | `scripts/smtp_relay.py` (aiosmtpd {v.get('aiosmtpd')}, {v.get('python')}) |
+| baselines | {v.get('python')}; FastAPI {pkg('fastapi')} (Starlette {pkg('starlette')}, pydantic {pkg('pydantic')}), uvicorn {pkg('uvicorn')} (uvloop {pkg('uvloop')}, httptools {pkg('httptools')}), boto3 {pkg('boto3')}; Celery {pkg('celery')} (kombu {pkg('kombu')}, redis-py {pkg('redis')}) |
+| emulator and brokers | moto {pkg('moto')} (SQS); PostgreSQL {v.get('postgres', 'n/a')}; Redis {v.get('redis_server', 'n/a')}, no persistence |
 | source | commit {v.get('commit')} |
 
 ## Ingest runs
 
-Alternated hello-world and mailroom runs of {duration} s each, after a {v.get('warmup')} s warm-up of each.
-Latencies are wrk's (ms). The same body, the compat `POST /api/email` JSON, is posted to both.
+Runs of {duration} s each, the targets alternated in the order below, after a {v.get('warmup')} s
+warm-up of each. Latencies are wrk's (ms). The same body, the compat `POST /api/email` JSON, is
+posted to every target.
 
 {md_table(("run", "target", "req/s", "p50", "p90", "p99", "max", "responses"), ingest_rows)}
 
-Durability check: {json.dumps(durable)}
+Durability checks (every 202's id looked up after the servers stopped; for SQS, among the ids of
+the messages the queue's consumer took from it):
+
+- `mailroom api`, SQLite: {json.dumps(durable)}
+- `mailroom api`, SQS, its store: {json.dumps(durability['mailroom-sqs-store'])}
+- `mailroom api`, SQS, the queue: {json.dumps(durability['mailroom-sqs'])}
+- FastAPI + SQLite: {json.dumps(durability['fastapi-sqlite'])}
+- FastAPI + SQS: {json.dumps(durability['fastapi-sqs'])}
 
 ## Drain runs (`DELIVERY=none`)
 
@@ -400,7 +677,45 @@ Durability check: {json.dumps(durable)}
 
 Relay ceiling from `bench/smtp_ceiling.py`: {json.dumps(ceiling)}
 
-Send rate from `bench/rate_analysis.py`: {json.dumps(rate)}
+Send rate from `bench/rate_analysis.py` (per-second counts left out; they are in the plot):
+
+- 1 mailroom worker: {json.dumps({k: x for k, x in rate.items() if k != 'per_second'})}
+- {rate_workers} mailroom workers: {json.dumps({k: x for k, x in rate3.items() if k != 'per_second'})}
+- {rate_workers} Celery workers: {json.dumps({k: x for k, x in celery.items() if k != 'per_second'})}
+
+## Baselines
+
+What a Python team would build instead, kept minimal but faithful, in `bench/baselines/` (pinned in
+`requirements.txt`, {v.get('python')}):
+
+- **FastAPI + SQLite** (`api.py`, `BASELINE_SINK=sqlite`): FastAPI {pkg('fastapi')} with a pydantic
+  {pkg('pydantic')} model of the same compat body: the four fields must be JSON strings (strict),
+  subject and sender non-empty without CR/LF or control characters and within mailroom's length
+  limits, `email_timestream` epoch seconds or RFC 3339, content non-empty; the token is checked
+  first (in the body, or `Authorization: Bearer`), 401 when missing or wrong; a bad field is a 400
+  `{{"error": {{"code", "message", "field"}}}}` naming it; success is a 202
+  `{{"message_id", "status": "queued"}}`. It answers 202 only after it has inserted the message into
+  a SQLite file (WAL, `synchronous=FULL`) and committed, one transaction per request, from
+  FastAPI's thread pool through one connection per worker process (its writes taken in turn under a
+  lock; between the processes, SQLite's busy timeout). Served by uvicorn {pkg('uvicorn')} (uvloop,
+  httptools) with `--workers {v.get('baseline_workers', 'n/a')}` (one per core, the usual advice for
+  uvicorn and FastAPI deployments) and `--no-access-log` (mailroom logs no line per request either).
+- **FastAPI + SQS** (`api.py`, `BASELINE_SINK=sqs`): the same service, publishing each message with
+  boto3 {pkg('boto3')} `SendMessage` (one client per process, a pool of 64 connections) to a queue on
+  the same moto {pkg('moto')} server mailroom's SQS target uses, before the 202. Each of the two
+  queues (mailroom's, the baseline's; each with a dead-letter queue in its redrive policy) has a
+  consumer during the runs, `bench/sqs_queues.py drain`, which receives and deletes in batches of
+  10 and notes every message's id: moto answers a send more slowly the more messages the queue
+  holds, so a queue left to fill would slow down whichever target sent more. The durability check
+  looks every 202's id up among the ids the consumer took.
+- **Celery** (`celery_app.py`): Celery {pkg('celery')} with the Redis broker, task `send_email` with
+  `rate_limit="{fmt(rate_target)}/s"`, `acks_late`, prefetch 1, no result backend, sending each
+  message with smtplib (a new connection per message) to the same relay. {rate_workers} workers, each
+  `celery -A celery_app worker --concurrency 1` under its own `--hostname`: the way the service is
+  scaled out to several hosts or containers, one worker each. (One worker with `--concurrency
+  {rate_workers}` would stay within the limit, because Celery applies it in the worker's consumer
+  before handing tasks to the pool; it would also be one machine.)
+- The bare axum hello-world is `examples/hello_world.rs`.
 
 ## Method
 
@@ -411,7 +726,11 @@ Send rate from `bench/rate_analysis.py`: {json.dumps(rate)}
   After the last run the API is stopped, `mailroom check` reports the queue depth, and every
   202's id is looked up in the SQLite file (`bench/check_durable.py`). Rows without a 202 are
   requests in flight when wrk stopped a run (committed, answer never read): at most one per
-  connection per run.
+  connection per run. `mailroom api` with `QUEUE_BACKEND=sqs` (its own `DATA_DIR`) and the two
+  FastAPI baselines are started beside them and alternated with them in every round; their 202s
+  are checked the same way, in the baseline's SQLite file and among the ids taken from each SQS
+  queue. A baseline's answers slower than wrk's 2 s timeout are counted as socket errors and shown,
+  not treated as a failed check; any answer other than a 2xx is.
 - **Drain.** `mailroom send --file` preloads the queue; `mailroom worker` (`SEND_RATE_PER_SECOND=0`,
   `WORKER_CONCURRENCY={v.get('drain_concurrency')}`, `METRICS_PORT` set) drains it while
   `bench/drain_watch.py` polls `mailroom_deliveries_total` every 20 ms. msg/s is counted from the
@@ -424,11 +743,20 @@ Send rate from `bench/rate_analysis.py`: {json.dumps(rate)}
 - **Rate.** {fmt(rate_target * (window + 15))} messages preloaded, `SEND_RATE_PER_SECOND={fmt(rate_target)}`,
   `SEND_BURST=1`, default concurrency; the relay's receive timestamps (`{{time_ns}}-{{hex}}.json`)
   give the mean spacing of the messages in the {fmt(window)} s after the first (the achieved rate),
-  their count, and the most in any 1 s window.
+  their count, the most in any 1 s and 10 s window, the count in each 1 s bucket (the plot), and,
+  from each message's id header, any message received twice.
   GCRA with burst 1 allows at most {fmt(rate_target * window + 1)} in {fmt(window)} s and
-  {fmt(rate_target + 1)} in any 1 s.
+  {fmt(rate_target + 1)} in any 1 s. The same for {rate_workers} `mailroom worker` processes on one
+  PostgreSQL database (a throwaway cluster from `scripts/servers.sh`, preloaded through
+  `DATABASE_URL`) with `REDIS_URL` set, so that they share the ceiling, each with its own
+  `METRICS_PORT` (the delivered count per worker is read from it before it stops); and for the
+  Celery baseline, {fmt(num(v.get('celery_n')))} tasks enqueued in Redis before its {rate_workers}
+  workers start (enough for {rate_workers} × the ceiling). Each setup runs alone, one after the other.
 - **Memory.** `VmRSS` and `VmHWM` from `/proc/PID/status`: `mailroom serve` (`DELIVERY=none`) 3 s
-  after it listens, and each worker when its drain ended.
+  after it listens, and each worker when its drain ended. For the comparison, RSS and PSS
+  (`/proc/PID/smaps_rollup`) summed over each server's process tree (the process and all its
+  descendants): after the ingest load for the API services, and at the end of the rate window for
+  the senders.
 - **Machine load.** Before each phase the run flushes dirty pages (`sync`), waits up to 60 s for
   the machine to fall below 25% CPU busy, and records how busy it was.
 """
@@ -443,6 +771,15 @@ Send rate from `bench/rate_analysis.py`: {json.dumps(rate)}
         f.write(doc)
     summary = {
         "ingest_cpu_us_per_request": cpu_us,
+        "comparison": {
+            "ingest": {k: {kk: vv for kk, vv in t.items() if kk != "runs"} for k, t in ingest.items()},
+            "ratios": {f"{m}/{b}": pair_ratio[(m, b)] for m, b in PAIRS},
+            "ratios_to_hello": hello_ratio,
+            "durability": durability,
+            "rate": {k: {kk: vv for kk, vv in x.items() if kk != "per_second"} for k, x in
+                     (("mailroom-1", rate), ("mailroom-3", rate3), ("celery-3", celery))},
+            "rate_per_worker": per_worker,
+        },
         "ingest": {"hello_rps": hello["rps"], "mailroom_rps": mail["rps"], "ratio": ratio,
                    "mailroom_p50_ms": mail["p50_ms"], "mailroom_p99_ms": mail["p99_ms"],
                    "hello_p50_ms": hello["p50_ms"], "hello_p99_ms": hello["p99_ms"], "durable": durable},
