@@ -140,8 +140,9 @@ async fn kill_9_loses_nothing_answered_202() {
     server.child.start_kill().expect("stop");
 }
 
-/// SIGTERM under load: the process exits within the grace period with status 0, and no lease
-/// is left taken in the queue.
+/// SIGTERM under load: while clients keep posting and the worker delivers, the process exits
+/// within the grace period with status 0, no lease is left taken, and every message answered 202
+/// is delivered or still waiting in the queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_leaves_no_lease() {
     let _turn = crate::HEAVY.lock().await;
@@ -161,14 +162,20 @@ async fn sigterm_drains_and_leaves_no_lease() {
     ];
     let mut server = start(dir.path(), &env).await;
     let client = reqwest::Client::new();
-    for _ in 0..60 {
-        let r = client
-            .post(format!("{}/api/email", server.url))
-            .json(&compat_body(&token))
-            .send()
-            .await
-            .expect("sent");
-        assert_eq!(r.status(), 202);
+    let accepted = Arc::new(Mutex::new(0i64));
+    let mut load = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (client, accepted, body) = (client.clone(), accepted.clone(), compat_body(&token));
+        let url = format!("{}/api/email", server.url);
+        load.spawn(async move {
+            // Until the server goes away: a refused connection ends this client.
+            while let Ok(r) = client.post(&url).json(&body).send().await {
+                if r.status() == 202 {
+                    *accepted.lock().expect("lock") += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let pid = server.child.id().expect("running").to_string();
@@ -185,6 +192,8 @@ async fn sigterm_drains_and_leaves_no_lease() {
         .expect("reaped");
     assert!(exit.success(), "exit status {exit:?}");
     eprintln!("SIGTERM to exit: {:?}", sent.elapsed());
+    while load.join_next().await.is_some() {}
+    let accepted = *accepted.lock().expect("lock");
 
     let db = dir.path().join("mailroom.db");
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
@@ -198,10 +207,14 @@ async fn sigterm_drains_and_leaves_no_lease() {
     .expect("query");
     assert_eq!(taken, 0, "no lease left taken");
     let delivered = received_ids(&relay, &rcpt).len() as i64;
-    assert_eq!(
-        delivered + waiting,
-        60,
-        "every message is delivered or waiting"
+    eprintln!("{accepted} accepted under load; {delivered} delivered, {waiting} waiting");
+    assert!(accepted > 60, "the load was real");
+    // A request cut off by the shutdown after its commit may be stored without its client
+    // having seen the 202: at most one per client.
+    assert!(
+        (accepted..=accepted + 4).contains(&(delivered + waiting)),
+        "every message answered 202 is delivered or waiting ({accepted} accepted, {} stored)",
+        delivered + waiting
     );
     assert!(waiting > 0, "the shutdown came mid-run");
 }
