@@ -241,15 +241,20 @@ async fn kafka_workers_survive_a_kill_and_publish_events() {
     assert!(headers["mailroom-error"].contains("550"), "{headers:?}");
 
     // Every message's events: accepted, then delivered.
+    // Read until every delivered event and the 550's dead event are in: they sit on different
+    // partitions, so one can arrive after the others.
     let mut delivered = HashSet::new();
+    let mut refused_dead = false;
     let events = read(
         &reader(&events_topic),
         Duration::from_secs(60),
         |(k, p, _)| {
-            if serde_json::from_slice::<Value>(p).is_ok_and(|e| e["event"] == "delivered") {
+            let event = serde_json::from_slice::<Value>(p).unwrap_or_default();
+            if event["event"] == "delivered" {
                 delivered.insert(k.clone());
             }
-            delivered.len() > MESSAGES
+            refused_dead |= *k == refused && event["event"] == "dead";
+            delivered.len() > MESSAGES && refused_dead
         },
     )
     .await;
