@@ -46,7 +46,7 @@ pub const MAX_TAGS: usize = 10;
 pub const MAX_TAG_CHARS: usize = 64;
 
 /// Where a message is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Accepted and waiting in the queue.
@@ -102,7 +102,7 @@ impl FromStr for Status {
 }
 
 /// The `data` object of `POST /api/email`, as the reference API service defines it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CompatEmail {
     pub email_subject: String,
     /// A display name ("John doe"), not an address.
@@ -113,11 +113,13 @@ pub struct CompatEmail {
 }
 
 /// The body of `POST /v1/messages`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NativeEmail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// An address (`a@example.com` or `Name <a@example.com>`) or an array of them; to, cc and
+    /// bcc together hold 1 to 50.
     #[serde(default, deserialize_with = "one_or_many")]
     pub to: Vec<String>,
     #[serde(
@@ -138,7 +140,8 @@ pub struct NativeEmail {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub reply_to: Vec<String>,
-    /// Defaults to empty so that a missing subject is reported by name, like an empty one.
+    /// Required: 1 to 989 characters, no line breaks.
+    // Defaults to empty so that a missing subject is reported by name, like an empty one.
     #[serde(default)]
     pub subject: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

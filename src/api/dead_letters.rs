@@ -6,9 +6,21 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 use super::messages::{ListQuery, list_filter, page, parse_id};
+use super::openapi::{AcceptedMessage, DeadLetterPage, ErrorBody};
 use super::{ApiError, AppState, authenticate, bearer};
 use crate::message::Status;
 
+#[utoipa::path(get, path = "/v1/dead-letters", tag = "dead letters",
+    params(
+        ("limit" = Option<u32>, Query, description = "1 to 500, default 50"),
+        ("before" = Option<uuid::Uuid>, Query, description = "`next_before` of the previous page"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of dead letters, newest first", body = DeadLetterPage),
+        (status = 400, description = "A field is missing, mistyped or invalid: `error.field` names it", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -18,6 +30,17 @@ pub async fn list(
     page(&state, list_filter(q, Some(Status::Dead))?, "dead_letters").await
 }
 
+#[utoipa::path(post, path = "/v1/dead-letters/{id}/redrive", tag = "dead letters",
+    params(("id" = uuid::Uuid, Path, description = "The dead letter's message id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Back in the queue, attempts reset", body = AcceptedMessage),
+        (status = 400, description = "A field is missing, mistyped or invalid: `error.field` names it", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "No message with this id", body = ErrorBody),
+        (status = 409, description = "The message is not dead-lettered", body = ErrorBody),
+        (status = 503, description = "The store or the queue is unavailable: retry after `Retry-After`; never a 202 that cannot be kept", body = ErrorBody),
+    ))]
 pub async fn redrive(
     State(state): State<AppState>,
     headers: HeaderMap,

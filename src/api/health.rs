@@ -8,8 +8,11 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
 use super::AppState;
+use super::openapi::Readiness;
 
 /// Liveness: the process answers.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "The process answers: `{\"status\": \"ok\"}`")))]
 pub async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
@@ -17,6 +20,11 @@ pub async fn health() -> Json<serde_json::Value> {
 /// Readiness: the store and the queue answer, and delivery is not paused by its provider. A
 /// shared rate limiter that is down, or a token source that is down while its cached token
 /// works, is reported (`degraded`) without failing readiness: the API keeps accepting.
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Ready, or degraded but accepting", body = Readiness),
+        (status = 503, description = "The store or the queue is down, or delivery is paused", body = Readiness),
+    ))]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.intake.store.ping().await.map_err(|e| e.to_string());
     let queue = state
@@ -63,6 +71,8 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     (code, Json(body))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format (on METRICS_PORT instead when it is set)", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     render(state.metrics.as_ref())
 }

@@ -9,6 +9,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::openapi::{
+    AcceptedMessage, BatchRequest, BatchResult, ErrorBody, MessageDetail, MessagePage,
+};
 use super::{ApiError, AppState, JsonBody, authenticate, bearer};
 use crate::message::{Content, FieldError, Message, NativeEmail, Status};
 use crate::store::{Acceptance, Accepted, IdempotencyRecord, ListFilter, Record};
@@ -17,6 +20,19 @@ use crate::store::{Acceptance, Accepted, IdempotencyRecord, ListFilter, Record};
 pub const MAX_BATCH: usize = 100;
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
+#[utoipa::path(post, path = "/v1/messages", tag = "messages",
+    request_body = NativeEmail,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters, no spaces; the same key and body within 24 h answer the first response again (header `idempotent-replayed: true`), another body with it is a 422")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Accepted: the message is durable and queued", body = AcceptedMessage),
+        (status = 400, description = "A field is missing, mistyped or invalid: `error.field` names it", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 413, description = "The body is over the limit", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used with another body", body = ErrorBody),
+        (status = 503, description = "The store or the queue is unavailable: retry after `Retry-After`; never a 202 that cannot be kept", body = ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -41,6 +57,19 @@ pub async fn create(
     .await
 }
 
+#[utoipa::path(post, path = "/v1/messages/batch", tag = "messages",
+    request_body = BatchRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters, no spaces; the same key and body within 24 h answer the first response again (header `idempotent-replayed: true`), another body with it is a 422")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "At least one message accepted; one result per message, in order", body = BatchResult),
+        (status = 400, description = "The batch itself is invalid (`error`), or every message is (a `BatchResult` with `accepted: 0`)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 413, description = "The body is over the limit", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used with another body", body = ErrorBody),
+        (status = 503, description = "The store or the queue is unavailable: retry after `Retry-After`; never a 202 that cannot be kept", body = ErrorBody),
+    ))]
 pub async fn create_batch(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -257,6 +286,15 @@ pub fn summary(r: &Record) -> Value {
     v
 }
 
+#[utoipa::path(get, path = "/v1/messages/{id}", tag = "messages",
+    params(("id" = uuid::Uuid, Path, description = "The message id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The message, its status and its event history", body = MessageDetail),
+        (status = 400, description = "A field is missing, mistyped or invalid: `error.field` names it", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        (status = 404, description = "No message with this id", body = ErrorBody),
+    ))]
 pub async fn show(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -309,6 +347,18 @@ pub fn list_filter(q: ListQuery, status: Option<Status>) -> Result<ListFilter, A
     })
 }
 
+#[utoipa::path(get, path = "/v1/messages", tag = "messages",
+    params(
+        ("status" = Option<crate::message::Status>, Query, description = "Only messages with this status"),
+        ("limit" = Option<u32>, Query, description = "1 to 500, default 50"),
+        ("before" = Option<uuid::Uuid>, Query, description = "`next_before` of the previous page"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page, newest first", body = MessagePage),
+        (status = 400, description = "A field is missing, mistyped or invalid: `error.field` names it", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -5,6 +5,7 @@ mod dead_letters;
 pub mod error;
 mod health;
 mod messages;
+pub mod openapi;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,7 +54,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/dead-letters", get(dead_letters::list))
         .route("/v1/dead-letters/{id}/redrive", post(dead_letters::redrive))
         .route("/health", get(health::health))
-        .route("/ready", get(health::ready));
+        .route("/ready", get(health::ready))
+        .route("/openapi.json", get(openapi::openapi_json));
     if state.metrics.is_some() {
         app = app.route("/metrics", get(health::metrics));
     }

@@ -285,3 +285,110 @@ async fn metrics_on_their_own_port() {
     let r = app.get_public("/metrics").await;
     assert_eq!(r.status(), 404);
 }
+
+/// `GET /openapi.json` documents every route with its methods, and real answers have the shapes
+/// it documents: every key a documented property, every required property present.
+#[tokio::test]
+async fn openapi_matches_real_answers() {
+    let app = spawn_app().await;
+    let r = app.get_public("/openapi.json").await;
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.expect("JSON");
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("3.1")
+    );
+    let mut documented: Vec<String> = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("an item").keys() {
+            documented.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    documented.sort();
+    let mut routes = [
+        "POST /api/email",
+        "POST /v1/messages",
+        "GET /v1/messages",
+        "POST /v1/messages/batch",
+        "GET /v1/messages/{id}",
+        "GET /v1/dead-letters",
+        "POST /v1/dead-letters/{id}/redrive",
+        "GET /health",
+        "GET /ready",
+        "GET /metrics",
+        "GET /openapi.json",
+    ];
+    routes.sort();
+    assert_eq!(documented, routes);
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+
+    let conforms = |schema: &str, v: &Value| {
+        let (props, required) = properties(&doc, schema);
+        let keys: Vec<&String> = v.as_object().expect("an object").keys().collect();
+        for k in &keys {
+            assert!(props.contains(k), "{schema}: {k} is not documented ({v})");
+        }
+        for k in &required {
+            assert!(keys.contains(&k), "{schema}: required {k} missing ({v})");
+        }
+    };
+    let rcpt = unique_rcpt("openapi");
+    let r = app.post_message(&native_body(&rcpt), None).await;
+    assert_eq!(r.status(), 202);
+    let accepted: Value = r.json().await.expect("JSON");
+    conforms("AcceptedMessage", &accepted);
+    let id = accepted["message_id"].as_str().expect("id");
+    conforms("MessageDetail", &app.get_message(id).await);
+    let page: Value = app
+        .get("/v1/messages?limit=5")
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    conforms("MessagePage", &page);
+    conforms("MessageSummary", &page["messages"][0]);
+    let r = app
+        .post_message(&json!({"to": ["a@example.com"], "subject": "s"}), None)
+        .await;
+    let error: Value = r.json().await.expect("JSON");
+    conforms("ErrorBody", &error);
+    conforms("ErrorDetail", &error["error"]);
+    let batch = json!({"messages": [native_body(&rcpt), {"subject": "no recipient"}]});
+    let result: Value = app.post_batch(&batch).await.json().await.expect("JSON");
+    conforms("BatchResult", &result);
+    conforms("BatchEntry", &result["results"][0]);
+    conforms("BatchEntry", &result["results"][1]);
+    let ready: Value = app.get_public("/ready").await.json().await.expect("JSON");
+    conforms("Readiness", &ready);
+}
+
+/// The property names and required names of a component schema, following `allOf` and `$ref`.
+fn properties(doc: &Value, name: &str) -> (Vec<String>, Vec<String>) {
+    let schema = &doc["components"]["schemas"][name];
+    assert!(schema.is_object(), "no schema {name}");
+    let mut props = Vec::new();
+    let mut required = Vec::new();
+    let mut parts = vec![schema.clone()];
+    while let Some(part) = parts.pop() {
+        if let Some(r) = part["$ref"].as_str() {
+            let other = r.rsplit('/').next().expect("a name");
+            parts.push(doc["components"]["schemas"][other].clone());
+            continue;
+        }
+        if let Some(all) = part["allOf"].as_array() {
+            parts.extend(all.iter().cloned());
+        }
+        if let Some(p) = part["properties"].as_object() {
+            props.extend(p.keys().cloned());
+        }
+        if let Some(r) = part["required"].as_array() {
+            required.extend(r.iter().filter_map(|v| v.as_str().map(String::from)));
+        }
+    }
+    (props, required)
+}
