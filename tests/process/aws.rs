@@ -10,11 +10,12 @@ use crate::helpers::{accepted_id, compat_body, fresh_pg_database};
 use crate::moto::{Moto, REGION};
 use crate::{spawn, start_role};
 
-/// What every process needs to reach moto (the processes start with an empty environment).
-fn aws_env(moto: &Moto) -> Vec<(&'static str, String)> {
+/// What every process needs to reach moto at `endpoint` (moto's own, or a forwarder in front of
+/// it); the processes start with an empty environment.
+pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
     let mut env = vec![
         ("AWS_REGION", REGION.to_string()),
-        ("AWS_ENDPOINT_URL", moto.endpoint.clone()),
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
     ];
     for var in [
         "AWS_ACCESS_KEY_ID",
@@ -62,7 +63,7 @@ async fn api_and_worker_over_sqs_s3_and_ssm() {
     moto.put_parameter("/mailroom/e2e/api-token", "e2e-token-one")
         .await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut env = aws_env(&moto);
+    let mut env = aws_env(&moto.endpoint);
     env.extend([
         ("DATABASE_URL", fresh_pg_database().await),
         ("QUEUE_BACKEND", "sqs".into()),
@@ -172,7 +173,7 @@ async fn settings_from_ssm_and_secrets_manager() {
         .await
         .expect("secret created");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut env = aws_env(&moto);
+    let mut env = aws_env(&moto.endpoint);
     env.extend([
         ("DEFAULT_FROM", "ssm:/mailroom/e2e/default-from".to_string()),
         (

@@ -1,6 +1,5 @@
 //! `kill -9` and SIGTERM against `mailroom serve`.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -8,8 +7,11 @@ use serde_json::Value;
 use sqlx::Connection;
 use tokio::process::Command;
 
+use crate::checks::{
+    assert_one_archive_object_each, assert_recorded_delivered, kill_9, smtp_env, wait_all_received,
+};
 use crate::helpers::{Relay, compat_body, unique_rcpt};
-use crate::{archive_objects, received_ids, start};
+use crate::{received_ids, start};
 
 /// Load `mailroom serve` with a few thousand messages, `kill -9` it while it accepts and
 /// delivers, start it again: every message that got a 202 is delivered and archived, with
@@ -22,17 +24,12 @@ async fn kill_9_loses_nothing_answered_202() {
     let token = format!("crash-token-{}", uuid::Uuid::new_v4());
     let rcpt = unique_rcpt("crash");
     let concurrency = 16;
-    let env = vec![
-        ("API_TOKEN", token.clone()),
-        ("DELIVERY", "smtp".to_string()),
-        ("SMTP_URL", relay.plain_url()),
-        ("SMTP_TIMEOUT_SECS", "2".into()),
-        ("COMPAT_RECIPIENT", rcpt.clone()),
-        ("DEFAULT_FROM", "noreply@example.com".into()),
+    let mut env = smtp_env(relay.plain_url(), &token, &rcpt);
+    env.extend([
         ("SEND_RATE_PER_SECOND", "0".into()),
         ("VISIBILITY_TIMEOUT_SECS", "3".into()),
         ("WORKER_CONCURRENCY", concurrency.to_string()),
-    ];
+    ]);
     let mut server = start(dir.path(), &env).await;
 
     let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -69,8 +66,7 @@ async fn kill_9_loses_nothing_answered_202() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    server.child.start_kill().expect("SIGKILL is sent");
-    server.child.wait().await.expect("the process is reaped");
+    kill_9(&mut server.child).await;
     while load.join_next().await.is_some() {}
     let accepted: Vec<String> = accepted.lock().expect("lock").clone();
     let delivered_before_restart = received_ids(&relay, &rcpt).len();
@@ -84,53 +80,9 @@ async fn kill_9_loses_nothing_answered_202() {
     );
 
     let mut server = start(dir.path(), &env).await;
-    let want: HashSet<&String> = accepted.iter().collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let received = loop {
-        let got = received_ids(&relay, &rcpt);
-        if want.iter().all(|id| got.contains_key(*id)) {
-            break got;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} accepted messages delivered after restart",
-            want.iter().filter(|id| got.contains_key(**id)).count(),
-            want.len()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-
-    // Every 202 delivered; the store says so too.
-    let client = reqwest::Client::new();
-    let mut not_delivered = Vec::new();
-    for id in &accepted {
-        let v: Value = client
-            .get(format!("{}/v1/messages/{id}", server.url))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("sent")
-            .json()
-            .await
-            .expect("JSON");
-        if v["status"] != "delivered" {
-            not_delivered.push((id.clone(), v["status"].clone()));
-        }
-    }
-    assert!(
-        not_delivered.is_empty(),
-        "{} not recorded delivered, e.g. {:?}",
-        not_delivered.len(),
-        &not_delivered[..not_delivered.len().min(3)]
-    );
-
-    // Exactly one archive object per accepted message.
-    let mut objects = Vec::new();
-    archive_objects(&dir.path().join("archive"), &mut objects);
-    for id in &accepted {
-        let n = objects.iter().filter(|o| o.contains(id.as_str())).count();
-        assert_eq!(n, 1, "archive objects for {id}");
-    }
+    let received = wait_all_received(&relay, &rcpt, &accepted, Duration::from_secs(120)).await;
+    assert_recorded_delivered(&server.url, &token, &accepted).await;
+    assert_one_archive_object_each(&dir.path().join("archive"), &accepted);
     let duplicates: usize = received.values().map(|n| n - 1).sum();
     eprintln!("duplicates after kill -9: {duplicates} (worker concurrency {concurrency})");
     assert!(

@@ -5,6 +5,7 @@
 
 #[cfg(all(feature = "aws", feature = "postgres"))]
 mod aws;
+mod checks;
 mod cli;
 mod crash;
 #[cfg(all(feature = "kafka", feature = "postgres"))]

@@ -7,28 +7,36 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::checks::smtp_env;
 use crate::helpers::{Relay, compat_body, fresh_pg_database, redis_url, unique_rcpt};
 use crate::{received_ids, spawn, start_role};
 
 /// The ceiling of these runs: high enough to finish quickly, low enough for the Python relay.
 const RATE: f64 = 100.0;
-const WORKER_CONCURRENCY: usize = 8;
+pub const WORKER_CONCURRENCY: usize = 8;
 
-struct Cluster {
-    _dir: tempfile::TempDir,
-    token: String,
-    rcpt: String,
-    env: Vec<(&'static str, String)>,
+/// One api and any number of workers on a fresh PostgreSQL database and a Redis prefix of their
+/// own, archiving to a local directory, sending compat messages to the relay.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    pub token: String,
+    pub rcpt: String,
+    pub env: Vec<(&'static str, String)>,
 }
 
 async fn cluster() -> Cluster {
+    cluster_with_rate(RATE).await
+}
+
+/// A cluster with this send ceiling (0: none).
+pub async fn cluster_with_rate(rate: f64) -> Cluster {
     let relay = Relay::from_env();
     let dir = tempfile::tempdir().expect("tempdir");
     let token = format!("scale-token-{}", uuid::Uuid::new_v4());
     let rcpt = unique_rcpt("scale");
     let archive = url::Url::from_directory_path(dir.path().join("archive")).expect("absolute");
-    let env = vec![
-        ("API_TOKEN", token.clone()),
+    let mut env = smtp_env(relay.plain_url(), &token, &rcpt);
+    env.extend([
         ("DATABASE_URL", fresh_pg_database().await),
         ("REDIS_URL", redis_url()),
         // Tests run side by side: each cluster has its own ceiling.
@@ -37,18 +45,13 @@ async fn cluster() -> Cluster {
             format!("test-{}", uuid::Uuid::new_v4().simple()),
         ),
         ("ARCHIVE_URL", archive.to_string()),
-        ("DELIVERY", "smtp".into()),
-        ("SMTP_URL", relay.plain_url()),
-        ("SMTP_TIMEOUT_SECS", "2".into()),
-        ("COMPAT_RECIPIENT", rcpt.clone()),
-        ("DEFAULT_FROM", "noreply@example.com".into()),
-        ("SEND_RATE_PER_SECOND", RATE.to_string()),
+        ("SEND_RATE_PER_SECOND", rate.to_string()),
         ("WORKER_CONCURRENCY", WORKER_CONCURRENCY.to_string()),
         ("VISIBILITY_TIMEOUT_SECS", "3".into()),
         ("POLL_INTERVAL_MS", "100".into()),
-    ];
+    ]);
     Cluster {
-        _dir: dir,
+        dir,
         token,
         rcpt,
         env,
@@ -56,8 +59,12 @@ async fn cluster() -> Cluster {
 }
 
 impl Cluster {
-    fn data_dir(&self, name: &str) -> std::path::PathBuf {
-        let d = self._dir.path().join(name);
+    pub fn archive_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("archive")
+    }
+
+    pub fn data_dir(&self, name: &str) -> std::path::PathBuf {
+        let d = self.dir.path().join(name);
         std::fs::create_dir_all(&d).expect("mkdir");
         d
     }
@@ -85,7 +92,7 @@ impl Cluster {
         (api, ids)
     }
 
-    fn worker(&self, i: usize) -> tokio::process::Child {
+    pub fn worker(&self, i: usize) -> tokio::process::Child {
         let mut env = self.env.clone();
         env.push(("INSTANCE_ID", format!("worker-{i}")));
         spawn("worker", &self.data_dir(&format!("worker-{i}")), &env)
@@ -172,7 +179,7 @@ async fn three_workers_share_the_queue_and_the_rate() {
     // Sends leave on an exact schedule; the relay sees them after a delivery latency that varies
     // under load, so its busiest second may hold a few more than the ceiling.
     assert!(peak as f64 <= RATE * 1.1, "{peak} received in one second");
-    let archive = c._dir.path().join("archive");
+    let archive = c.archive_dir();
     for id in ids.iter().step_by(50) {
         assert_eq!(archive_count(&archive, id), 1, "archive objects for {id}");
     }

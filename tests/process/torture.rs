@@ -11,19 +11,21 @@
 //! (SIGTERM under load is `crash::sigterm_drains_and_leaves_no_lease`.) The random moments come
 //! from a seed printed by each test; `MAILROOM_TORTURE_SEED` replays one.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::checks::{
+    assert_one_archive_object_each, assert_recorded_delivered, kill_9, smtp_env, wait_all_received,
+};
 use crate::helpers::{Relay, compat_body, unique_rcpt};
 use crate::proxy::Proxy;
-use crate::{Server, archive_objects, received_ids, start, start_role};
+use crate::{Server, start};
 
 const CYCLES: usize = 10;
 
@@ -114,86 +116,40 @@ impl Load {
     }
 }
 
-/// Waits until the relay has received every id; returns how many times it received each.
-async fn wait_all_received(
+/// Stops the load, then checks what every kill cycle must leave: each id answered 202 delivered,
+/// recorded delivered and archived once, no answer but 202 or 503, and no more duplicates than
+/// `kills` x `concurrency` (the leases in flight at each kill).
+async fn finish_and_check(
+    load: Load,
     relay: &Relay,
     rcpt: &str,
-    ids: &[String],
-    limit: Duration,
-) -> HashMap<String, usize> {
-    let want: HashSet<&String> = ids.iter().collect();
-    let deadline = Instant::now() + limit;
-    loop {
-        let got = received_ids(relay, rcpt);
-        if want.iter().all(|id| got.contains_key(*id)) {
-            return got;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} accepted messages delivered within {limit:?}",
-            want.iter().filter(|id| got.contains_key(**id)).count(),
-            want.len()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// Every id has status `delivered` in the store, as `GET /v1/messages/{id}` reports it.
-async fn assert_recorded_delivered(api: &str, token: &str, ids: &[String]) {
-    let http = reqwest::Client::new();
-    let statuses: Vec<(String, Value)> = futures::stream::iter(ids.iter().cloned())
-        .map(|id| {
-            let req = http
-                .get(format!("{api}/v1/messages/{id}"))
-                .bearer_auth(token);
-            async move {
-                let v: Value = req.send().await.expect("sent").json().await.expect("JSON");
-                (id, v["status"].clone())
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    let wrong: Vec<_> = statuses.iter().filter(|(_, s)| s != "delivered").collect();
-    assert!(
-        wrong.is_empty(),
-        "{} of {} not recorded delivered, e.g. {:?}",
-        wrong.len(),
-        ids.len(),
-        &wrong[..wrong.len().min(3)]
+    api: &str,
+    token: &str,
+    archive: &Path,
+    concurrency: usize,
+) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (accepted, refused) = load.finish().await;
+    eprintln!(
+        "accepted {} (202); other answers {refused:?}",
+        accepted.len()
     );
-}
-
-/// Exactly one archive object per accepted id (the archive key ends in `-{id}.json`).
-fn assert_one_archive_object_each(archive: &Path, ids: &[String]) {
-    let mut objects = Vec::new();
-    archive_objects(archive, &mut objects);
-    let mut per_id: HashMap<&str, usize> = HashMap::new();
-    for name in &objects {
-        if let Some(id) = name
-            .strip_suffix(".json")
-            .and_then(|s| s.get(s.len().saturating_sub(36)..))
-        {
-            *per_id.entry(id).or_default() += 1;
-        }
-    }
-    let wrong: Vec<_> = ids
-        .iter()
-        .filter(|id| per_id.get(id.as_str()).copied() != Some(1))
-        .map(|id| (id, per_id.get(id.as_str()).copied().unwrap_or(0)))
-        .collect();
+    assert!(accepted.len() > 500, "the load was real");
     assert!(
-        wrong.is_empty(),
-        "{} of {} accepted messages do not have exactly one archive object, e.g. {:?}",
-        wrong.len(),
-        ids.len(),
-        &wrong[..wrong.len().min(3)]
+        refused.keys().all(|s| *s == 503),
+        "only 503s besides the 202s: {refused:?}"
     );
-}
-
-async fn kill_9(server: &mut tokio::process::Child) {
-    server.start_kill().expect("SIGKILL is sent");
-    server.wait().await.expect("the process is reaped");
+    let received = wait_all_received(relay, rcpt, &accepted, Duration::from_secs(180)).await;
+    assert_recorded_delivered(api, token, &accepted).await;
+    assert_one_archive_object_each(archive, &accepted);
+    let duplicates: usize = received.values().map(|n| n - 1).sum();
+    eprintln!(
+        "duplicates over {CYCLES} kills: {duplicates} (bound {CYCLES} x concurrency {concurrency})"
+    );
+    assert!(
+        duplicates <= CYCLES * concurrency,
+        "{duplicates} duplicates"
+    );
 }
 
 /// Ten `kill -9`s of `mailroom serve` at random moments while clients keep posting: every 202
@@ -208,17 +164,12 @@ async fn serve_killed_ten_times_under_load_loses_nothing() {
     let token = format!("torture-{}", uuid::Uuid::new_v4());
     let rcpt = unique_rcpt("torture-serve");
     let concurrency = 16;
-    let env = vec![
-        ("API_TOKEN", token.clone()),
-        ("DELIVERY", "smtp".into()),
-        ("SMTP_URL", relay.plain_url()),
-        ("SMTP_TIMEOUT_SECS", "2".into()),
-        ("COMPAT_RECIPIENT", rcpt.clone()),
-        ("DEFAULT_FROM", "noreply@example.com".into()),
+    let mut env = smtp_env(relay.plain_url(), &token, &rcpt);
+    env.extend([
         ("SEND_RATE_PER_SECOND", "0".into()),
         ("VISIBILITY_TIMEOUT_SECS", "3".into()),
         ("WORKER_CONCURRENCY", concurrency.to_string()),
-    ];
+    ]);
     let mut server = start(dir.path(), &env).await;
     let load = Load::start(&server.url, &token, 6, Duration::from_millis(10));
     for cycle in 0..CYCLES {
@@ -232,81 +183,33 @@ async fn serve_killed_ten_times_under_load_loses_nothing() {
         server = start(dir.path(), &env).await;
         load.point_at(&server.url);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (accepted, refused) = load.finish().await;
-    eprintln!(
-        "accepted {} (202); other answers {refused:?}",
-        accepted.len()
-    );
-    assert!(accepted.len() > 500, "the load was real");
-    assert!(
-        refused.keys().all(|s| *s == 503),
-        "only 503s besides the 202s: {refused:?}"
-    );
-
-    let received = wait_all_received(&relay, &rcpt, &accepted, Duration::from_secs(180)).await;
-    assert_recorded_delivered(&server.url, &token, &accepted).await;
-    assert_one_archive_object_each(&dir.path().join("archive"), &accepted);
-    let duplicates: usize = received.values().map(|n| n - 1).sum();
-    eprintln!(
-        "duplicates over {CYCLES} kills: {duplicates} (bound {CYCLES} x concurrency {concurrency})"
-    );
-    assert!(
-        duplicates <= CYCLES * concurrency,
-        "{duplicates} duplicates"
-    );
+    let archive = dir.path().join("archive");
+    finish_and_check(
+        load,
+        &relay,
+        &rcpt,
+        &server.url,
+        &token,
+        &archive,
+        concurrency,
+    )
+    .await;
     kill_9(&mut server.child).await;
 }
 
-/// One `api` and two `worker` processes on PostgreSQL and Redis; ten times a random one of them
-/// is killed with `kill -9` and started again while clients keep posting.
+/// One `api` and two `worker` processes on PostgreSQL and Redis (the scale-out cluster, with no
+/// rate ceiling); ten times a random one of them is killed with `kill -9` and started again while
+/// clients keep posting.
 #[cfg(all(feature = "postgres", feature = "redis"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_and_workers_killed_ten_times_under_load_lose_nothing() {
-    use crate::helpers::{fresh_pg_database, redis_url};
-    use crate::spawn;
-
     let _turn = crate::HEAVY.lock().await;
     let mut rng = rng();
     let relay = Relay::from_env();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let token = format!("torture-{}", uuid::Uuid::new_v4());
-    let rcpt = unique_rcpt("torture-split");
-    let concurrency = 8;
-    let archive = dir.path().join("archive");
-    let archive_url = url::Url::from_directory_path(&archive).expect("absolute");
-    let env = vec![
-        ("API_TOKEN", token.clone()),
-        ("DATABASE_URL", fresh_pg_database().await),
-        ("REDIS_URL", redis_url()),
-        (
-            "REDIS_KEY_PREFIX",
-            format!("torture-{}", uuid::Uuid::new_v4().simple()),
-        ),
-        ("ARCHIVE_URL", archive_url.to_string()),
-        ("DELIVERY", "smtp".into()),
-        ("SMTP_URL", relay.plain_url()),
-        ("SMTP_TIMEOUT_SECS", "2".into()),
-        ("COMPAT_RECIPIENT", rcpt.clone()),
-        ("DEFAULT_FROM", "noreply@example.com".into()),
-        ("SEND_RATE_PER_SECOND", "0".into()),
-        ("VISIBILITY_TIMEOUT_SECS", "3".into()),
-        ("POLL_INTERVAL_MS", "100".into()),
-        ("WORKER_CONCURRENCY", concurrency.to_string()),
-    ];
-    let data_dir = |name: &str| {
-        let d = dir.path().join(name);
-        std::fs::create_dir_all(&d).expect("mkdir");
-        d
-    };
-    let worker = |i: usize| {
-        let mut env = env.clone();
-        env.push(("INSTANCE_ID", format!("worker-{i}")));
-        spawn("worker", &data_dir(&format!("worker-{i}")), &env)
-    };
-    let mut api = start_role("api", &data_dir("api"), &env).await;
-    let mut workers = [worker(0), worker(1)];
-    let load = Load::start(&api.url, &token, 6, Duration::from_millis(10));
+    let c = crate::scale::cluster_with_rate(0.0).await;
+    let mut api = crate::start_role("api", &c.data_dir("api"), &c.env).await;
+    let mut workers = [c.worker(0), c.worker(1)];
+    let load = Load::start(&api.url, &c.token, 6, Duration::from_millis(10));
     let mut kills = HashMap::new();
     for cycle in 0..CYCLES {
         let alive = Duration::from_millis(rng.random_range(400..2000));
@@ -314,11 +217,11 @@ async fn api_and_workers_killed_ten_times_under_load_lose_nothing() {
         let victim = rng.random_range(0..3);
         if victim == 2 {
             kill_9(&mut api.child).await;
-            api = start_role("api", &data_dir("api"), &env).await;
+            api = crate::start_role("api", &c.data_dir("api"), &c.env).await;
             load.point_at(&api.url);
         } else {
             kill_9(&mut workers[victim]).await;
-            workers[victim] = worker(victim);
+            workers[victim] = c.worker(victim);
         }
         let name = ["worker-0", "worker-1", "api"][victim];
         *kills.entry(name).or_insert(0) += 1;
@@ -327,27 +230,19 @@ async fn api_and_workers_killed_ten_times_under_load_lose_nothing() {
             load.accepted_count()
         );
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (accepted, refused) = load.finish().await;
-    eprintln!(
-        "accepted {} (202); other answers {refused:?}; kills {kills:?}",
-        accepted.len()
-    );
-    assert!(accepted.len() > 500, "the load was real");
-    assert!(
-        refused.keys().all(|s| *s == 503),
-        "only 503s besides the 202s: {refused:?}"
-    );
-
-    let received = wait_all_received(&relay, &rcpt, &accepted, Duration::from_secs(180)).await;
-    assert_recorded_delivered(&api.url, &token, &accepted).await;
-    assert_one_archive_object_each(&archive, &accepted);
-    let duplicates: usize = received.values().map(|n| n - 1).sum();
-    eprintln!("duplicates over {CYCLES} kills: {duplicates} (bound {CYCLES} x {concurrency})");
-    assert!(
-        duplicates <= CYCLES * concurrency,
-        "{duplicates} duplicates"
-    );
+    eprintln!("kills {kills:?}");
+    let archive = c.archive_dir();
+    let concurrency = crate::scale::WORKER_CONCURRENCY;
+    finish_and_check(
+        load,
+        &relay,
+        &c.rcpt,
+        &api.url,
+        &c.token,
+        &archive,
+        concurrency,
+    )
+    .await;
 }
 
 /// The value of one unlabelled-or-labelled series in Prometheus text (`name{labels} value`).
@@ -391,13 +286,8 @@ async fn relay_down_60_s_loses_and_dead_letters_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = format!("torture-{}", uuid::Uuid::new_v4());
     let rcpt = unique_rcpt("torture-outage");
-    let env = vec![
-        ("API_TOKEN", token.clone()),
-        ("DELIVERY", "smtp".into()),
-        ("SMTP_URL", format!("smtp://127.0.0.1:{}", proxy.port)),
-        ("SMTP_TIMEOUT_SECS", "2".into()),
-        ("COMPAT_RECIPIENT", rcpt.clone()),
-        ("DEFAULT_FROM", "noreply@example.com".into()),
+    let mut env = smtp_env(format!("smtp://127.0.0.1:{}", proxy.port), &token, &rcpt);
+    env.extend([
         ("SEND_RATE_PER_SECOND", "0".into()),
         ("WORKER_CONCURRENCY", "8".into()),
         ("POLL_INTERVAL_MS", "100".into()),
@@ -406,7 +296,7 @@ async fn relay_down_60_s_loses_and_dead_letters_nothing() {
         ("RETRY_BASE_MS", "500".into()),
         ("RETRY_MAX_MS", "8000".into()),
         ("MAX_ATTEMPTS", "40".into()),
-    ];
+    ]);
     let server = start(dir.path(), &env).await;
     let load = Load::start(&server.url, &token, 2, Duration::from_millis(100));
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -493,7 +383,7 @@ async fn database_unreachable_is_503_never_202() {
         ("DATABASE_URL", via_proxy.to_string()),
         ("DELIVERY", "none".into()),
     ];
-    let api = start_role("api", dir.path(), &env).await;
+    let api = crate::start_role("api", dir.path(), &env).await;
     let accepted = unreachable_backend_round(&api, &token, &proxy).await;
 
     let mut db = sqlx::PgConnection::connect(&database)
@@ -514,7 +404,7 @@ async fn database_unreachable_is_503_never_202() {
 #[cfg(all(feature = "aws", feature = "postgres"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_unreachable_is_503_never_202() {
-    use crate::moto::{Moto, REGION};
+    use crate::moto::Moto;
 
     let _turn = crate::HEAVY.lock().await;
     let moto = Moto::start().await;
@@ -526,25 +416,16 @@ async fn queue_unreachable_is_503_never_202() {
     let proxy = Proxy::start(moto_port).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let token = format!("torture-{}", uuid::Uuid::new_v4());
-    let mut env = vec![
+    let mut env = crate::aws::aws_env(&format!("http://127.0.0.1:{}", proxy.port));
+    env.extend([
         ("API_TOKEN", token.clone()),
         ("QUEUE_BACKEND", "sqs".into()),
         ("SQS_QUEUE_URL", queue_url.clone()),
-        ("AWS_REGION", REGION.into()),
-        (
-            "AWS_ENDPOINT_URL",
-            format!("http://127.0.0.1:{}", proxy.port),
-        ),
         ("DELIVERY", "none".into()),
-    ];
-    for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
-        let value = std::env::var(var)
-            .unwrap_or_else(|_| panic!("{var} is not set: run the tests through scripts/test"));
-        env.push((var, value));
-    }
-    let api = start_role("api", dir.path(), &env).await;
+    ]);
+    let api = crate::start_role("api", dir.path(), &env).await;
     let accepted = unreachable_backend_round(&api, &token, &proxy).await;
-    let queued: HashSet<String> = moto
+    let queued: std::collections::HashSet<String> = moto
         .drain(&queue_url)
         .await
         .into_iter()
@@ -562,6 +443,7 @@ async fn queue_unreachable_is_503_never_202() {
     }
 }
 
+#[cfg(feature = "postgres")]
 /// Accepted while the backend is up; 503 with Retry-After (never 202) while it is down; accepted
 /// again once it is back. Returns the ids answered 202.
 async fn unreachable_backend_round(api: &Server, token: &str, proxy: &Proxy) -> Vec<String> {
