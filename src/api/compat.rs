@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
 
-use super::openapi::{AcceptedMessage, CompatRequest, ErrorBody};
+use super::openapi::{AcceptedMessage, CompatRequest, NotStored, Refused};
 use super::{ApiError, AppState, JsonBody, authenticate, bearer};
 use crate::message::{CompatEmail, Content, Message};
 use crate::store::{Acceptance, Accepted};
@@ -16,11 +16,8 @@ use crate::store::{Acceptance, Accepted};
     request_body = CompatRequest,
     responses(
         (status = 202, description = "Accepted: the message is durable and queued", body = AcceptedMessage),
-        (status = 400, description = "A field is missing, mistyped or invalid: `error.field` names it", body = ErrorBody),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
-        (status = 413, description = "The body is over the limit", body = ErrorBody),
-        (status = 415, description = "The body is not JSON", body = ErrorBody),
-        (status = 503, description = "The store or the queue is unavailable: retry after `Retry-After`; never a 202 that cannot be kept", body = ErrorBody),
+        Refused,
+        NotStored,
     ))]
 pub async fn post_email(
     State(state): State<AppState>,

@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 use super::messages::{ListQuery, list_filter, page, parse_id};
-use super::openapi::{AcceptedMessage, DeadLetterPage, ErrorBody};
+use super::openapi::{AcceptedMessage, DeadLetterPage, ErrorBody, Refused};
 use super::{ApiError, AppState, authenticate, bearer};
 use crate::message::Status;
 
@@ -18,8 +18,7 @@ use crate::message::Status;
     security(("bearer" = [])),
     responses(
         (status = 200, description = "One page of dead letters, newest first", body = DeadLetterPage),
-        (status = 400, description = "A field is missing, mistyped or invalid: `error.field` names it", body = ErrorBody),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        Refused,
     ))]
 pub async fn list(
     State(state): State<AppState>,
@@ -35,8 +34,7 @@ pub async fn list(
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Back in the queue, attempts reset", body = AcceptedMessage),
-        (status = 400, description = "A field is missing, mistyped or invalid: `error.field` names it", body = ErrorBody),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        Refused,
         (status = 404, description = "No message with this id", body = ErrorBody),
         (status = 409, description = "The message is not dead-lettered", body = ErrorBody),
         (status = 503, description = "The store or the queue is unavailable: retry after `Retry-After`; never a 202 that cannot be kept", body = ErrorBody),

@@ -10,7 +10,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::openapi::{
-    AcceptedMessage, BatchRequest, BatchResult, ErrorBody, MessageDetail, MessagePage,
+    AcceptedMessage, BatchRequest, BatchResult, ErrorBody, MessageDetail, MessagePage, NotStored,
+    Refused,
 };
 use super::{ApiError, AppState, JsonBody, authenticate, bearer};
 use crate::message::{Content, FieldError, Message, NativeEmail, Status};
@@ -26,12 +27,9 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Accepted: the message is durable and queued", body = AcceptedMessage),
-        (status = 400, description = "A field is missing, mistyped or invalid: `error.field` names it", body = ErrorBody),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
-        (status = 413, description = "The body is over the limit", body = ErrorBody),
-        (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 422, description = "The Idempotency-Key was used with another body", body = ErrorBody),
-        (status = 503, description = "The store or the queue is unavailable: retry after `Retry-After`; never a 202 that cannot be kept", body = ErrorBody),
+        Refused,
+        NotStored,
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -63,12 +61,9 @@ pub async fn create(
     security(("bearer" = [])),
     responses(
         (status = 202, description = "At least one message accepted; one result per message, in order", body = BatchResult),
-        (status = 400, description = "The batch itself is invalid (`error`), or every message is (a `BatchResult` with `accepted: 0`)", body = ErrorBody),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
-        (status = 413, description = "The body is over the limit", body = ErrorBody),
-        (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 422, description = "The Idempotency-Key was used with another body", body = ErrorBody),
-        (status = 503, description = "The store or the queue is unavailable: retry after `Retry-After`; never a 202 that cannot be kept", body = ErrorBody),
+        Refused,
+        NotStored,
     ))]
 pub async fn create_batch(
     State(state): State<AppState>,
@@ -291,8 +286,7 @@ pub fn summary(r: &Record) -> Value {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The message, its status and its event history", body = MessageDetail),
-        (status = 400, description = "A field is missing, mistyped or invalid: `error.field` names it", body = ErrorBody),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        Refused,
         (status = 404, description = "No message with this id", body = ErrorBody),
     ))]
 pub async fn show(
@@ -356,8 +350,7 @@ pub fn list_filter(q: ListQuery, status: Option<Status>) -> Result<ListFilter, A
     security(("bearer" = [])),
     responses(
         (status = 200, description = "One page, newest first", body = MessagePage),
-        (status = 400, description = "A field is missing, mistyped or invalid: `error.field` names it", body = ErrorBody),
-        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
+        Refused,
     ))]
 pub async fn list(
     State(state): State<AppState>,

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::message::{CompatEmail, NativeEmail, Status};
@@ -59,6 +59,35 @@ pub struct ErrorDetail {
     message: String,
     /// The field at fault (`data.email_subject`, `to[0]`, `messages[3].subject`), when there is one.
     field: Option<String>,
+}
+
+/// The refusals any authenticated request can get.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum Refused {
+    /// A field is missing, mistyped or invalid: `error.field` names it (a batch whose every
+    /// message is invalid answers with a `BatchResult` and `accepted: 0`).
+    #[response(status = 400)]
+    Invalid(ErrorBody),
+    /// Missing or wrong API token.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+}
+
+/// The further refusals of a request whose body would be stored and queued.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum NotStored {
+    /// The body is over the limit.
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// The body is not JSON.
+    #[response(status = 415)]
+    NotJson(ErrorBody),
+    /// The store or the queue is unavailable: retry after `Retry-After`; never a 202 that cannot
+    /// be kept.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
 }
 
 /// The answer to a batch: one entry per message, in order.
