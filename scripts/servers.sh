@@ -99,6 +99,46 @@ start_smtp_relay() {
   log "SMTP relay on 127.0.0.1: $plain plain, $tls STARTTLS+AUTH, $smtps SMTPS+AUTH"
 }
 
+# Postfix's smtp-sink, a C SMTP server that accepts and discards mail on many connections at once:
+# the fast relay the benchmark needs where single-process aiosmtpd is the limit. Only the binary
+# is taken out of the Debian postfix package (apt-get download + dpkg-deb -x, kept in a cache
+# directory), so no mail daemon is installed or started. Exports MAILROOM_BENCH_SMTP_SINK_PORT
+# MAILROOM_BENCH_SMTP_SINK_COUNTERS, the file its running counters go to (see sink_messages), and
+# MAILROOM_BENCH_SMTP_SINK_VERSION.
+start_smtp_sink() {
+  local cache=${XDG_CACHE_HOME:-$HOME/.cache}/mailroom-bench/postfix sink libs port
+  if [ -x /usr/sbin/smtp-sink ]; then
+    sink=/usr/sbin/smtp-sink libs=
+  else
+    sink=$cache/usr/sbin/smtp-sink libs=$cache/usr/lib/postfix
+    if [ ! -x "$sink" ]; then
+      log "Extracting smtp-sink from the Debian postfix package into $cache"
+      if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq; APT_UPDATED=1; fi
+      mkdir -p "$cache"
+      (cd "$SERVERS_DIR" && apt-get download -qq postfix 2>/dev/null && dpkg-deb -x postfix_*.deb "$cache") || {
+        log "could not download the postfix package for smtp-sink"
+        return 1
+      }
+    fi
+  fi
+  port=$(free_port)
+  # -c: counters on stdout; -m: up to 1,000 sessions at once; -u: the user to run as when root.
+  LD_LIBRARY_PATH=$libs "$sink" -c -m 1000 -u nobody "127.0.0.1:$port" 1024 \
+    >"$SERVERS_DIR/smtp-sink.out" 2>"$SERVERS_DIR/smtp-sink.log" &
+  SERVER_PIDS+=($!)
+  wait_port "$port" "smtp-sink" || { cat "$SERVERS_DIR/smtp-sink.log" >&2; return 1; }
+  MAILROOM_BENCH_SMTP_SINK_VERSION=$(LD_LIBRARY_PATH=$libs "${sink%/*}/postconf" -dh mail_version 2>/dev/null)
+  export MAILROOM_BENCH_SMTP_SINK_PORT=$port MAILROOM_BENCH_SMTP_SINK_COUNTERS=$SERVERS_DIR/smtp-sink.out
+  export MAILROOM_BENCH_SMTP_SINK_VERSION
+  log "smtp-sink (postfix $MAILROOM_BENCH_SMTP_SINK_VERSION) on 127.0.0.1:$port"
+}
+
+# The number of messages smtp-sink has accepted so far (its last counter line, "mesg=N").
+sink_messages() {
+  tr '\r' '\n' <"$MAILROOM_BENCH_SMTP_SINK_COUNTERS" | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -n 1 |
+    grep . || echo 0
+}
+
 # Runs a command as the postgres user when we are root (PostgreSQL refuses to run as root).
 as_postgres() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
