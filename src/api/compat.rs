@@ -1,5 +1,7 @@
 //! `POST /api/email`: the compatibility contract of the reference API service.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -20,7 +22,7 @@ use crate::store::{Acceptance, Accepted};
         NotStored,
     ))]
 pub async fn post_email(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {

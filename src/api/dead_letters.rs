@@ -1,5 +1,7 @@
 //! `GET /v1/dead-letters` and `POST /v1/dead-letters/{id}/redrive`.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -21,7 +23,7 @@ use crate::message::Status;
         Refused,
     ))]
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -40,7 +42,7 @@ pub async fn list(
         (status = 503, description = "The store or the queue is unavailable: retry after `Retry-After`; never a 202 that cannot be kept", body = ErrorBody),
     ))]
 pub async fn redrive(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {

@@ -1,5 +1,7 @@
 //! `/health`, `/ready` and `/metrics`.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -25,7 +27,7 @@ pub async fn health() -> Json<serde_json::Value> {
         (status = 200, description = "Ready, or degraded but accepting", body = Readiness),
         (status = 503, description = "The store or the queue is down, or delivery is paused", body = Readiness),
     ))]
-pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let store = state.intake.store.ping().await.map_err(|e| e.to_string());
     let queue = state
         .intake
@@ -73,7 +75,7 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format (on METRICS_PORT instead when it is set)", body = String, content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     render(state.metrics.as_ref())
 }
 

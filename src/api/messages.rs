@@ -1,5 +1,7 @@
 //! The native API: `POST /v1/messages`, `POST /v1/messages/batch`, `GET /v1/messages[/{id}]`.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -32,7 +34,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
         NotStored,
     ))]
 pub async fn create(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
@@ -66,7 +68,7 @@ pub async fn create(
         NotStored,
     ))]
 pub async fn create_batch(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
@@ -290,7 +292,7 @@ pub fn summary(r: &Record) -> Value {
         (status = 404, description = "No message with this id", body = ErrorBody),
     ))]
 pub async fn show(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -353,7 +355,7 @@ pub fn list_filter(q: ListQuery, status: Option<Status>) -> Result<ListFilter, A
         Refused,
     ))]
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {

@@ -68,7 +68,7 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()
         }))
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
 /// The `/metrics` route alone, for `METRICS_PORT`.
@@ -105,10 +105,10 @@ pub struct JsonBody {
     pub bytes: Bytes,
 }
 
-impl FromRequest<AppState> for JsonBody {
+impl FromRequest<Arc<AppState>> for JsonBody {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
