@@ -485,8 +485,8 @@ def main() -> int:
                 f"Drain CPU: per {fmt(num(v.get('drain_n')))} messages the worker used {ta:.1f} s of CPU with the archive "
                 f"on, {ka:.1f} s of it in the kernel, against {tn:.1f} s ({kn:.1f} s in the kernel) with "
                 "`ARCHIVE_URL=none` (medians). The archive's kernel time is file creation and rename in one "
-                "directory by up to `WORKER_CONCURRENCY` blocking threads at once; it varies a lot from run to run "
-                "(see the drain table)."
+                "directory by up to 8 blocking threads at once (`LOCAL_WRITERS` in `src/archive.rs`); it has varied "
+                "between runs on this machine (see the drain table for each one)."
             )
     if ceiling.get("rate_per_s") and smtp[32].get("rate_per_s"):
         notes.append(
