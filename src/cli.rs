@@ -213,7 +213,7 @@ fn parse_line(value: Value, backends: &Backends) -> Result<Message, String> {
     }
     let email = NativeEmail::parse(value, "", backends.settings.default_from.as_ref())
         .map_err(|e| e.to_string())?;
-    Ok(Message::new(Content::Native(email)))
+    Ok(Message::new(Content::Native(Box::new(email))))
 }
 
 async fn send(settings: Settings, args: SendArgs) -> anyhow::Result<()> {

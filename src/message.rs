@@ -44,6 +44,8 @@ pub const MAX_RECIPIENTS: usize = 50;
 pub const MAX_HEADERS: usize = 50;
 pub const MAX_TAGS: usize = 10;
 pub const MAX_TAG_CHARS: usize = 64;
+pub const MAX_ATTACHMENTS: usize = 20;
+pub const MAX_FILENAME_CHARS: usize = 255;
 
 /// Where a message is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -140,7 +142,7 @@ pub struct NativeEmail {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub reply_to: Vec<String>,
-    /// Required: 1 to 989 characters, no line breaks.
+    /// Required (here or as `template.subject`): 1 to 989 characters, no line breaks.
     // Defaults to empty so that a missing subject is reported by name, like an empty one.
     #[serde(default)]
     pub subject: String,
@@ -152,6 +154,58 @@ pub struct NativeEmail {
     pub headers: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Files sent with the message (up to 20); their decoded sizes count against the request
+    /// body limit as base64.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+    /// Jinja sources (MiniJinja) for the subject, text and html, rendered with `variables` when
+    /// the message is accepted. Stored messages hold the rendered parts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<crate::template::Template>,
+    /// The values the template refers to (a JSON object); an undefined one is a 400.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub variables: Option<crate::template::Variables>,
+}
+
+/// A file attached to a native message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    /// The name the recipient sees: 1 to 255 characters, no line breaks or control characters.
+    pub filename: String,
+    /// A MIME type such as `application/pdf`; `application/octet-stream` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// The file's bytes in base64 (RFC 4648, padded; line breaks are ignored).
+    pub content: String,
+}
+
+impl Attachment {
+    /// The file's bytes.
+    pub fn bytes(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::STANDARD;
+        if self.content.contains(['\r', '\n', ' ', '\t']) {
+            let compact: String = self
+                .content
+                .chars()
+                .filter(|c| !matches!(c, '\r' | '\n' | ' ' | '\t'))
+                .collect();
+            engine.decode(compact)
+        } else {
+            engine.decode(&self.content)
+        }
+    }
+
+    /// The validated content type (the default when none was given).
+    pub fn mime_type(&self) -> Result<lettre::message::header::ContentType, String> {
+        let given = self
+            .content_type
+            .as_deref()
+            .unwrap_or("application/octet-stream");
+        lettre::message::header::ContentType::parse(given).map_err(|e| e.to_string())
+    }
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -175,7 +229,7 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Content {
     Compat(CompatEmail),
-    Native(NativeEmail),
+    Native(Box<NativeEmail>),
 }
 
 /// An accepted message: what the queue carries and the archive keeps.
@@ -431,8 +485,51 @@ impl NativeEmail {
             };
             FieldError::new(field, e.inner().to_string())
         })?;
+        let mut email = email;
+        email.apply_template(prefix)?;
         email.validate(prefix, default_from)?;
         Ok(email)
+    }
+
+    /// Renders `template` into the subject, text and html it gives, and drops it (and
+    /// `variables`), so that the message stored is the one sent.
+    fn apply_template(&mut self, prefix: &str) -> Result<(), FieldError> {
+        let f = |name: &str| format!("{prefix}{name}");
+        let Some(template) = self.template.take() else {
+            if self.variables.is_some() {
+                return Err(FieldError::new(
+                    f("variables"),
+                    "is given without a template",
+                ));
+            }
+            return Ok(());
+        };
+        for (name, templated, given) in [
+            (
+                "subject",
+                template.subject.is_some(),
+                !self.subject.is_empty(),
+            ),
+            ("text", template.text.is_some(), self.text.is_some()),
+            ("html", template.html.is_some(), self.html.is_some()),
+        ] {
+            if templated && given {
+                return Err(FieldError::new(
+                    f(name),
+                    format!("is given both directly and as template.{name}"),
+                ));
+            }
+        }
+        let variables = self.variables.take().unwrap_or_default();
+        let rendered = crate::template::render(&template, &variables, prefix)?;
+        if let Some(subject) = rendered.subject {
+            // Checked here so that a variable holding a line break is blamed on the template.
+            required_text(&f("template.subject"), &subject, MAX_SUBJECT_CHARS)?;
+            self.subject = subject;
+        }
+        self.text = rendered.text.or(self.text.take());
+        self.html = rendered.html.or(self.html.take());
+        Ok(())
     }
 
     fn validate(&self, prefix: &str, default_from: Option<&Mailbox>) -> Result<(), FieldError> {
@@ -543,6 +640,31 @@ impl NativeEmail {
                 ));
             }
         }
+        if self.attachments.len() > MAX_ATTACHMENTS {
+            return Err(FieldError::new(
+                f("attachments"),
+                format!(
+                    "{} attachments; the limit is {MAX_ATTACHMENTS}",
+                    self.attachments.len()
+                ),
+            ));
+        }
+        for (i, a) in self.attachments.iter().enumerate() {
+            let field = |name: &str| f(&format!("attachments[{i}].{name}"));
+            required_text(&field("filename"), &a.filename, MAX_FILENAME_CHARS)?;
+            if let Some(given) = &a.content_type {
+                header_safe(&field("content_type"), given)?;
+            }
+            a.mime_type().map_err(|e| {
+                FieldError::new(
+                    field("content_type"),
+                    format!("is not a MIME type like application/pdf ({e})"),
+                )
+            })?;
+            a.bytes().map_err(|e| {
+                FieldError::new(field("content"), format!("is not valid base64 ({e})"))
+            })?;
+        }
         Ok(())
     }
 }
@@ -646,5 +768,66 @@ mod tests {
         let n = json!({"from": "a@example.com", "to": "b@example.com", "subject": "s", "text": "t", "colour": 1});
         let e = NativeEmail::parse(n, "", None).unwrap_err();
         assert!(e.message.contains("colour"), "{e}");
+    }
+
+    /// Each attachment's name, type and content are checked, and the error names which one.
+    #[test]
+    fn attachments_are_validated_by_index() {
+        let with = |attachments: serde_json::Value| {
+            let n = json!({"from": "a@example.com", "to": "b@example.com", "subject": "s",
+                "text": "t", "attachments": attachments});
+            NativeEmail::parse(n, "", None)
+        };
+        let good = json!({"filename": "a.txt", "content": "aGVs\r\nbG8="});
+        let email = with(json!([good.clone()])).expect("valid, line breaks in base64 ignored");
+        assert_eq!(email.attachments[0].bytes().expect("decodes"), b"hello");
+        let cases = [
+            (
+                json!([good.clone(), {"filename": "", "content": ""}]),
+                "attachments[1].filename",
+                "empty",
+            ),
+            (
+                json!([{"filename": "a\r\nBcc: x@example.com", "content": ""}]),
+                "attachments[0].filename",
+                "CR or LF",
+            ),
+            (
+                json!([{"filename": "a.txt", "content": "not base64!"}]),
+                "attachments[0].content",
+                "base64",
+            ),
+            (
+                json!([{"filename": "a.txt", "content": "", "content_type": "pdf"}]),
+                "attachments[0].content_type",
+                "MIME type",
+            ),
+            (
+                json!([{"filename": "a.txt", "content": "", "content_type": "text/plain\r\nX: y"}]),
+                "attachments[0].content_type",
+                "CR or LF",
+            ),
+            (json!([{"filename": "a.txt"}]), "attachments[0]", "content"),
+            (
+                json!([{"filename": "a.txt", "content": "", "size": 3}]),
+                "attachments[0]",
+                "size",
+            ),
+            (
+                json!(vec![good.clone(); MAX_ATTACHMENTS + 1]),
+                "attachments",
+                "limit is 20",
+            ),
+            (
+                json!([{"filename": "x".repeat(MAX_FILENAME_CHARS + 1), "content": ""}]),
+                "attachments[0].filename",
+                "limit is 255",
+            ),
+        ];
+        for (attachments, field, says) in cases {
+            let e = with(attachments.clone()).expect_err("refused");
+            assert!(e.field.starts_with(field), "{attachments}: {e}");
+            assert!(e.message.contains(says), "{attachments}: {e}");
+        }
     }
 }

@@ -43,7 +43,7 @@ pub async fn create(
         Begin::New { key, hash } => (key, hash),
     };
     let email = NativeEmail::parse(body.value, "", state.default_from.as_ref())?;
-    let message = Message::new(Content::Native(email));
+    let message = Message::new(Content::Native(Box::new(email)));
     let response = json!({"message_id": message.id, "status": "queued"});
     accept(
         &state,
@@ -106,7 +106,7 @@ pub async fn create_batch(
             state.default_from.as_ref(),
         ) {
             Ok(email) => {
-                let m = Message::new(Content::Native(email));
+                let m = Message::new(Content::Native(Box::new(email)));
                 results.push(json!({"index": i, "message_id": m.id, "status": "queued"}));
                 messages.push(m);
             }

@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 
 use super::DeliveryError;
 use crate::message::{Content, Message};
@@ -78,18 +78,43 @@ pub fn build(
                     HeaderName::new_from_ascii(name.clone()).map_err(|e| bad("header", &e))?;
                 builder = builder.raw_header(HeaderValue::new(name, value.clone()));
             }
-            let built = match (&n.text, &n.html) {
+            let body = match (&n.text, &n.html) {
                 (Some(t), Some(h)) => {
-                    builder.multipart(MultiPart::alternative_plain_html(t.clone(), h.clone()))
+                    Body::Multi(MultiPart::alternative_plain_html(t.clone(), h.clone()))
                 }
-                (Some(t), None) => builder.singlepart(SinglePart::plain(t.clone())),
-                (None, Some(h)) => builder.singlepart(SinglePart::html(h.clone())),
+                (Some(t), None) => Body::Single(SinglePart::plain(t.clone())),
+                (None, Some(h)) => Body::Single(SinglePart::html(h.clone())),
                 (None, None) => return Err(bad("body", &"no text and no html")),
+            };
+            let built = if n.attachments.is_empty() {
+                match body {
+                    Body::Multi(m) => builder.multipart(m),
+                    Body::Single(s) => builder.singlepart(s),
+                }
+            } else {
+                // multipart/mixed: the text (or its alternatives) first, then each file.
+                let mut mixed = match body {
+                    Body::Multi(m) => MultiPart::mixed().multipart(m),
+                    Body::Single(s) => MultiPart::mixed().singlepart(s),
+                };
+                for a in &n.attachments {
+                    let bytes = a.bytes().map_err(|e| bad("attachment content", &e))?;
+                    let content_type = a.mime_type().map_err(|e| bad("attachment type", &e))?;
+                    mixed = mixed
+                        .singlepart(Attachment::new(a.filename.clone()).body(bytes, content_type));
+                }
+                builder.multipart(mixed)
             };
             built.map_err(|e| bad("message", &e))?
         }
     };
     Ok(Some(email))
+}
+
+/// A message's text part(s), before any attachments are added.
+enum Body {
+    Single(SinglePart),
+    Multi(MultiPart),
 }
 
 /// `<{id}@{sender's domain}>`: stable across redeliveries, so receivers can deduplicate.
@@ -115,7 +140,7 @@ mod tests {
     /// in the envelope but not in the headers.
     #[test]
     fn native_message_headers() {
-        let m = Message::new(Content::Native(native()));
+        let m = Message::new(Content::Native(Box::new(native())));
         let email = build(&m, &MimeSettings::default())
             .expect("builds")
             .expect("has recipients");
@@ -133,6 +158,58 @@ mod tests {
             .map(|a| a.to_string())
             .collect();
         assert_eq!(rcpt, ["a@example.com", "hidden@example.com"]);
+    }
+
+    /// Attachments make the message multipart/mixed: the alternatives first, then each file with
+    /// its name (RFC 2231-encoded when it is not plain ASCII), its type, and its exact bytes.
+    #[test]
+    fn attachments_follow_the_text() {
+        use base64::Engine;
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+        let mut n = native();
+        n.attachments = vec![
+            crate::message::Attachment {
+                filename: "report.pdf".into(),
+                content_type: Some("application/pdf".into()),
+                content: base64::engine::general_purpose::STANDARD.encode(&bytes),
+            },
+            crate::message::Attachment {
+                filename: "résumé \"final\".txt".into(),
+                content_type: None,
+                content: "aGVsbG8=".into(),
+            },
+        ];
+        let m = Message::new(Content::Native(Box::new(n)));
+        let text = String::from_utf8(
+            build(&m, &MimeSettings::default())
+                .expect("ok")
+                .expect("some")
+                .formatted(),
+        )
+        .expect("utf-8");
+        let mixed = text.find("multipart/mixed").expect("mixed");
+        let alternative = text.find("multipart/alternative").expect("alternative");
+        let pdf = text
+            .find("Content-Disposition: attachment; filename=\"report.pdf\"")
+            .expect("pdf part");
+        assert!(mixed < alternative && alternative < pdf, "{text}");
+        assert!(text.contains("Content-Type: application/pdf"), "{text}");
+        assert!(
+            text.contains("Content-Type: application/octet-stream"),
+            "{text}"
+        );
+        assert!(
+            text.contains("filename*"),
+            "non-ASCII name RFC 2231-encoded: {text}"
+        );
+        // The part's body: base64 lines after the blank line, up to the next boundary.
+        let part = &text[pdf..];
+        let body = &part[part.find("\r\n\r\n").expect("body") + 4..];
+        let encoded: String = body.lines().take_while(|l| !l.starts_with("--")).collect();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .expect("base64");
+        assert_eq!(decoded, bytes);
     }
 
     /// A compat message goes to COMPAT_RECIPIENT from the sender's display name at DEFAULT_FROM,

@@ -131,6 +131,124 @@ async fn delivered_with_headers_and_archived() {
     );
 }
 
+/// Attachments reach the relay as parts of a multipart/mixed message with their names, types
+/// and exact bytes, and stay in the archived JSON.
+#[tokio::test]
+async fn attachments_are_delivered_byte_for_byte() {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let app = spawn_app().await;
+    let to = unique_rcpt("attach");
+    let pdf: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let body = json!({
+        "from": "shop@example.com", "to": to, "subject": "Invoice", "text": "Attached.",
+        "attachments": [
+            {"filename": "invoice.pdf", "content_type": "application/pdf", "content": engine.encode(&pdf)},
+            {"filename": "notes.txt", "content_type": "text/plain; charset=utf-8", "content": engine.encode("ok")},
+        ],
+    });
+    let id = accepted_id(app.post_message(&body, None).await).await;
+    assert_eq!(app.dispatch_all_pending().await, 1);
+
+    let got = app.relay.received_for(&to);
+    assert_eq!(got.len(), 1);
+    let raw = &got[0].raw;
+    assert!(raw.contains("multipart/mixed"), "{raw}");
+    let part = &raw[raw
+        .find("filename=\"invoice.pdf\"")
+        .expect("the pdf part names its file")..];
+    let after_headers = &part[part.find("\r\n\r\n").expect("part body") + 4..];
+    let encoded: String = after_headers
+        .lines()
+        .take_while(|l| !l.starts_with("--"))
+        .collect();
+    assert_eq!(engine.decode(encoded.trim()).expect("base64"), pdf);
+    assert!(raw.contains("filename=\"notes.txt\""), "{raw}");
+
+    let m = app.get_message(&id).await;
+    assert_eq!(m["status"], "delivered");
+    let key = m["archive_key"].as_str().expect("archive_key");
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(app.archive_dir().join(key)).expect("archived"))
+            .expect("JSON");
+    assert_eq!(doc["attachments"][0]["filename"], "invoice.pdf");
+    assert_eq!(
+        doc["attachments"][0]["content"],
+        engine.encode(&pdf).as_str()
+    );
+}
+
+/// A templated message is rendered when accepted: the relay gets the rendered subject, text and
+/// (escaped) html, and the stored message and archive hold the rendered parts, not the template.
+#[tokio::test]
+async fn templates_are_rendered_at_acceptance() {
+    let app = spawn_app().await;
+    let to = unique_rcpt("template");
+    let body = json!({
+        "from": "shop@example.com", "to": to,
+        "template": {
+            "subject": "Order {{ order.id }} shipped",
+            "text": "Hi {{ name }},\n{% for i in order.items %}* {{ i }}\n{% endfor %}",
+            "html": "<p>Hi {{ name }}</p>",
+        },
+        "variables": {"name": "Ada <b>", "order": {"id": 7, "items": ["tea", "cake"]}},
+    });
+    let id = accepted_id(app.post_message(&body, None).await).await;
+    assert_eq!(app.dispatch_all_pending().await, 1);
+
+    let got = app.relay.received_for(&to);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].header("Subject").as_deref(), Some("Order 7 shipped"));
+    assert!(got[0].raw.contains("* tea\r\n* cake"), "{}", got[0].raw);
+    assert!(
+        got[0].raw.contains("Hi Ada &lt;b&gt;</p>"),
+        "{}",
+        got[0].raw
+    );
+
+    let m = app.get_message(&id).await;
+    let key = m["archive_key"].as_str().expect("archive_key");
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(app.archive_dir().join(key)).expect("archived"))
+            .expect("JSON");
+    assert_eq!(doc["subject"], "Order 7 shipped");
+    assert!(
+        doc.get("template").is_none() && doc.get("variables").is_none(),
+        "{doc}"
+    );
+
+    // Errors name the part; a variable cannot smuggle a header into the subject.
+    for (template, variables, field) in [
+        (
+            json!({"subject": "Hi {{ who }}"}),
+            json!({}),
+            "template.subject",
+        ),
+        (
+            json!({"subject": "Hi {{ who }}"}),
+            json!({"who": "x\r\nBcc: a@evil.example"}),
+            "template.subject",
+        ),
+        (json!({"text": "{% if %}"}), json!({}), "template.text"),
+    ] {
+        let mut bad = json!({"from": "shop@example.com", "to": to, "subject": "s", "text": "t",
+            "template": template, "variables": variables});
+        let part = bad["template"]
+            .as_object()
+            .expect("object")
+            .keys()
+            .next()
+            .cloned();
+        bad.as_object_mut()
+            .expect("object")
+            .remove(&part.expect("a part"));
+        let r = app.post_message(&bad, None).await;
+        assert_eq!(r.status(), 400);
+        let e: Value = r.json().await.expect("JSON");
+        assert_eq!(e["error"]["field"], field, "{e}");
+    }
+}
+
 /// A compat message is archived under its own timestamp; with COMPAT_RECIPIENT it is also sent
 /// there, from the sender's display name at DEFAULT_FROM.
 #[tokio::test]

@@ -129,7 +129,7 @@ proptest! {
             }
             Ok(email) => {
                 prop_assert!(!injected, "a line break got through validation");
-                let message = Message::new(Content::Native(email));
+                let message = Message::new(Content::Native(Box::new(email)));
                 let built = mime::build(&message, &settings())
                     .map_err(|e| TestCaseError::fail(format!("validated but did not build: {e}")))?
                     .expect("it has a recipient");

@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 
-use super::{COMPAT, Case, NATIVE, compat_field, injections, native_field, not_strings};
+use super::{
+    COMPAT, Case, NATIVE, compat_field, injections, native_field, native_with, not_strings,
+};
 use crate::helpers::{compat_body, native_body};
 
 const COMPAT_FIELDS: [&str; 4] = [
@@ -102,6 +104,24 @@ pub fn native() -> Vec<Case> {
                     field,
                 ));
             }
+        }
+        if !v.is_array() {
+            cases.push(native_field(
+                &format!("attachments {kind}"),
+                "attachments",
+                v.clone(),
+                "attachments",
+            ));
+        }
+        for field in ["filename", "content", "content_type"] {
+            let mut file = json!({"filename": "a.txt", "content": "aGk="});
+            file[field] = v.clone();
+            cases.push(native_field(
+                &format!("attachment {field} {kind}"),
+                "attachments",
+                json!([file]),
+                format!("attachments[0].{field}"),
+            ));
         }
         if !v.is_object() {
             cases.push(native_field(
@@ -208,6 +228,30 @@ pub fn native() -> Vec<Case> {
             "headers",
         ));
         cases.push(native_field(&name("tag"), "tags", json!([value]), "tags"));
+        let file = json!([{"filename": value, "content": "aGk="}]);
+        cases.push(native_field(
+            &name("attachment filename"),
+            "attachments",
+            file,
+            "attachments[0].filename",
+        ));
+    }
+    // A template variable cannot smuggle a line break into the subject either.
+    for (inj, value) in injections("Your receipt") {
+        let mut body = native_with("template", json!({"subject": "{{ v }}"}));
+        body["variables"] = json!({ "v": value });
+        body.as_object_mut().expect("object").remove("subject");
+        let name = format!("native template subject injection {inj}");
+        cases.push(Case::json(name, NATIVE, &body, 400).field("template.subject"));
+    }
+    for (inj, value) in injections("text/plain") {
+        let file = json!([{"filename": "a.txt", "content_type": value, "content": "aGk="}]);
+        cases.push(native_field(
+            &format!("attachment content_type injection {inj}"),
+            "attachments",
+            file,
+            "attachments[0].content_type",
+        ));
     }
     for header in [
         "X-Bad\r\nBcc",
