@@ -7,7 +7,6 @@
 //! # Layout
 //! - [`config`]: settings from defaults, a TOML file and the environment, checked once.
 //! - [`message`]: the accepted message shapes (compat and native), their validation and status.
-//! - [`template`]: inline MiniJinja templates of native messages, rendered at acceptance.
 //! - [`api`]: the HTTP interface (axum): routes, authentication, JSON errors, request metrics.
 //! - [`auth`]: where the API token comes from, and constant-time verification.
 //! - [`intake`]: durable acceptance (store, then queue, then 202) and redrive.
@@ -45,5 +44,4 @@ pub mod queue;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
-pub mod template;
 pub mod worker;

@@ -142,7 +142,7 @@ pub struct NativeEmail {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub reply_to: Vec<String>,
-    /// Required (here or as `template.subject`): 1 to 989 characters, no line breaks.
+    /// Required: 1 to 989 characters, no line breaks.
     // Defaults to empty so that a missing subject is reported by name, like an empty one.
     #[serde(default)]
     pub subject: String,
@@ -158,14 +158,6 @@ pub struct NativeEmail {
     /// body limit as base64.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<Attachment>,
-    /// Jinja sources (MiniJinja) for the subject, text and html, rendered with `variables` when
-    /// the message is accepted. Stored messages hold the rendered parts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template: Option<crate::template::Template>,
-    /// The values the template refers to (a JSON object); an undefined one is a 400.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub variables: Option<crate::template::Variables>,
 }
 
 /// A file attached to a native message.
@@ -485,51 +477,8 @@ impl NativeEmail {
             };
             FieldError::new(field, e.inner().to_string())
         })?;
-        let mut email = email;
-        email.apply_template(prefix)?;
         email.validate(prefix, default_from)?;
         Ok(email)
-    }
-
-    /// Renders `template` into the subject, text and html it gives, and drops it (and
-    /// `variables`), so that the message stored is the one sent.
-    fn apply_template(&mut self, prefix: &str) -> Result<(), FieldError> {
-        let f = |name: &str| format!("{prefix}{name}");
-        let Some(template) = self.template.take() else {
-            if self.variables.is_some() {
-                return Err(FieldError::new(
-                    f("variables"),
-                    "is given without a template",
-                ));
-            }
-            return Ok(());
-        };
-        for (name, templated, given) in [
-            (
-                "subject",
-                template.subject.is_some(),
-                !self.subject.is_empty(),
-            ),
-            ("text", template.text.is_some(), self.text.is_some()),
-            ("html", template.html.is_some(), self.html.is_some()),
-        ] {
-            if templated && given {
-                return Err(FieldError::new(
-                    f(name),
-                    format!("is given both directly and as template.{name}"),
-                ));
-            }
-        }
-        let variables = self.variables.take().unwrap_or_default();
-        let rendered = crate::template::render(&template, &variables, prefix)?;
-        if let Some(subject) = rendered.subject {
-            // Checked here so that a variable holding a line break is blamed on the template.
-            required_text(&f("template.subject"), &subject, MAX_SUBJECT_CHARS)?;
-            self.subject = subject;
-        }
-        self.text = rendered.text.or(self.text.take());
-        self.html = rendered.html.or(self.html.take());
-        Ok(())
     }
 
     fn validate(&self, prefix: &str, default_from: Option<&Mailbox>) -> Result<(), FieldError> {
