@@ -45,6 +45,11 @@ cpu_ticks() {
   awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
+# Busy and idle CPU ticks of the whole machine so far: "BUSY IDLE".
+machine_ticks() {
+  awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat
+}
+
 # Share of the machine's CPU time that was busy over one second (nothing of ours runs meanwhile).
 busy_pct() {
   local b1 i1 b2 i2
