@@ -94,7 +94,7 @@ pub fn native() -> Vec<Case> {
             ));
         }
         if !v.is_array() {
-            for field in ADDRESS_LISTS.into_iter().chain(["tags"]) {
+            for field in ADDRESS_LISTS.into_iter().chain(["tags", "attachments"]) {
                 cases.push(native_field(
                     &format!("{field} {kind}"),
                     field,
@@ -102,14 +102,6 @@ pub fn native() -> Vec<Case> {
                     field,
                 ));
             }
-        }
-        if !v.is_array() {
-            cases.push(native_field(
-                &format!("attachments {kind}"),
-                "attachments",
-                v.clone(),
-                "attachments",
-            ));
         }
         for field in ["filename", "content", "content_type"] {
             let mut file = json!({"filename": "a.txt", "content": "aGk="});

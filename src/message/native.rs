@@ -1,0 +1,293 @@
+//! The native payload of `POST /v1/messages` (with its attachments) and its validation.
+
+use std::collections::BTreeMap;
+
+use lettre::message::Mailbox;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    FieldError, MAX_ATTACHMENTS, MAX_FILENAME_CHARS, MAX_HEADER_LINE, MAX_HEADERS, MAX_RECIPIENTS,
+    MAX_SUBJECT_CHARS, MAX_TAG_CHARS, MAX_TAGS, header_safe, mailbox, required_text,
+};
+
+/// The body of `POST /v1/messages`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NativeEmail {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// An address (`a@example.com` or `Name <a@example.com>`) or an array of them; to, cc and
+    /// bcc together hold 1 to 50.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub to: Vec<String>,
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub cc: Vec<String>,
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub bcc: Vec<String>,
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub reply_to: Vec<String>,
+    /// Required: 1 to 989 characters, no line breaks.
+    // Defaults to empty so that a missing subject is reported by name, like an empty one.
+    #[serde(default)]
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Files sent with the message (up to 20); their decoded sizes count against the request
+    /// body limit as base64.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file attached to a native message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    /// The name the recipient sees: 1 to 255 characters, no line breaks or control characters.
+    pub filename: String,
+    /// A MIME type such as `application/pdf`; `application/octet-stream` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// The file's bytes in base64 (RFC 4648, padded; line breaks are ignored).
+    pub content: String,
+}
+
+impl Attachment {
+    /// The file's bytes.
+    pub fn bytes(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::STANDARD;
+        if self.content.contains(['\r', '\n', ' ', '\t']) {
+            let compact: String = self
+                .content
+                .chars()
+                .filter(|c| !matches!(c, '\r' | '\n' | ' ' | '\t'))
+                .collect();
+            engine.decode(compact)
+        } else {
+            engine.decode(&self.content)
+        }
+    }
+
+    /// The validated content type (the default when none was given).
+    pub fn mime_type(&self) -> Result<lettre::message::header::ContentType, String> {
+        let given = self
+            .content_type
+            .as_deref()
+            .unwrap_or("application/octet-stream");
+        lettre::message::header::ContentType::parse(given).map_err(|e| e.to_string())
+    }
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(
+        untagged,
+        expecting = "an address string or an array of address strings"
+    )]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// Header names a client may not set: mailroom writes them itself.
+const RESERVED_HEADERS: &[&str] = &[
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "reply-to",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "sender",
+    "return-path",
+    "received",
+];
+
+impl NativeEmail {
+    /// Parses and validates a native message. `prefix` names the field path for batch entries
+    /// (`messages[3].`).
+    pub fn parse(
+        value: serde_json::Value,
+        prefix: &str,
+        default_from: Option<&Mailbox>,
+    ) -> Result<NativeEmail, FieldError> {
+        if !value.is_object() {
+            let field = prefix.strip_suffix('.').unwrap_or("body");
+            return Err(FieldError::new(field, "must be a JSON object"));
+        }
+        let email: NativeEmail = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                "body".to_string()
+            } else {
+                format!("{prefix}{path}")
+            };
+            FieldError::new(field, e.inner().to_string())
+        })?;
+        email.validate(prefix, default_from)?;
+        Ok(email)
+    }
+
+    fn validate(&self, prefix: &str, default_from: Option<&Mailbox>) -> Result<(), FieldError> {
+        let f = |name: &str| format!("{prefix}{name}");
+        match &self.from {
+            Some(from) => {
+                mailbox(&f("from"), from)?;
+            }
+            None if default_from.is_none() => {
+                return Err(FieldError::new(
+                    f("from"),
+                    "is required (no DEFAULT_FROM is configured)",
+                ));
+            }
+            None => {}
+        }
+        let total = self.to.len() + self.cc.len() + self.bcc.len();
+        if total == 0 {
+            return Err(FieldError::new(f("to"), "needs at least one recipient"));
+        }
+        if total > MAX_RECIPIENTS {
+            return Err(FieldError::new(
+                f("to"),
+                format!("{total} recipients in to, cc and bcc; the limit is {MAX_RECIPIENTS}"),
+            ));
+        }
+        for (name, list) in [
+            ("to", &self.to),
+            ("cc", &self.cc),
+            ("bcc", &self.bcc),
+            ("reply_to", &self.reply_to),
+        ] {
+            for (i, addr) in list.iter().enumerate() {
+                mailbox(&f(&format!("{name}[{i}]")), addr)?;
+            }
+        }
+        if self.reply_to.len() > MAX_RECIPIENTS {
+            return Err(FieldError::new(
+                f("reply_to"),
+                format!("the limit is {MAX_RECIPIENTS}"),
+            ));
+        }
+        required_text(&f("subject"), &self.subject, MAX_SUBJECT_CHARS)?;
+        match (&self.text, &self.html) {
+            (None, None) => {
+                return Err(FieldError::new(f("text"), "text or html is required"));
+            }
+            (Some(t), _) if t.contains('\0') => {
+                return Err(FieldError::new(f("text"), "must not contain NUL"));
+            }
+            (_, Some(h)) if h.contains('\0') => {
+                return Err(FieldError::new(f("html"), "must not contain NUL"));
+            }
+            _ => {}
+        }
+        if self.headers.len() > MAX_HEADERS {
+            return Err(FieldError::new(
+                f("headers"),
+                format!("{} headers; the limit is {MAX_HEADERS}", self.headers.len()),
+            ));
+        }
+        for (name, value) in &self.headers {
+            let field = f(&format!("headers.{name}"));
+            let valid_name = !name.is_empty()
+                && name.len() <= 76
+                && name.bytes().all(|b| (33..=126).contains(&b) && b != b':');
+            if !valid_name {
+                return Err(FieldError::new(
+                    f("headers"),
+                    "header names must be 1 to 76 printable ASCII characters without ':' or spaces",
+                ));
+            }
+            if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                return Err(FieldError::new(
+                    field,
+                    "is set by mailroom and cannot be overridden",
+                ));
+            }
+            header_safe(&field, value)?;
+            // The value must fit one header line with its name: it may have nowhere to fold.
+            let limit = MAX_HEADER_LINE - name.len() - ": ".len();
+            if value.len() > limit {
+                return Err(FieldError::new(
+                    field,
+                    format!(
+                        "is {} bytes; the limit for this header is {limit} (one {MAX_HEADER_LINE}-byte line with its name)",
+                        value.len()
+                    ),
+                ));
+            }
+        }
+        if self.tags.len() > MAX_TAGS {
+            return Err(FieldError::new(
+                f("tags"),
+                format!("the limit is {MAX_TAGS} tags"),
+            ));
+        }
+        for (i, tag) in self.tags.iter().enumerate() {
+            let ok = !tag.is_empty()
+                && tag.chars().count() <= MAX_TAG_CHARS
+                && tag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+            if !ok {
+                return Err(FieldError::new(
+                    f(&format!("tags[{i}]")),
+                    format!("tags are 1 to {MAX_TAG_CHARS} characters of A-Z a-z 0-9 - _ . :"),
+                ));
+            }
+        }
+        if self.attachments.len() > MAX_ATTACHMENTS {
+            return Err(FieldError::new(
+                f("attachments"),
+                format!(
+                    "{} attachments; the limit is {MAX_ATTACHMENTS}",
+                    self.attachments.len()
+                ),
+            ));
+        }
+        for (i, a) in self.attachments.iter().enumerate() {
+            let field = |name: &str| f(&format!("attachments[{i}].{name}"));
+            required_text(&field("filename"), &a.filename, MAX_FILENAME_CHARS)?;
+            if let Some(given) = &a.content_type {
+                header_safe(&field("content_type"), given)?;
+            }
+            a.mime_type().map_err(|e| {
+                FieldError::new(
+                    field("content_type"),
+                    format!("is not a MIME type like application/pdf ({e})"),
+                )
+            })?;
+            a.bytes().map_err(|e| {
+                FieldError::new(field("content"), format!("is not valid base64 ({e})"))
+            })?;
+        }
+        Ok(())
+    }
+}
