@@ -35,7 +35,7 @@ impl SqliteQueue {
 #[async_trait]
 impl Queue for SqliteQueue {
     async fn push(&self, messages: &[Message]) -> Vec<Result<(), QueueError>> {
-        match self.db.enqueue(messages.to_vec()).await {
+        match self.db.enqueue(messages).await {
             Ok(()) => messages.iter().map(|_| Ok(())).collect(),
             Err(e) => messages
                 .iter()

@@ -234,23 +234,77 @@ pub(crate) fn decode_message(payload: &str) -> Result<Message, StoreError> {
     serde_json::from_str(payload).map_err(|e| StoreError::Corrupt(format!("message payload: {e}")))
 }
 
-/// A message as the set-based insert statements of both stores read it.
-pub(crate) fn message_row(m: &Message) -> Result<serde_json::Value, StoreError> {
-    let payload = serde_json::to_string(m)
-        .map_err(|e| StoreError::Corrupt(format!("cannot encode message: {e}")))?;
-    Ok(
-        json!({"id": m.id.to_string(), "api": m.api(), "at": m.accepted_at.timestamp_millis(), "payload": payload}),
-    )
+/// New messages as the set-based insert statements of both stores read them: each row is
+/// already JSON text, so the request that brings the messages does the encoding and a batch of
+/// requests is only a join of strings (the single SQLite writer is on every request's path).
+#[derive(Debug, Default)]
+pub(crate) struct NewRows {
+    /// `{id, api, at, payload}`, the payload being the message's own JSON.
+    messages: Vec<String>,
+    /// Their `accepted` events.
+    events: Vec<String>,
+    /// Their ids, for the queue.
+    ids: Vec<String>,
 }
 
-/// An event row for the set-based event insert of both stores.
-pub(crate) fn event_row(
-    id: Uuid,
-    at: i64,
-    kind: &str,
-    detail: Option<String>,
-) -> serde_json::Value {
-    json!({"id": id.to_string(), "at": at, "kind": kind, "detail": detail})
+impl NewRows {
+    /// The rows of `messages`, with their `accepted` events if `accepted_events`.
+    pub(crate) fn of(messages: &[Message], accepted_events: bool) -> Result<Self, StoreError> {
+        let mut rows = NewRows::default();
+        for m in messages {
+            let payload = serde_json::to_string(m)
+                .map_err(|e| StoreError::Corrupt(format!("cannot encode message: {e}")))?;
+            let at = m.accepted_at.timestamp_millis();
+            rows.messages.push(
+                json!({"id": m.id, "api": m.api(), "at": at, "payload": payload}).to_string(),
+            );
+            if accepted_events {
+                rows.events.push(event_row(m.id, at, "accepted", None));
+            }
+            rows.ids.push(json!(m.id).to_string());
+        }
+        Ok(rows)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.messages.is_empty() && self.events.is_empty() && self.ids.is_empty()
+    }
+
+    /// Adds `other`'s rows; `enqueue` says whether its messages go on the database queue.
+    pub(crate) fn extend(&mut self, other: NewRows, enqueue: bool) {
+        self.messages.extend(other.messages);
+        self.events.extend(other.events);
+        if enqueue {
+            self.ids.extend(other.ids);
+        }
+    }
+
+    /// Adds an event of a status change.
+    pub(crate) fn push_event(&mut self, event: String) {
+        self.events.push(event);
+    }
+
+    pub(crate) fn messages(&self) -> String {
+        json_array(&self.messages)
+    }
+
+    pub(crate) fn events(&self) -> String {
+        json_array(&self.events)
+    }
+
+    pub(crate) fn ids(&self) -> String {
+        json_array(&self.ids)
+    }
+}
+
+/// A JSON array of items that are JSON text already.
+fn json_array(items: &[String]) -> String {
+    format!("[{}]", items.join(","))
+}
+
+/// An event row (JSON text) for the set-based event insert of both stores.
+pub(crate) fn event_row(id: Uuid, at: i64, kind: &str, detail: Option<String>) -> String {
+    json!({"id": id, "at": at, "kind": kind, "detail": detail}).to_string()
 }
 
 /// A record from the columns both stores keep.

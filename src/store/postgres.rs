@@ -13,8 +13,8 @@ use sqlx::{Row, SqlSafeStr};
 use uuid::Uuid;
 
 use super::{
-    Acceptance, Accepted, Event, IDEMPOTENCY_TTL, IdempotencyRecord, ListFilter, Record, Store,
-    StoreError, Transition, event_row, message_row, ms_to_time, now_ms, record_from,
+    Acceptance, Accepted, Event, IDEMPOTENCY_TTL, IdempotencyRecord, ListFilter, NewRows, Record,
+    Store, StoreError, Transition, event_row, ms_to_time, now_ms, record_from,
 };
 use crate::message::Status;
 
@@ -105,28 +105,20 @@ pub(crate) async fn insert_messages(
     if messages.is_empty() {
         return Ok(());
     }
-    let rows = messages
-        .iter()
-        .map(message_row)
-        .collect::<Result<Vec<_>, _>>()?;
+    let rows = NewRows::of(messages, accepted_events)?;
     sqlx::query(query_file!("insert_messages"))
-        .bind(serde_json::Value::Array(rows).to_string())
+        .bind(rows.messages())
         .execute(&mut *tx)
         .await?;
     if accepted_events {
-        let events: Vec<_> = messages
-            .iter()
-            .map(|m| event_row(m.id, m.accepted_at.timestamp_millis(), "accepted", None))
-            .collect();
         sqlx::query(query_file!("insert_events"))
-            .bind(serde_json::Value::Array(events).to_string())
+            .bind(rows.events())
             .execute(&mut *tx)
             .await?;
     }
     if enqueue {
-        let ids: Vec<String> = messages.iter().map(|m| m.id.to_string()).collect();
         sqlx::query(query_file!("enqueue"))
-            .bind(serde_json::to_string(&ids).unwrap_or_default())
+            .bind(rows.ids())
             .execute(&mut *tx)
             .await?;
     }
@@ -197,7 +189,7 @@ impl Store for PgStore {
         }
         let event = event_row(id, now, transition.event(), Some(transition.detail()));
         sqlx::query(query_file!("insert_events"))
-            .bind(serde_json::Value::Array(vec![event]).to_string())
+            .bind(format!("[{event}]"))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

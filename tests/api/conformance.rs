@@ -494,3 +494,74 @@ async fn sqlite_group_commit() {
     );
     assert_eq!(store.counts().await.expect("counts")[&Status::Queued], 200);
 }
+
+/// A write batch that fails is rolled back whole, whichever way it ran (plain acceptances run
+/// as one statement list with their BEGIN and COMMIT; a keyed one in a transaction), and the
+/// writer goes on: the next batch commits.
+#[tokio::test]
+async fn sqlite_failed_batch_leaves_nothing() {
+    use sqlx::Connection;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("f.db").display());
+    let db = Arc::new(mailroom::store::sqlite::Db::open(&url).await.expect("open"));
+    let store = mailroom::store::sqlite::SqliteStore::new(db);
+    let mut admin = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    // The queue insert comes last in a batch: the messages and events are written before it.
+    sqlx::query(
+        "CREATE TRIGGER refuse BEFORE INSERT ON queue BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    )
+    .execute(&mut admin)
+    .await
+    .expect("trigger");
+    let keyed = |hash: &str| IdempotencyRecord {
+        key: "k-fail".into(),
+        request_hash: hash.into(),
+        status: 202,
+        response: "{}".into(),
+    };
+    let attempts = [(native(1), None), (native(2), Some(keyed("first")))];
+    for (message, idempotency) in &attempts {
+        let acceptance = Acceptance {
+            messages: vec![message.clone()],
+            idempotency: idempotency.clone(),
+        };
+        assert!(store.insert(acceptance, true).await.is_err());
+        assert!(store.get(message.id).await.expect("get").is_none());
+    }
+    let ttl = Duration::from_secs(3600);
+    assert!(
+        store
+            .idempotency("k-fail", ttl)
+            .await
+            .expect("read")
+            .is_none()
+    );
+
+    sqlx::query("DROP TRIGGER refuse")
+        .execute(&mut admin)
+        .await
+        .expect("drop trigger");
+    for (message, idempotency) in attempts {
+        let acceptance = Acceptance {
+            messages: vec![message.clone()],
+            idempotency,
+        };
+        assert_eq!(
+            store.insert(acceptance, true).await.expect("insert"),
+            Accepted::Inserted
+        );
+        let record = store.get(message.id).await.expect("get").expect("stored");
+        assert_eq!(record.status, Status::Queued);
+        assert_eq!(store.events(message.id).await.expect("events").len(), 1);
+    }
+    assert!(
+        store
+            .idempotency("k-fail", ttl)
+            .await
+            .expect("read")
+            .is_some()
+    );
+}

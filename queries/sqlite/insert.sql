@@ -1,0 +1,20 @@
+-- Every insert of a write batch, as one statement list: one round trip to the database thread.
+-- ?1: JSON array of new messages {id, api, at, payload}. A message already stored (a redrive
+-- pushes it again) is left as it is.
+INSERT INTO messages (id, api, status, accepted_at, updated_at, attempts, payload)
+SELECT value ->> 'id', value ->> 'api', 'queued', value ->> 'at', value ->> 'at', 0, value ->> 'payload'
+FROM jsonb_each(?1)
+WHERE true
+ON CONFLICT (id) DO NOTHING;
+
+-- ?2: JSON array of events {id, at, kind, detail}
+INSERT INTO events (message_id, at, kind, detail)
+SELECT value ->> 'id', value ->> 'at', value ->> 'kind', value ->> 'detail'
+FROM jsonb_each(?2);
+
+-- ?3: JSON array of message ids to queue; ?4: now
+INSERT INTO queue (message_id, enqueued_at, available_at, attempts, lease_token)
+SELECT value, ?4, ?4, 0, NULL
+FROM jsonb_each(?3)
+WHERE true
+ON CONFLICT (message_id) DO NOTHING;
