@@ -8,7 +8,7 @@ SET status = t.status,
 FROM (
     SELECT value ->> 'id' AS id, value ->> 'status' AS status, value ->> 'at' AS at,
            value ->> 'attempts' AS attempts, value ->> 'error' AS error
-    FROM json_each(?1)
+    FROM jsonb_each(?1)
 ) AS t
 WHERE m.id = t.id
   AND NOT (m.status IN ('delivered', 'archived') AND t.status NOT IN ('delivered', 'archived'))

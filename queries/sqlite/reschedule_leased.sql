@@ -5,7 +5,7 @@ SET available_at = t.available_at, lease_token = NULL, attempts = q.attempts - t
 FROM (
     SELECT value ->> 'id' AS id, value ->> 'token' AS token,
            value ->> 'available_at' AS available_at, value ->> 'uncount' AS uncount
-    FROM json_each(?1)
+    FROM jsonb_each(?1)
 ) AS t
 WHERE q.message_id = t.id AND q.lease_token = t.token
 RETURNING message_id
