@@ -78,7 +78,7 @@ impl Queue for PostgresQueue {
     async fn push(&self, messages: &[Message]) -> Vec<Result<(), QueueError>> {
         let result = async {
             let mut tx = self.pool.begin().await?;
-            insert_messages(&mut tx, messages, false, true).await?;
+            insert_messages(&mut tx, messages, true).await?;
             tx.commit().await?;
             Ok::<_, crate::store::StoreError>(())
         }

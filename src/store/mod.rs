@@ -241,15 +241,16 @@ pub(crate) fn decode_message(payload: &str) -> Result<Message, StoreError> {
 pub(crate) struct NewRows {
     /// `{id, api, at, payload}`, the payload being the message's own JSON.
     messages: Vec<String>,
-    /// Their `accepted` events.
+    /// Events of status changes. A message's `accepted` event is not among them: it is read
+    /// from the message row (`events.sql`), which saves an event row and its index entry per
+    /// accepted message.
     events: Vec<String>,
     /// Their ids, for the queue.
     ids: Vec<String>,
 }
 
 impl NewRows {
-    /// The rows of `messages`, with their `accepted` events if `accepted_events`.
-    pub(crate) fn of(messages: &[Message], accepted_events: bool) -> Result<Self, StoreError> {
+    pub(crate) fn of(messages: &[Message]) -> Result<Self, StoreError> {
         let mut rows = NewRows::default();
         for m in messages {
             let payload = serde_json::to_string(m)
@@ -258,9 +259,6 @@ impl NewRows {
             rows.messages.push(
                 json!({"id": m.id, "api": m.api(), "at": at, "payload": payload}).to_string(),
             );
-            if accepted_events {
-                rows.events.push(event_row(m.id, at, "accepted", None));
-            }
             rows.ids.push(json!(m.id).to_string());
         }
         Ok(rows)

@@ -26,13 +26,23 @@ macro_rules! query_file {
 pub(crate) use query_file;
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        include_str!("../../migrations/postgres/0001_init.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0001_init.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "accepted event from message".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0002_accepted_event_from_message.sql")
+                .into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 /// How to reach the database.
@@ -94,28 +104,21 @@ fn record_row(row: &PgRow) -> Result<Record, StoreError> {
     )
 }
 
-/// Inserts messages (those not stored yet), their accepted events, and with `enqueue` their
-/// queue rows, in the caller's transaction.
+/// Inserts messages (those not stored yet) and with `enqueue` their queue rows, in the
+/// caller's transaction.
 pub(crate) async fn insert_messages(
     tx: &mut sqlx::PgConnection,
     messages: &[crate::message::Message],
-    accepted_events: bool,
     enqueue: bool,
 ) -> Result<(), StoreError> {
     if messages.is_empty() {
         return Ok(());
     }
-    let rows = NewRows::of(messages, accepted_events)?;
+    let rows = NewRows::of(messages)?;
     sqlx::query(query_file!("insert_messages"))
         .bind(rows.messages())
         .execute(&mut *tx)
         .await?;
-    if accepted_events {
-        sqlx::query(query_file!("insert_events"))
-            .bind(rows.events())
-            .execute(&mut *tx)
-            .await?;
-    }
     if enqueue {
         sqlx::query(query_file!("enqueue"))
             .bind(rows.ids())
@@ -153,7 +156,7 @@ impl Store for PgStore {
                 return Ok(Accepted::Replay(first));
             }
         }
-        insert_messages(&mut tx, &acceptance.messages, true, enqueue).await?;
+        insert_messages(&mut tx, &acceptance.messages, enqueue).await?;
         tx.commit().await?;
         Ok(Accepted::Inserted)
     }

@@ -39,13 +39,23 @@ macro_rules! query_file {
 const MAX_BATCH: usize = 1024;
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "accepted event from message".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0002_accepted_event_from_message.sql")
+                .into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -193,7 +203,7 @@ impl Db {
 
     /// Puts messages on the database queue, storing any the store does not have yet.
     pub(crate) async fn enqueue(&self, messages: &[Message]) -> Result<(), StoreError> {
-        let rows = NewRows::of(messages, false)?;
+        let rows = NewRows::of(messages)?;
         self.call(|reply| Op::Enqueue { rows, reply }).await
     }
 
@@ -566,7 +576,7 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert(&self, acceptance: Acceptance, enqueue: bool) -> Result<Accepted, StoreError> {
-        let rows = NewRows::of(&acceptance.messages, true)?;
+        let rows = NewRows::of(&acceptance.messages)?;
         self.db
             .call(|reply| Op::Accept {
                 idempotency: acceptance.idempotency,
