@@ -550,7 +550,15 @@ def main() -> int:
                 f"on, {ka:.1f} s of it in the kernel, against {tn:.1f} s ({kn:.1f} s in the kernel) with "
                 "`ARCHIVE_URL=none` (medians). The archive's kernel time is file creation and rename in one "
                 "directory by up to 8 blocking threads at once (`LOCAL_WRITERS` in `src/archive.rs`); it has varied "
-                "between runs on this machine (see the drain table for each one)."
+                "between runs on this machine (see the drain table for each one). It depends on the state of the "
+                "file system more than on mailroom: on 2026-11-22, after a day of benchmark runs had created and "
+                "deleted a few million archive files, the same binary drained 50,000 messages with the archive on "
+                "at anywhere from 2,700 to 10,100 msg/s in back-to-back trials, using 10 to 33 s of CPU, and so did "
+                "the binary of the day before. A system-wide `perf record` of such a drain had 27% of samples in "
+                "`rwsem_spin_on_owner` (the directory's lock), 15% in `find_get_block_common` and 5% in ext4's "
+                "`recently_deleted` (inode allocation stepping over recently freed inodes); with 2 writers "
+                "instead of 8 it was no better. The full runs that morning, on the same code path, drained 12,501 "
+                "and 10,388 msg/s."
             )
     if ceiling.get("rate_per_s") and smtp[32].get("rate_per_s"):
         notes.append(
