@@ -26,23 +26,13 @@ macro_rules! query_file {
 pub(crate) use query_file;
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![
-        Migration::new(
-            1,
-            "init".into(),
-            MigrationType::Simple,
-            include_str!("../../migrations/postgres/0001_init.sql").into_sql_str(),
-            false,
-        ),
-        Migration::new(
-            2,
-            "accepted event from message".into(),
-            MigrationType::Simple,
-            include_str!("../../migrations/postgres/0002_accepted_event_from_message.sql")
-                .into_sql_str(),
-            false,
-        ),
-    ])
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "init".into(),
+        MigrationType::Simple,
+        include_str!("../../migrations/postgres/0001_init.sql").into_sql_str(),
+        false,
+    )])
 }
 
 /// How to reach the database.

@@ -39,23 +39,13 @@ macro_rules! query_file {
 const MAX_BATCH: usize = 1024;
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![
-        Migration::new(
-            1,
-            "init".into(),
-            MigrationType::Simple,
-            include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
-            false,
-        ),
-        Migration::new(
-            2,
-            "accepted event from message".into(),
-            MigrationType::Simple,
-            include_str!("../../migrations/sqlite/0002_accepted_event_from_message.sql")
-                .into_sql_str(),
-            false,
-        ),
-    ])
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "init".into(),
+        MigrationType::Simple,
+        include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
+        false,
+    )])
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;

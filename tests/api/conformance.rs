@@ -565,3 +565,41 @@ async fn sqlite_failed_batch_leaves_nothing() {
             .is_some()
     );
 }
+
+/// A message's `accepted` event comes from its row; a database written by an earlier release,
+/// which stored that event as a row of its own, still shows it once.
+#[tokio::test]
+async fn sqlite_accepted_event_shown_once() {
+    use sqlx::Connection;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("e.db").display());
+    let db = Arc::new(mailroom::store::sqlite::Db::open(&url).await.expect("open"));
+    let store = mailroom::store::sqlite::SqliteStore::new(db);
+    let (new, old) = (native(1), native(2));
+    for m in [&new, &old] {
+        let acceptance = Acceptance {
+            messages: vec![m.clone()],
+            idempotency: None,
+        };
+        store.insert(acceptance, true).await.expect("insert");
+    }
+    let mut admin = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    sqlx::query("INSERT INTO events (message_id, at, kind) VALUES (?1, ?2, 'accepted')")
+        .bind(old.id.to_string())
+        .bind(old.accepted_at.timestamp_millis())
+        .execute(&mut admin)
+        .await
+        .expect("an event row as earlier releases wrote it");
+    for m in [&new, &old] {
+        let events = store.events(m.id).await.expect("events");
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["accepted"]);
+        assert_eq!(
+            events[0].at.timestamp_millis(),
+            m.accepted_at.timestamp_millis()
+        );
+    }
+}
