@@ -296,7 +296,7 @@ impl NewRows {
 }
 
 /// A JSON array of items that are JSON text already.
-fn json_array(items: &[String]) -> String {
+pub(crate) fn json_array(items: &[String]) -> String {
     format!("[{}]", items.join(","))
 }
 

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     Acceptance, Accepted, Event, IDEMPOTENCY_TTL, IdempotencyRecord, ListFilter, NewRows, Record,
-    Store, StoreError, Transition, event_row, ms_to_time, now_ms, record_from,
+    Store, StoreError, Transition, event_row, json_array, ms_to_time, now_ms, record_from,
 };
 use crate::message::Status;
 
@@ -182,7 +182,7 @@ impl Store for PgStore {
         }
         let event = event_row(id, now, transition.event(), Some(transition.detail()));
         sqlx::query(query_file!("insert_events"))
-            .bind(format!("[{event}]"))
+            .bind(json_array(&[event]))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -495,21 +495,31 @@ async fn sqlite_group_commit() {
     assert_eq!(store.counts().await.expect("counts")[&Status::Queued], 200);
 }
 
+/// A SQLite store on a fresh file, and a connection of its own to that file, to change the
+/// schema under the store.
+async fn sqlite_store_and_admin() -> (
+    tempfile::TempDir,
+    mailroom::store::sqlite::SqliteStore,
+    sqlx::SqliteConnection,
+) {
+    use sqlx::Connection;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let db = Arc::new(mailroom::store::sqlite::Db::open(&url).await.expect("open"));
+    let admin = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    (dir, mailroom::store::sqlite::SqliteStore::new(db), admin)
+}
+
 /// A write batch that fails is rolled back whole, whichever way it ran (plain acceptances run
 /// as one statement list with their BEGIN and COMMIT; a keyed one in a transaction), and the
 /// writer goes on: the next batch commits.
 #[tokio::test]
 async fn sqlite_failed_batch_leaves_nothing() {
-    use sqlx::Connection;
-
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("f.db").display());
-    let db = Arc::new(mailroom::store::sqlite::Db::open(&url).await.expect("open"));
-    let store = mailroom::store::sqlite::SqliteStore::new(db);
-    let mut admin = sqlx::SqliteConnection::connect(&url)
-        .await
-        .expect("connect");
-    // The queue insert comes last in a batch: the messages and events are written before it.
+    let (_dir, store, mut admin) = sqlite_store_and_admin().await;
+    // The queue insert comes last in a batch: the messages are written before it.
     sqlx::query(
         "CREATE TRIGGER refuse BEFORE INSERT ON queue BEGIN SELECT RAISE(ABORT, 'refused'); END",
     )
@@ -570,12 +580,7 @@ async fn sqlite_failed_batch_leaves_nothing() {
 /// which stored that event as a row of its own, still shows it once.
 #[tokio::test]
 async fn sqlite_accepted_event_shown_once() {
-    use sqlx::Connection;
-
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("e.db").display());
-    let db = Arc::new(mailroom::store::sqlite::Db::open(&url).await.expect("open"));
-    let store = mailroom::store::sqlite::SqliteStore::new(db);
+    let (_dir, store, mut admin) = sqlite_store_and_admin().await;
     let (new, old) = (native(1), native(2));
     for m in [&new, &old] {
         let acceptance = Acceptance {
@@ -584,9 +589,6 @@ async fn sqlite_accepted_event_shown_once() {
         };
         store.insert(acceptance, true).await.expect("insert");
     }
-    let mut admin = sqlx::SqliteConnection::connect(&url)
-        .await
-        .expect("connect");
     sqlx::query("INSERT INTO events (message_id, at, kind) VALUES (?1, ?2, 'accepted')")
         .bind(old.id.to_string())
         .bind(old.accepted_at.timestamp_millis())
