@@ -4,11 +4,10 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use serde_json::json;
+use axum::http::StatusCode;
 
 use super::openapi::{AcceptedMessage, CompatRequest, NotStored, Refused};
-use super::{ApiError, AppState, JsonBody, authenticate, bearer};
+use super::{ApiError, AppState, Bearer, JsonBody, authenticate};
 use crate::message::{CompatEmail, Content, Message};
 use crate::store::{Acceptance, Accepted};
 
@@ -23,11 +22,11 @@ use crate::store::{Acceptance, Accepted};
     ))]
 pub async fn post_email(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Bearer(header_token): Bearer,
     body: JsonBody,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<AcceptedMessage>), ApiError> {
     let (token, fields) = CompatEmail::parse(&body.value)?;
-    authenticate(&state, token.as_deref().or_else(|| bearer(&headers))).await?;
+    authenticate(&state, token.or(header_token).as_deref()).await?;
     let email = fields.validate()?;
     let message = Message::new(Content::Compat(email));
     let id = message.id;
@@ -40,8 +39,5 @@ pub async fn post_email(
         .await?;
     debug_assert_eq!(accepted, Accepted::Inserted);
     metrics::counter!("mailroom_messages_accepted_total", "api" => "compat").increment(1);
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"message_id": id, "status": "queued"})),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(AcceptedMessage::queued(id))))
 }

@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use serde_json::{Value, json};
+use axum::http::StatusCode;
+use serde_json::Value;
 
 use super::messages::{ListQuery, list_filter, page, parse_id};
 use super::openapi::{AcceptedMessage, DeadLetterPage, ErrorBody, Refused};
-use super::{ApiError, AppState, authenticate, bearer};
+use super::{ApiError, AppState, Bearer, authenticate};
 use crate::message::Status;
 
 #[utoipa::path(get, path = "/v1/dead-letters", tag = "dead letters",
@@ -24,10 +24,10 @@ use crate::message::Status;
     ))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Bearer(token): Bearer,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    authenticate(&state, bearer(&headers)).await?;
+    authenticate(&state, token.as_deref()).await?;
     page(&state, list_filter(q, Some(Status::Dead))?, "dead_letters").await
 }
 
@@ -43,14 +43,11 @@ pub async fn list(
     ))]
 pub async fn redrive(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Bearer(token): Bearer,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    authenticate(&state, bearer(&headers)).await?;
+) -> Result<(StatusCode, Json<AcceptedMessage>), ApiError> {
+    authenticate(&state, token.as_deref()).await?;
     let id = parse_id(&id)?;
     state.intake.redrive(id).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"message_id": id, "status": "queued"})),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(AcceptedMessage::queued(id))))
 }

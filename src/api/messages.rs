@@ -15,7 +15,7 @@ use super::openapi::{
     AcceptedMessage, BatchRequest, BatchResult, ErrorBody, MessageDetail, MessagePage, NotStored,
     Refused,
 };
-use super::{ApiError, AppState, JsonBody, authenticate, bearer};
+use super::{ApiError, AppState, Bearer, JsonBody, authenticate, bearer};
 use crate::message::{Content, FieldError, Message, NativeEmail, Status};
 use crate::store::{Acceptance, Accepted, IdempotencyRecord, ListFilter, Record};
 
@@ -293,10 +293,10 @@ pub fn summary(r: &Record) -> Value {
     ))]
 pub async fn show(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Bearer(token): Bearer,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authenticate(&state, bearer(&headers)).await?;
+    authenticate(&state, token.as_deref()).await?;
     let id = parse_id(&id)?;
     let store = &state.intake.store;
     let record = store
@@ -356,10 +356,10 @@ pub fn list_filter(q: ListQuery, status: Option<Status>) -> Result<ListFilter, A
     ))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Bearer(token): Bearer,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    authenticate(&state, bearer(&headers)).await?;
+    authenticate(&state, token.as_deref()).await?;
     page(&state, list_filter(q, None)?, "messages").await
 }
 

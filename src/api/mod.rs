@@ -7,18 +7,23 @@ mod health;
 mod messages;
 pub mod openapi;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request};
-use axum::http::{HeaderMap, header};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use lettre::message::Mailbox;
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -59,16 +64,25 @@ pub fn router(state: AppState) -> Router {
     if state.metrics.is_some() {
         app = app.route("/metrics", get(health::metrics));
     }
-    app.fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .layer(DefaultBodyLimit::max(limit))
+    let routes = app
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        // `track` labels by route template, which only exists once a route has matched, so it
+        // is the one layer that wraps each route.
         .layer(middleware::from_fn(track))
-        .layer(TraceLayer::new_for_http())
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(Arc::new(state));
+    // The layers every request passes, stacked once around the whole router: `Router::layer`
+    // would wrap each route in each of them, and every request would then clone a boxed service
+    // per layer (about 2 µs a request on the benchmark machine).
+    let stack = ServiceBuilder::new()
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()
         }))
-        .with_state(Arc::new(state))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http())
+        .layer(DefaultBodyLimit::max(limit))
+        .service(routes);
+    Router::new().fallback_service(stack)
 }
 
 /// The `/metrics` route alone, for `METRICS_PORT`.
@@ -81,21 +95,43 @@ pub fn metrics_router(handle: PrometheusHandle) -> Router {
 /// Counts and times every request by route template, method and status.
 async fn track(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
     let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route)];
-    metrics::histogram!("mailroom_http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
-    let mut labels = labels.to_vec();
-    labels.push(("status", status));
-    metrics::counter!("mailroom_http_requests_total", &labels).increment(1);
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let (duration, requests) = request_metrics(&method, route, response.status().as_u16());
+    duration.record(started.elapsed().as_secs_f64());
+    requests.increment(1);
     response
+}
+
+/// The duration histogram and request counter of one method, route and status. The metrics
+/// registry would build, hash and compare the key of labels on every request (about 1 µs each on
+/// the benchmark machine); the handles, once registered, are kept here instead. Routes are a
+/// fixed set, so this map stays small.
+fn request_metrics(method: &Method, route: &str, status: u16) -> (Histogram, Counter) {
+    type ByRoute = HashMap<Box<str>, HashMap<(Method, u16), (Histogram, Counter)>>;
+    static HANDLES: LazyLock<Mutex<ByRoute>> = LazyLock::new(Default::default);
+    let mut handles = HANDLES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(found) = handles
+        .get(route)
+        .and_then(|by_status| by_status.get(&(method.clone(), status)))
+    {
+        return found.clone();
+    }
+    let labels = [("method", method.to_string()), ("route", route.to_owned())];
+    let duration = metrics::histogram!("mailroom_http_request_duration_seconds", &labels);
+    let mut labels = labels.to_vec();
+    labels.push(("status", status.to_string()));
+    let requests = metrics::counter!("mailroom_http_requests_total", &labels);
+    let found = (duration, requests);
+    handles
+        .entry(route.into())
+        .or_default()
+        .insert((method.clone(), status), found.clone());
+    found
 }
 
 /// A JSON body parsed into a value, with every rejection turned into an [`ApiError`] that says
@@ -133,6 +169,18 @@ impl FromRequest<Arc<AppState>> for JsonBody {
         let value =
             serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
         Ok(JsonBody { value, bytes })
+    }
+}
+
+/// The token of `Authorization: Bearer ...`, if any, for handlers that need no other header
+/// (taking the whole `HeaderMap` would copy it for every request).
+pub struct Bearer(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Bearer {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Bearer(bearer(&parts.headers).map(str::to_owned)))
     }
 }
 

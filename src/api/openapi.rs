@@ -34,12 +34,21 @@ pub struct BatchRequest {
 }
 
 /// A message accepted (202): it is durable and queued.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 pub struct AcceptedMessage {
     message_id: Uuid,
     /// Always `queued`.
-    status: String,
+    #[schema(value_type = String)]
+    status: &'static str,
+}
+
+impl AcceptedMessage {
+    pub fn queued(message_id: Uuid) -> Self {
+        Self {
+            message_id,
+            status: "queued",
+        }
+    }
 }
 
 /// Every error: `{"error": {...}}`.

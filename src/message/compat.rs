@@ -46,11 +46,12 @@ impl CompatFields<'_> {
             Some(_) => return Err(FieldError::new("data", "must be an object")),
         };
         let field = |name: &str| -> Result<String, FieldError> {
-            let path = format!("data.{name}");
             match data.get(name) {
-                None | Some(serde_json::Value::Null) => Err(FieldError::new(path, "is required")),
                 Some(serde_json::Value::String(s)) => Ok(s.clone()),
-                Some(_) => Err(FieldError::new(path, "must be a string")),
+                None | Some(serde_json::Value::Null) => {
+                    Err(FieldError::new(format!("data.{name}"), "is required"))
+                }
+                Some(_) => Err(FieldError::new(format!("data.{name}"), "must be a string")),
             }
         };
         let email = CompatEmail {

@@ -252,14 +252,19 @@ pub(crate) struct NewRows {
 impl NewRows {
     pub(crate) fn of(messages: &[Message]) -> Result<Self, StoreError> {
         let mut rows = NewRows::default();
+        let encode =
+            |e: serde_json::Error| StoreError::Corrupt(format!("cannot encode message: {e}"));
         for m in messages {
-            let payload = serde_json::to_string(m)
-                .map_err(|e| StoreError::Corrupt(format!("cannot encode message: {e}")))?;
-            let at = m.accepted_at.timestamp_millis();
-            rows.messages.push(
-                json!({"id": m.id, "api": m.api(), "at": at, "payload": payload}).to_string(),
-            );
-            rows.ids.push(json!(m.id).to_string());
+            let payload = serde_json::to_string(m).map_err(encode)?;
+            let row = MessageRow {
+                id: m.id,
+                api: m.api(),
+                at: m.accepted_at.timestamp_millis(),
+                payload: &payload,
+            };
+            rows.messages
+                .push(serde_json::to_string(&row).map_err(encode)?);
+            rows.ids.push(format!("\"{}\"", m.id));
         }
         Ok(rows)
     }
@@ -293,6 +298,16 @@ impl NewRows {
     pub(crate) fn ids(&self) -> String {
         json_array(&self.ids)
     }
+}
+
+/// A row of [`NewRows::messages`], serialized from borrowed fields (a `json!` value would copy
+/// the payload into a map first: a third of the encoding's cost).
+#[derive(Serialize)]
+struct MessageRow<'a> {
+    id: Uuid,
+    api: &'a str,
+    at: i64,
+    payload: &'a str,
 }
 
 /// A JSON array of items that are JSON text already.
