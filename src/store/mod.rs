@@ -17,6 +17,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
 use uuid::Uuid;
 
 use crate::message::{Message, Status};
@@ -214,6 +216,22 @@ pub trait Store: Send + Sync + 'static {
     async fn forget_idempotency(&self, key: &str) -> Result<(), StoreError>;
 
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A store's migrations. Those that a later release applied and this one does not know are
+/// ignored rather than refused, so that after a rollback the previous image still starts on the
+/// database the newer one migrated: `docs/deployment.md` keeps every release's migrations
+/// additive for that reason. (sqlx refuses such a database by default.)
+pub(crate) fn migrator(init: &'static str) -> Migrator {
+    let mut migrator = Migrator::with_migrations(vec![Migration::new(
+        1,
+        "init".into(),
+        MigrationType::Simple,
+        init.into_sql_str(),
+        false,
+    )]);
+    migrator.set_ignore_missing(true);
+    migrator
 }
 
 /// Idempotency keys are honoured this long (DESIGN.md: 24 h).

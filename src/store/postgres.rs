@@ -7,9 +7,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Row, SqlSafeStr};
 use uuid::Uuid;
 
 use super::{
@@ -24,16 +23,6 @@ macro_rules! query_file {
     };
 }
 pub(crate) use query_file;
-
-fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        include_str!("../../migrations/postgres/0001_init.sql").into_sql_str(),
-        false,
-    )])
-}
 
 /// How to reach the database.
 #[derive(Debug, Clone)]
@@ -55,7 +44,7 @@ pub async fn connect(settings: &PgSettings) -> Result<PgPool, StoreError> {
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await?;
-    migrator()
+    super::migrator(include_str!("../../migrations/postgres/0001_init.sql"))
         .run(&pool)
         .await
         .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;

@@ -14,12 +14,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::json;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Connection, Row, SqlSafeStr};
+use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -37,16 +36,6 @@ macro_rules! query_file {
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
-
-fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
-        false,
-    )])
-}
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -208,7 +197,7 @@ impl Db {
 /// Runs the migrations. Two processes starting at once may race on a fresh file; the loser
 /// finds the schema in place on its second try.
 async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
-    let migrator = migrator();
+    let migrator = super::migrator(include_str!("../../migrations/sqlite/0001_init.sql"));
     if migrator.run(&mut *conn).await.is_err() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         migrator

@@ -576,6 +576,34 @@ async fn sqlite_failed_batch_leaves_nothing() {
     );
 }
 
+/// After a rollback, the previous image starts on a database that a later release migrated
+/// further (sqlx would refuse a database with a migration it does not know), and works on it.
+#[tokio::test]
+async fn sqlite_opens_a_database_a_later_release_migrated() {
+    let (dir, store, mut admin) = sqlite_store_and_admin().await;
+    drop(store);
+    // A later release's migration, as sqlx records it once applied.
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from a later release', true, x'00', 0)",
+    )
+    .execute(&mut admin)
+    .await
+    .expect("the later release's migration is recorded");
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let db = mailroom::store::sqlite::Db::open(&url)
+        .await
+        .expect("the database opens despite a migration this build does not know");
+    let store = mailroom::store::sqlite::SqliteStore::new(Arc::new(db));
+    let message = native(1);
+    let acceptance = Acceptance {
+        messages: vec![message.clone()],
+        idempotency: None,
+    };
+    store.insert(acceptance, true).await.expect("insert");
+    assert!(store.get(message.id).await.expect("get").is_some());
+}
+
 /// A message's `accepted` event comes from its row; a database written by an earlier release,
 /// which stored that event as a row of its own, still shows it once.
 #[tokio::test]

@@ -46,6 +46,43 @@ async fn postgres_store_conformance() {
     store_suite(|| async { Arc::new(PgStore::new(pg_pool().await)) as Arc<dyn Store> }).await;
 }
 
+/// After a rollback, the previous image starts on a PostgreSQL database that a later release
+/// migrated further, and works on it.
+#[tokio::test]
+async fn postgres_opens_a_database_a_later_release_migrated() {
+    let url = fresh_pg_database().await;
+    let settings = PgSettings {
+        url,
+        pool_size: 2,
+        statement_timeout: Duration::from_secs(10),
+    };
+    let pool = mailroom::store::postgres::connect(&settings)
+        .await
+        .expect("PostgreSQL connects and migrates");
+    // A later release's migration, as sqlx records it once applied.
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from a later release', true, '\\x00'::bytea, 0)",
+    )
+    .execute(&pool)
+    .await
+    .expect("the later release's migration is recorded");
+    pool.close().await;
+    let pool = mailroom::store::postgres::connect(&settings)
+        .await
+        .expect("the database opens despite a migration this build does not know");
+    let store = PgStore::new(pool);
+    let message = mailroom::message::Message::new(mailroom::message::Content::Native(
+        serde_json::from_value(native_body("a@example.com")).expect("valid"),
+    ));
+    let acceptance = mailroom::store::Acceptance {
+        messages: vec![message.clone()],
+        idempotency: None,
+    };
+    store.insert(acceptance, true).await.expect("insert");
+    assert!(store.get(message.id).await.expect("get").is_some());
+}
+
 /// Two pullers on one PostgreSQL queue never lease the same message (SKIP LOCKED).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_concurrent_pulls_never_share_a_message() {
