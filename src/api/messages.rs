@@ -44,7 +44,7 @@ pub async fn create(
     };
     let email = NativeEmail::parse(body.value, "", state.default_from.as_ref())?;
     let message = Message::new(Content::Native(Box::new(email)));
-    let response = json!({"message_id": message.id, "status": "queued"});
+    let response = json!(AcceptedMessage::queued(message.id));
     accept(
         &state,
         vec![message],

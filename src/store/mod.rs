@@ -16,7 +16,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use uuid::Uuid;
@@ -333,9 +332,23 @@ pub(crate) fn json_array(items: &[String]) -> String {
     format!("[{}]", items.join(","))
 }
 
-/// An event row (JSON text) for the set-based event insert of both stores.
-pub(crate) fn event_row(id: Uuid, at: i64, kind: &str, detail: Option<String>) -> String {
-    json!({"id": id, "at": at, "kind": kind, "detail": detail}).to_string()
+/// An event row (JSON text) for the set-based event insert of both stores, serialized from
+/// borrowed fields as [`MessageRow`] is.
+pub(crate) fn event_row(id: Uuid, at: i64, kind: &str, detail: Option<&str>) -> String {
+    #[derive(Serialize)]
+    struct EventRow<'a> {
+        id: Uuid,
+        at: i64,
+        kind: &'a str,
+        detail: Option<&'a str>,
+    }
+    serde_json::to_string(&EventRow {
+        id,
+        at,
+        kind,
+        detail,
+    })
+    .expect("a struct of strings and numbers serializes")
 }
 
 /// A record from the columns both stores keep.

@@ -169,7 +169,7 @@ impl Store for PgStore {
             tracing::warn!(message_id = %id, event = transition.event(), "Status change not applied: the message is unknown or already finished.");
             return Ok(false);
         }
-        let event = event_row(id, now, transition.event(), Some(transition.detail()));
+        let event = event_row(id, now, transition.event(), Some(&transition.detail()));
         sqlx::query(query_file!("insert_events"))
             .bind(json_array(&[event]))
             .execute(&mut *tx)

@@ -323,7 +323,7 @@ async fn apply_in_tx(
                     "error": transition.error(),
                 }));
                 // Written only if the status change is applied (see record.sql's guard).
-                let event = event_row(id, now, transition.event(), Some(transition.detail()));
+                let event = event_row(id, now, transition.event(), Some(&transition.detail()));
                 record_answers.push((id.to_string(), event, reply));
             }
             Op::Enqueue { rows, reply } => {
