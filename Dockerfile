@@ -72,7 +72,8 @@ WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 8080
 
-# `mailroom healthcheck` exits 0 when GET http://127.0.0.1:$PORT/health answers 200.
+# `mailroom healthcheck` exits 0 when GET http://127.0.0.1:$PORT/health (or $METRICS_PORT when
+# set) answers 200; every role serves it, `worker` too.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["/usr/local/bin/mailroom", "healthcheck"]
 

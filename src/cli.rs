@@ -59,7 +59,7 @@ pub enum Command {
     Migrate,
     /// Exit 0 if the local server answers /health (for container health checks).
     Healthcheck {
-        /// Address to probe; defaults to 127.0.0.1:$PORT.
+        /// Address to probe; defaults to 127.0.0.1:$METRICS_PORT when set, else 127.0.0.1:$PORT.
         #[arg(long)]
         addr: Option<String>,
     },
@@ -162,8 +162,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Healthcheck { addr } => {
-            healthcheck(addr.unwrap_or_else(|| format!("127.0.0.1:{}", settings.http_addr.port())))
-                .await
+            // `/health` is on METRICS_PORT for every role when it is set, and on PORT otherwise.
+            let port = settings
+                .metrics_addr
+                .map_or(settings.http_addr.port(), |a| a.port());
+            healthcheck(addr.unwrap_or_else(|| format!("127.0.0.1:{port}"))).await
         }
     }
 }
@@ -172,12 +175,7 @@ async fn serve(settings: Settings, roles: Roles) -> anyhow::Result<()> {
     let app = Application::build(settings, roles).await?;
     if let Some(addr) = app.local_addr() {
         let s = &app.backends().settings;
-        let host = if addr.ip().is_unspecified() {
-            "127.0.0.1".to_string()
-        } else {
-            addr.ip().to_string()
-        };
-        let url = format!("http://{host}:{}", addr.port());
+        let url = local_url(addr);
         println!("mailroom is listening on {url}");
         match &app.generated_token {
             Some(token) => {
@@ -199,6 +197,12 @@ async fn serve(settings: Settings, roles: Roles) -> anyhow::Result<()> {
             None => {}
         }
         let _ = std::io::stdout().flush();
+    } else if let Some(addr) = app.metrics_addr() {
+        println!(
+            "mailroom worker: /health and /metrics on {}",
+            local_url(addr)
+        );
+        let _ = std::io::stdout().flush();
     }
     app.run_until_stopped(shutdown_on_signals()).await
 }
@@ -214,6 +218,16 @@ fn parse_line(value: Value, backends: &Backends) -> Result<Message, String> {
     let email = NativeEmail::parse(value, "", backends.settings.default_from.as_ref())
         .map_err(|e| e.to_string())?;
     Ok(Message::new(Content::Native(Box::new(email))))
+}
+
+/// The URL a local client reaches `addr` at (127.0.0.1 for a wildcard bind).
+fn local_url(addr: std::net::SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    format!("http://{host}:{}", addr.port())
 }
 
 async fn send(settings: Settings, args: SendArgs) -> anyhow::Result<()> {
@@ -271,26 +285,45 @@ async fn send(settings: Settings, args: SendArgs) -> anyhow::Result<()> {
                 bar.inc(1);
             }
         }
-        if chunk.len() == 100 || (n + 1 == lines.len() && !chunk.is_empty()) {
-            let k = chunk.len() as u64;
-            backends
-                .intake
-                .accept(Acceptance {
-                    messages: std::mem::take(&mut chunk),
-                    idempotency: None,
-                })
-                .await
-                .with_context(|| format!("Failed to queue the messages before line {}", n + 2))?;
-            accepted += k;
-            bar.inc(k);
+        if chunk.len() == QUEUE_CHUNK {
+            accepted += queue_chunk(&backends, &mut chunk, n + 1).await?;
+            bar.inc(QUEUE_CHUNK as u64);
         }
     }
+    // What is left after the last line (which may be blank or rejected).
+    let k = queue_chunk(&backends, &mut chunk, lines.len()).await?;
+    accepted += k;
+    bar.inc(k);
     bar.finish();
     println!("{accepted} queued, {rejected} rejected");
     if rejected > 0 {
         bail!("{rejected} line(s) were rejected");
     }
     Ok(())
+}
+
+/// Messages of `send --file` accepted together: one transaction (and one queue call) each.
+const QUEUE_CHUNK: usize = 100;
+
+/// Accepts the messages in `chunk` (emptying it), read up to line `through`; how many.
+async fn queue_chunk(
+    backends: &Backends,
+    chunk: &mut Vec<Message>,
+    through: usize,
+) -> anyhow::Result<u64> {
+    if chunk.is_empty() {
+        return Ok(0);
+    }
+    let k = chunk.len() as u64;
+    backends
+        .intake
+        .accept(Acceptance {
+            messages: std::mem::take(chunk),
+            idempotency: None,
+        })
+        .await
+        .with_context(|| format!("Failed to queue the messages up to line {through}"))?;
+    Ok(k)
 }
 
 fn strip_nulls(value: Value) -> Value {
@@ -456,7 +489,9 @@ async fn check(settings: Settings) -> anyhow::Result<()> {
         None => report("rate limit", Ok("off".into())),
     }
     if let Some(archive) = &backends.archive {
-        let probe = object_store::path::Path::from(".mailroom-check");
+        // Under `emails/`, where the archive writes, so a role allowed only that prefix passes
+        // (the Terraform stack also allows deleting this one key).
+        let probe = object_store::path::Path::from("emails/.mailroom-check");
         let store = archive.object_store();
         let result = async {
             store.put(&probe, "check".into()).await?;

@@ -420,14 +420,24 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Self> {
         let metrics = telemetry::metrics(settings.instance_id.as_deref());
-        // A worker alone still serves /metrics when METRICS_PORT is set.
-        let metrics_listener = match settings.metrics_addr {
-            Some(addr) => Some(
+        // `/metrics` and `/health` on their own port: METRICS_PORT when set, and PORT for a worker
+        // alone (it serves no API there), so that every role can be scraped and health-checked.
+        let metrics_listener = match (settings.metrics_addr, roles.api) {
+            (Some(addr), _) => Some(
                 TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("Failed to listen on {addr} (METRICS_PORT)"))?,
             ),
-            None => None,
+            (None, false) => Some(TcpListener::bind(settings.http_addr).await.with_context(
+                || {
+                    format!(
+                        "Failed to listen on {} (PORT, BIND_ADDRESS; a worker serves /health and \
+                         /metrics there, or on METRICS_PORT when set)",
+                        settings.http_addr
+                    )
+                },
+            )?),
+            (None, true) => None,
         };
         let (listener, token, generated_token) = if roles.api {
             let listener = TcpListener::bind(settings.http_addr)

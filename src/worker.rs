@@ -103,20 +103,25 @@ impl Worker {
                 }
                 continue;
             }
-            let pull = self.queue.pull(room);
-            tokio::pin!(pull);
+            let queue = self.queue.clone();
+            let mut pull = Box::pin(async move {
+                let pulled = queue.pull(room).await;
+                (queue, pulled)
+            });
             let pulled = tokio::select! {
-                p = &mut pull => p,
+                (_, p) = &mut pull => p,
                 _ = shutdown.cancelled() => {
                     // A pull in progress may already hold leases (a committed database lease,
-                    // an SQS receive on its way back): let it end, then give them back.
-                    if let Ok(leases) = pull.await {
-                        for lease in leases {
-                            if let Err(e) = self.queue.release(lease).await {
+                    // an SQS receive on its way back, up to its long-poll wait): it ends beside
+                    // the in-flight deliveries, within the same grace period, and gives them back.
+                    tasks.spawn(async move {
+                        let (queue, pulled) = pull.await;
+                        for lease in pulled.unwrap_or_default() {
+                            if let Err(e) = queue.release(lease).await {
                                 tracing::warn!(error = %e, "Could not release a lease at shutdown.");
                             }
                         }
-                    }
+                    });
                     break;
                 }
             };
@@ -175,7 +180,7 @@ impl Worker {
         tracing::info!("Worker stopped.");
     }
 
-    /// Pulls one batch and processes it to the end. For tests and `mailroom worker --once`:
+    /// Pulls one batch and processes it to the end. For tests:
     /// returns how many leases were processed.
     pub async fn run_once(self: &Arc<Self>) -> Result<usize, QueueError> {
         let leases = self.queue.pull(self.concurrency).await?;
@@ -242,6 +247,12 @@ impl Worker {
         if status == Some(Status::Dead) {
             // Dead-lettered, then interrupted before the lease was let go: do not send again.
             return self.queue.dead(lease, "already dead-lettered").await;
+        }
+        if status == Some(Status::Abandoned) {
+            // The queue reported the push failed but took it after all; its client was answered
+            // 503 and may have sent it again: sending this copy could make a duplicate.
+            tracing::warn!(message_id = %lease.message.id, "Not delivered: the message was abandoned when it was accepted (its client was answered 503).");
+            return self.queue.ack(lease).await;
         }
         let email = match mime::build(&lease.message, &self.mime) {
             Ok(e) => e,

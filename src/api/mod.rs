@@ -86,10 +86,11 @@ pub fn router(state: AppState) -> Router {
     Router::new().fallback_service(stack)
 }
 
-/// The `/metrics` route alone, for `METRICS_PORT`.
+/// `/metrics` and `/health` alone: on `METRICS_PORT`, and on `PORT` for a worker without the API.
 pub fn metrics_router(handle: PrometheusHandle) -> Router {
     Router::new()
         .route("/metrics", get(health::metrics_only))
+        .route("/health", get(health::health))
         .with_state(handle)
 }
 

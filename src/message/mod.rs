@@ -70,15 +70,19 @@ pub enum Status {
     Archived,
     /// Failed permanently or ran out of attempts; can be redriven.
     Dead,
+    /// Stored, then refused by the queue: the client was answered 503 and may have sent it again,
+    /// so it is neither delivered nor a dead letter (a redrive would send it twice).
+    Abandoned,
 }
 
 impl Status {
-    pub const ALL: [Status; 5] = [
+    pub const ALL: [Status; 6] = [
         Status::Queued,
         Status::Deferred,
         Status::Delivered,
         Status::Archived,
         Status::Dead,
+        Status::Abandoned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +92,7 @@ impl Status {
             Status::Delivered => "delivered",
             Status::Archived => "archived",
             Status::Dead => "dead",
+            Status::Abandoned => "abandoned",
         }
     }
 
@@ -106,7 +111,7 @@ impl FromStr for Status {
             .ok_or_else(|| {
                 FieldError::new(
                     "status",
-                    "expected one of queued, deferred, delivered, archived, dead",
+                    "expected one of queued, deferred, delivered, archived, dead, abandoned",
                 )
             })
     }

@@ -3,7 +3,7 @@
 //! - **Push**: concurrent accepts are gathered into `SendMessageBatch` calls of up to 10 entries
 //!   (and no more bytes than the queue takes in one call); each caller hears only its own
 //!   entry's result, so a failed entry is a 503 at the API, never a 202.
-//! - **Pull**: one long poll (`SQS_POLL_WAIT_SECS`, at most 20 s); when it comes back full,
+//! - **Pull**: one long poll (`SQS_WAIT_TIME_SECS`, at most 20 s); when it comes back full,
 //!   more receives run at once without waiting, up to `max`.
 //! - **Leases**: a receipt handle with a visibility deadline kept here. [`Queue::extend`] pushes
 //!   the deadline out while a delivery runs long. A lease whose deadline passed is

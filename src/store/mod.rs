@@ -97,7 +97,8 @@ impl Transition {
             Transition::Delivered { .. } => Status::Delivered,
             Transition::Archived { .. } => Status::Archived,
             Transition::Deferred { .. } => Status::Deferred,
-            Transition::Dead { .. } | Transition::Abandoned { .. } => Status::Dead,
+            Transition::Dead { .. } => Status::Dead,
+            Transition::Abandoned { .. } => Status::Abandoned,
             Transition::Redriven => Status::Queued,
         }
     }

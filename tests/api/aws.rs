@@ -252,6 +252,29 @@ async fn failed_sqs_send_is_503_and_frees_the_idempotency_key() {
     let r = app.post_message(&body, Some("order-17")).await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "5");
+    // The stored record is abandoned, not a dead letter: the client heard 503 and sends it again,
+    // so a redrive would deliver it twice.
+    let list: Value = app
+        .get("/v1/messages?status=abandoned")
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    let abandoned = list["messages"].as_array().expect("an array");
+    assert_eq!(abandoned.len(), 1, "{list}");
+    let abandoned_id = abandoned[0]["id"].as_str().expect("an id").to_string();
+    let dead: Value = app
+        .get("/v1/dead-letters")
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        dead["dead_letters"].as_array().expect("an array").len(),
+        0,
+        "{dead}"
+    );
+    assert_eq!(app.redrive(&abandoned_id).await.status(), 409);
     moto.queue_with_dlq("flaky", 5, None).await;
     let r = app.post_message(&body, Some("order-17")).await;
     assert_eq!(r.status(), 202, "the retry with the same key is accepted");

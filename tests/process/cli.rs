@@ -121,6 +121,31 @@ async fn command_line() {
     assert!(!ok, "a rejected line fails the command");
     assert!(out.contains("2 queued, 1 rejected"), "{out}");
     assert!(err.contains("line 2") && err.contains("to"), "{err}");
+    let waiting = |out: &str| -> u64 {
+        let (before, _) = out
+            .split_once(" message(s) waiting")
+            .expect("check reports the queue");
+        before
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("a count")
+    };
+    let (_, out, err) = cli(d, &good, &["check"]).await;
+    let before = waiting(&format!("{out}{err}"));
+
+    // Blank lines anywhere, the last ones included, are skipped; every message is still queued.
+    let message = |n: u32| {
+        format!(
+            "{{\"from\": \"a@example.com\", \"to\": \"{to}\", \"subject\": \"{n}\", \"text\": \"x\"}}"
+        )
+    };
+    std::fs::write(&file, format!("{}\n\n{}\n  \n\n", message(1), message(2))).expect("write");
+    let (ok, out, err) = cli(d, &good, &["send", "--file", file.to_str().expect("utf-8")]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("2 queued, 0 rejected"), "{out}");
+    let (_, out, err) = cli(d, &good, &["check"]).await;
+    assert_eq!(waiting(&format!("{out}{err}")), before + 2, "{out}{err}");
 
     let (ok, _, err) = cli(d, &good, &["dead-letters", "list"]).await;
     assert!(ok);
@@ -128,4 +153,56 @@ async fn command_line() {
     let (ok, _, err) = cli(d, &good, &["dead-letters", "redrive", &id]).await;
     assert!(!ok, "a queued message is not a dead letter");
     assert!(err.contains("not dead"), "{err}");
+}
+
+/// A worker alone serves `/health` and `/metrics` on PORT (it has no API there), so container
+/// health checks and Prometheus reach every role; `mailroom healthcheck` probes it, and with
+/// METRICS_PORT set probes that port instead, where every role answers `/health` too.
+#[tokio::test]
+async fn a_worker_alone_answers_health_and_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let env = [("DELIVERY", "none".to_string())];
+    let mut worker = crate::start_role("worker", d, &env).await;
+    let http = reqwest::Client::new();
+    let health = http
+        .get(format!("{}/health", worker.url))
+        .send()
+        .await
+        .expect("the worker answers");
+    assert_eq!(health.status(), 200);
+    // The gauges are set by a task that starts beside the server: give it a moment.
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = http
+            .get(format!("{}/metrics", worker.url))
+            .send()
+            .await
+            .expect("the worker answers")
+            .text()
+            .await
+            .expect("text");
+        if metrics.contains("mailroom_rate_limit_per_second") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        metrics.contains("mailroom_rate_limit_per_second"),
+        "{metrics}"
+    );
+    let port = worker.url.rsplit(':').next().expect("a port").to_string();
+    let (ok, _, err) = cli(d, &[("PORT", &port)], &["healthcheck"]).await;
+    assert!(ok, "healthcheck on PORT: {err}");
+    // With METRICS_PORT set, the health check goes there (here: to the same worker), not to PORT.
+    let (ok, _, err) = cli(
+        d,
+        &[("PORT", "1"), ("METRICS_PORT", &port)],
+        &["healthcheck"],
+    )
+    .await;
+    assert!(ok, "healthcheck on METRICS_PORT: {err}");
+    worker.child.kill().await.expect("kill");
+    let (ok, _, _) = cli(d, &[("PORT", &port)], &["healthcheck"]).await;
+    assert!(!ok, "nothing answers once the worker is gone");
 }

@@ -208,6 +208,13 @@ data "aws_iam_policy_document" "worker" {
     resources = [local.archive_items]
   }
 
+  # `mailroom check` writes and deletes this one probe key; archived messages stay undeletable.
+  statement {
+    sid       = "ArchiveCheckProbe"
+    actions   = ["s3:DeleteObject"]
+    resources = ["${module.archive.bucket_arn}/emails/.mailroom-check"]
+  }
+
   statement {
     sid       = "UseEnvironmentKey"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
