@@ -75,19 +75,25 @@ impl Intake {
         let accepted = self.store.insert(acceptance, self.queue_in_store).await?;
         if accepted == Accepted::Inserted && !messages.is_empty() {
             let results = self.queue.push(&messages).await;
-            let mut failure = None;
-            for (m, r) in messages.iter().zip(results) {
-                if let Err(e) = r {
-                    // The client hears 503 and will retry; this record must not look pending.
-                    let error = format!("not queued: {e}");
+            let failure = results
+                .iter()
+                .find_map(|r| r.as_ref().err().map(|e| e.to_string()));
+            if let Some(e) = failure {
+                // The client hears 503 and will send the whole request again, so no message of
+                // it may look pending: those the queue did take are abandoned too, and the worker
+                // drops them unsent.
+                for (m, r) in messages.iter().zip(&results) {
+                    let error = match r {
+                        Err(own) => format!("not queued: {own}"),
+                        Ok(()) => {
+                            format!("not sent: another message of its request was not queued ({e})")
+                        }
+                    };
                     let _ = self
                         .store
                         .record(m.id, Transition::Abandoned { error })
                         .await;
-                    failure = Some(e.to_string());
                 }
-            }
-            if let Some(e) = failure {
                 if let Some(key) = key
                     && let Err(forget) = self.store.forget_idempotency(&key).await
                 {

@@ -420,23 +420,23 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Self> {
         let metrics = telemetry::metrics(settings.instance_id.as_deref());
-        // `/metrics` and `/health` on their own port: METRICS_PORT when set, and PORT for a worker
-        // alone (it serves no API there), so that every role can be scraped and health-checked.
+        // `/metrics` and `/health` on their own port: METRICS_PORT when set (and then it must be
+        // free), and PORT for a worker alone (it serves no API there), so that every role can be
+        // scraped and health-checked.
         let metrics_listener = match (settings.metrics_addr, roles.api) {
             (Some(addr), _) => Some(
                 TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("Failed to listen on {addr} (METRICS_PORT)"))?,
             ),
-            (None, false) => Some(TcpListener::bind(settings.http_addr).await.with_context(
-                || {
-                    format!(
-                        "Failed to listen on {} (PORT, BIND_ADDRESS; a worker serves /health and \
-                         /metrics there, or on METRICS_PORT when set)",
-                        settings.http_addr
-                    )
-                },
-            )?),
+            // Beside an api on one machine, PORT may be taken: the worker runs all the same.
+            (None, false) => match TcpListener::bind(settings.http_addr).await {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    tracing::warn!(address = %settings.http_addr, error = %e, "Cannot listen on PORT: this worker serves no /health or /metrics (give it its own PORT or METRICS_PORT).");
+                    None
+                }
+            },
             (None, true) => None,
         };
         let (listener, token, generated_token) = if roles.api {

@@ -142,7 +142,7 @@ pub struct MessageSummary {
 #[allow(dead_code)]
 pub struct EventView {
     at: DateTime<Utc>,
-    /// `accepted`, `deferred`, `delivered`, `archived`, `dead`, `redriven`.
+    /// `accepted`, `deferred`, `delivered`, `archived`, `dead`, `redriven`, `abandoned`.
     kind: String,
     detail: Option<String>,
 }

@@ -352,6 +352,20 @@ pub(crate) fn event_row(id: Uuid, at: i64, kind: &str, detail: Option<&str>) -> 
     .expect("a struct of strings and numbers serializes")
 }
 
+/// A stored status this release knows, or `None` (logged) for one a later release wrote: the
+/// worker's look-up before delivery then treats that message as not yet sent, as it would a
+/// failed look-up, instead of failing the look-up of the whole batch.
+pub(crate) fn known_status(stored: &str) -> Option<Status> {
+    let known = Status::from_str(stored).ok();
+    if known.is_none() {
+        tracing::warn!(
+            status = stored,
+            "A message has a status this release does not know."
+        );
+    }
+    known
+}
+
 /// A record from the columns both stores keep.
 pub(crate) fn record_from(
     status: &str,

@@ -220,10 +220,9 @@ impl Store for PgStore {
         let mut out = HashMap::with_capacity(rows.len());
         for r in rows {
             let st: String = r.try_get(1)?;
-            out.insert(
-                r.try_get(0)?,
-                Status::from_str(&st).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            );
+            if let Some(status) = super::known_status(&st) {
+                out.insert(r.try_get(0)?, status);
+            }
         }
         Ok(out)
     }

@@ -638,10 +638,12 @@ impl Store for SqliteStore {
         for r in rows {
             let id: String = r.try_get(0)?;
             let st: String = r.try_get(1)?;
-            out.insert(
-                Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                Status::from_str(&st).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            );
+            if let Some(status) = super::known_status(&st) {
+                out.insert(
+                    Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    status,
+                );
+            }
         }
         Ok(out)
     }

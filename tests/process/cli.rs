@@ -157,7 +157,8 @@ async fn command_line() {
 
 /// A worker alone serves `/health` and `/metrics` on PORT (it has no API there), so container
 /// health checks and Prometheus reach every role; `mailroom healthcheck` probes it, and with
-/// METRICS_PORT set probes that port instead, where every role answers `/health` too.
+/// METRICS_PORT set probes that port instead, where every role answers `/health` too. A worker
+/// whose PORT is taken still works.
 #[tokio::test]
 async fn a_worker_alone_answers_health_and_metrics() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -202,6 +203,15 @@ async fn a_worker_alone_answers_health_and_metrics() {
     )
     .await;
     assert!(ok, "healthcheck on METRICS_PORT: {err}");
+    // A second worker whose PORT is taken (as beside an api on one machine) runs without them.
+    let other = tempfile::tempdir().expect("tempdir");
+    let mut second = crate::spawn("worker", other.path(), &[("PORT", port.clone())]);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        second.try_wait().expect("status").is_none(),
+        "a worker whose PORT is taken keeps running"
+    );
+    second.kill().await.expect("kill");
     worker.child.kill().await.expect("kill");
     let (ok, _, _) = cli(d, &[("PORT", &port)], &["healthcheck"]).await;
     assert!(!ok, "nothing answers once the worker is gone");
