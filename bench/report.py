@@ -126,7 +126,6 @@ def main() -> int:
     )
     ratio = mail["rps"] / hello["rps"] if hello["rps"] and mail["rps"] else None
     sqlite_ceiling = ingest["sqlite-ceiling"]
-    ceiling_ratio = sqlite_ceiling["rps"] / hello["rps"] if hello["rps"] and sqlite_ceiling["rps"] else None
     of_ceiling = mail["rps"] / sqlite_ceiling["rps"] if sqlite_ceiling["rps"] and mail["rps"] else None
     durable = load(os.path.join(r, "ingest", "durable.json")) or {}
     for t in ingest.values():
@@ -170,6 +169,7 @@ def main() -> int:
     hello_ratio = {
         name: t["rps"] / hello["rps"] if t["rps"] and hello["rps"] else None for name, t in ingest.items()
     }
+    ceiling_ratio = hello_ratio["sqlite-ceiling"]
 
     # Drains without delivery.
     drain_runs = int(v.get("drain_runs", 3))

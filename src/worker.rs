@@ -103,20 +103,18 @@ impl Worker {
                 }
                 continue;
             }
+            // Owned (boxed, holding its own queue handle) so that a shutdown can hand it over.
             let queue = self.queue.clone();
-            let mut pull = Box::pin(async move {
-                let pulled = queue.pull(room).await;
-                (queue, pulled)
-            });
+            let mut pull = Box::pin(async move { queue.pull(room).await });
             let pulled = tokio::select! {
-                (_, p) = &mut pull => p,
+                p = &mut pull => p,
                 _ = shutdown.cancelled() => {
                     // A pull in progress may already hold leases (a committed database lease,
                     // an SQS receive on its way back, up to its long-poll wait): it ends beside
                     // the in-flight deliveries, within the same grace period, and gives them back.
+                    let queue = self.queue.clone();
                     tasks.spawn(async move {
-                        let (queue, pulled) = pull.await;
-                        for lease in pulled.unwrap_or_default() {
+                        for lease in pull.await.unwrap_or_default() {
                             if let Err(e) = queue.release(lease).await {
                                 tracing::warn!(error = %e, "Could not release a lease at shutdown.");
                             }

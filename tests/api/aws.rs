@@ -254,21 +254,11 @@ async fn failed_sqs_send_is_503_and_frees_the_idempotency_key() {
     assert_eq!(r.headers()["retry-after"], "5");
     // The stored record is abandoned, not a dead letter: the client heard 503 and sends it again,
     // so a redrive would deliver it twice.
-    let list: Value = app
-        .get("/v1/messages?status=abandoned")
-        .await
-        .json()
-        .await
-        .expect("JSON");
+    let list: Value = app.get_json("/v1/messages?status=abandoned").await;
     let abandoned = list["messages"].as_array().expect("an array");
     assert_eq!(abandoned.len(), 1, "{list}");
     let abandoned_id = abandoned[0]["id"].as_str().expect("an id").to_string();
-    let dead: Value = app
-        .get("/v1/dead-letters")
-        .await
-        .json()
-        .await
-        .expect("JSON");
+    let dead: Value = app.get_json("/v1/dead-letters").await;
     assert_eq!(
         dead["dead_letters"].as_array().expect("an array").len(),
         0,

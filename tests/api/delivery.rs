@@ -294,12 +294,7 @@ async fn permanent_failure_is_dead_lettered_then_redriven() {
     assert_eq!(m["status"], "dead");
     assert_eq!(m["attempts"], 1);
     assert!(m["last_error"].as_str().expect("error").contains("550"));
-    let dl: Value = app
-        .get("/v1/dead-letters")
-        .await
-        .json()
-        .await
-        .expect("JSON");
+    let dl: Value = app.get_json("/v1/dead-letters").await;
     assert_eq!(dl["dead_letters"][0]["id"], id.as_str());
 
     let r = app.redrive(&id).await;
@@ -326,12 +321,7 @@ async fn permanent_failure_is_dead_lettered_then_redriven() {
         .collect();
     assert_eq!(kinds, ["accepted", "dead", "redriven", "delivered"]);
     assert_eq!(app.relay.received_for(&to).len(), 1);
-    let dl: Value = app
-        .get("/v1/dead-letters")
-        .await
-        .json()
-        .await
-        .expect("JSON");
+    let dl: Value = app.get_json("/v1/dead-letters").await;
     assert_eq!(dl["dead_letters"].as_array().expect("array").len(), 0);
 }
 

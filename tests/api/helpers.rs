@@ -306,8 +306,13 @@ impl TestApp {
 
     /// How many messages `GET /v1/messages` lists.
     pub async fn message_count(&self) -> usize {
-        let list: Value = self.get("/v1/messages").await.json().await.expect("JSON");
+        let list = self.get_json("/v1/messages").await;
         list["messages"].as_array().expect("an array").len()
+    }
+
+    /// The JSON body of an authenticated GET.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get(path).await.json().await.expect("JSON")
     }
 
     pub async fn get(&self, path: &str) -> Response {

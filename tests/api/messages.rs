@@ -199,19 +199,9 @@ async fn status_and_listing() {
     assert_eq!(error_field(r, 404).await.0, "not_found");
     let r = app.get("/v1/messages/not-a-uuid").await;
     assert_eq!(error_field(r, 400).await.1, "id");
-    let queued: Value = app
-        .get("/v1/messages?status=queued")
-        .await
-        .json()
-        .await
-        .expect("JSON");
+    let queued: Value = app.get_json("/v1/messages?status=queued").await;
     assert_eq!(queued["messages"][0]["id"], id.as_str());
-    let delivered: Value = app
-        .get("/v1/messages?status=delivered")
-        .await
-        .json()
-        .await
-        .expect("JSON");
+    let delivered: Value = app.get_json("/v1/messages?status=delivered").await;
     assert_eq!(delivered["messages"].as_array().expect("array").len(), 0);
     assert_eq!(
         error_field(app.get("/v1/messages?status=lost").await, 400)
@@ -344,12 +334,7 @@ async fn openapi_matches_real_answers() {
     conforms("AcceptedMessage", &accepted);
     let id = accepted["message_id"].as_str().expect("id");
     conforms("MessageDetail", &app.get_message(id).await);
-    let page: Value = app
-        .get("/v1/messages?limit=5")
-        .await
-        .json()
-        .await
-        .expect("JSON");
+    let page: Value = app.get_json("/v1/messages?limit=5").await;
     conforms("MessagePage", &page);
     conforms("MessageSummary", &page["messages"][0]);
     let r = app
