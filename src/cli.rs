@@ -84,7 +84,7 @@ pub enum DeadLetters {
 pub struct SendArgs {
     /// A JSONL file: one native message per line (the body of POST /v1/messages), or a compat
     /// body ({"data": {...}}). `-` reads standard input.
-    #[arg(long, conflicts_with_all = ["to", "subject", "text", "html"])]
+    #[arg(long, conflicts_with_all = ["to", "subject", "text", "html", "template"])]
     pub file: Option<PathBuf>,
     #[arg(long)]
     pub from: Option<String>,
@@ -96,6 +96,12 @@ pub struct SendArgs {
     pub text: Option<String>,
     #[arg(long)]
     pub html: Option<String>,
+    /// A template of TEMPLATES_DIR, which makes the subject, text and html.
+    #[arg(long, conflicts_with_all = ["subject", "text", "html"])]
+    pub template: Option<String>,
+    /// The template's variables: a JSON object, such as '{"name": "Ann"}'.
+    #[arg(long, requires = "template")]
+    pub variables: Option<String>,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -215,8 +221,13 @@ fn parse_line(value: Value, backends: &Backends) -> Result<Message, String> {
             fields.validate().map_err(|e| e.to_string())?,
         )));
     }
-    let email = NativeEmail::parse(value, "", backends.settings.default_from.as_ref())
-        .map_err(|e| e.to_string())?;
+    let email = NativeEmail::parse(
+        value,
+        "",
+        backends.settings.default_from.as_ref(),
+        &backends.templates,
+    )
+    .map_err(|e| e.to_string())?;
     Ok(Message::new(Content::Native(Box::new(email))))
 }
 
@@ -233,9 +244,16 @@ fn local_url(addr: std::net::SocketAddr) -> String {
 async fn send(settings: Settings, args: SendArgs) -> anyhow::Result<()> {
     let backends = Backends::build(settings).await?;
     let Some(path) = args.file else {
+        let variables: Option<Value> = args
+            .variables
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("Invalid message: --variables is not JSON: {e}"))?;
         let value = json!({
             "from": args.from, "to": args.to, "subject": args.subject.unwrap_or_default(),
             "text": args.text, "html": args.html,
+            "template": args.template, "variables": variables,
         });
         let value = strip_nulls(value);
         let message =
@@ -444,6 +462,23 @@ async fn check(settings: Settings) -> anyhow::Result<()> {
             bail!("{failed} check(s) failed");
         }
     };
+    let names: Vec<&str> = backends.templates.names().collect();
+    report(
+        "templates",
+        Ok(if names.is_empty() {
+            format!(
+                "none ({} has none)",
+                backends.settings.templates_dir.display()
+            )
+        } else {
+            format!(
+                "{} loaded from {}: {}",
+                names.len(),
+                backends.settings.templates_dir.display(),
+                names.join(", ")
+            )
+        }),
+    );
     report(
         "store",
         backends

@@ -24,7 +24,7 @@ use crate::delivery::{Delivery, NoDelivery};
 use crate::intake::Intake;
 use crate::limiter::RateLimiter;
 use crate::limiter::local::LocalLimiter;
-use crate::message::Status;
+use crate::message::{Status, Templates};
 use crate::queue::Queue;
 use crate::queue::sqlite::SqliteQueue;
 use crate::store::Store;
@@ -33,6 +33,21 @@ use crate::telemetry;
 use crate::worker::Worker;
 
 pub use crate::store::IDEMPOTENCY_TTL;
+
+/// The templates of `TEMPLATES_DIR`; none when it is unset and `$DATA_DIR/templates` does not
+/// exist. A directory that was set but cannot be read, or a template that does not compile,
+/// stops start-up.
+fn templates(settings: &Settings) -> anyhow::Result<Templates> {
+    let dir = &settings.templates_dir;
+    if !settings.templates_required && !dir.exists() {
+        return Ok(Templates::default());
+    }
+    let templates = Templates::load(dir)
+        .map_err(|e| anyhow::anyhow!("Invalid setting TEMPLATES_DIR={}: {e}.", dir.display()))?;
+    let names: Vec<&str> = templates.names().collect();
+    tracing::info!(dir = %dir.display(), templates = %names.join(", "), "Message templates loaded.");
+    Ok(templates)
+}
 
 /// Which roles this process plays.
 #[derive(Debug, Clone, Copy)]
@@ -51,10 +66,13 @@ pub struct Backends {
     pub archive: Option<Archive>,
     pub limiter: Option<Arc<dyn RateLimiter>>,
     pub wake: Arc<Notify>,
+    /// The message templates of `TEMPLATES_DIR`, rendered by the intake.
+    pub templates: Arc<Templates>,
 }
 
 impl Backends {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let templates = Arc::new(templates(&settings)?);
         let wake = Arc::new(Notify::new());
         let (store, queue, queue_in_store) = store_and_queue(&settings, &wake).await?;
         let redis = redis_connection(&settings)?;
@@ -115,6 +133,7 @@ impl Backends {
             archive,
             limiter,
             wake,
+            templates,
         })
     }
 
@@ -513,6 +532,7 @@ impl Application {
                 intake: self.backends.intake.clone(),
                 token,
                 default_from: s.default_from.clone(),
+                templates: self.backends.templates.clone(),
                 max_body_bytes: s.max_body_bytes,
                 idempotency_ttl: IDEMPOTENCY_TTL,
                 limiter: self.backends.limiter.clone(),

@@ -42,7 +42,12 @@ pub async fn create(
         Begin::Replay(r) => return Ok(r),
         Begin::New { key, hash } => (key, hash),
     };
-    let email = NativeEmail::parse(body.value, "", state.default_from.as_ref())?;
+    let email = NativeEmail::parse(
+        body.value,
+        "",
+        state.default_from.as_ref(),
+        &state.templates,
+    )?;
     let message = Message::new(Content::Native(Box::new(email)));
     let response = json!(AcceptedMessage::queued(message.id));
     accept(
@@ -104,6 +109,7 @@ pub async fn create_batch(
             entry,
             &format!("messages[{i}]."),
             state.default_from.as_ref(),
+            &state.templates,
         ) {
             Ok(email) => {
                 let m = Message::new(Content::Native(Box::new(email)));

@@ -32,6 +32,7 @@ pub use error::ApiError;
 
 use crate::auth::TokenVerifier;
 use crate::intake::Intake;
+use crate::message::Templates;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -39,6 +40,7 @@ pub struct AppState {
     pub intake: Intake,
     pub token: Arc<dyn TokenVerifier>,
     pub default_from: Option<Mailbox>,
+    pub templates: Arc<Templates>,
     pub max_body_bytes: usize,
     pub idempotency_ttl: Duration,
     /// Reported by `/ready`; a shared limiter that is down pauses delivery, not the API.

@@ -67,6 +67,7 @@ pub const ENV_VARS: &[&str] = &[
     "SHUTDOWN_GRACE_SECS",
     "COMPAT_RECIPIENT",
     "DEFAULT_FROM",
+    "TEMPLATES_DIR",
     "LOG_FORMAT",
     "INSTANCE_ID",
     "AWS_REGION",

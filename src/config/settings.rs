@@ -122,6 +122,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub compat_recipient: Option<lettre::message::Mailbox>,
     pub default_from: Option<lettre::message::Mailbox>,
+    /// Where the message templates are, and whether the directory must exist (it was set).
+    pub templates_dir: PathBuf,
+    pub templates_required: bool,
     pub log_json: Option<bool>,
     pub instance_id: Option<String>,
     pub raw: RawConfig,
@@ -469,6 +472,11 @@ impl RawConfig {
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             compat_recipient,
             default_from,
+            templates_dir: self
+                .templates_dir
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("templates")),
+            templates_required: self.templates_dir.is_some(),
             log_json,
             instance_id: self.instance_id.clone(),
             raw: self,

@@ -7,13 +7,15 @@
 //!
 //! Layout: this file holds what both share (the accepted [`Message`], its [`Status`], field
 //! errors, limits and the header-safety checks); `compat.rs` and `native.rs` hold each shape and
-//! its validation.
+//! its validation; `template.rs` the named templates a native message can be made from.
 
 mod compat;
 mod native;
+mod template;
 
 pub use compat::{CompatEmail, CompatFields};
 pub use native::{Attachment, NativeEmail};
+pub use template::{RenderError, Rendered, Templates};
 
 use std::str::FromStr;
 
@@ -325,11 +327,18 @@ mod tests {
         assert_eq!(compat(d).unwrap_err().field, "data.email_subject");
         let n = json!({"from": "a@example.com", "to": ["b@example.com\nBcc: c@example.com"],
                        "subject": "s", "text": "t"});
-        assert_eq!(NativeEmail::parse(n, "", None).unwrap_err().field, "to[0]");
+        assert_eq!(
+            NativeEmail::parse(n, "", None, &Templates::default())
+                .unwrap_err()
+                .field,
+            "to[0]"
+        );
         let n = json!({"from": "a@example.com", "to": "b@example.com", "subject": "s",
                        "text": "t", "headers": {"X-Campaign": "a\r\nBcc: c@example.com"}});
         assert_eq!(
-            NativeEmail::parse(n, "", None).unwrap_err().field,
+            NativeEmail::parse(n, "", None, &Templates::default())
+                .unwrap_err()
+                .field,
             "headers.X-Campaign"
         );
     }
@@ -355,13 +364,13 @@ mod tests {
     fn native_type_errors_carry_the_path() {
         let n = json!({"from": "a@example.com", "to": "b@example.com", "subject": 5, "text": "t"});
         assert_eq!(
-            NativeEmail::parse(n, "messages[2].", None)
+            NativeEmail::parse(n, "messages[2].", None, &Templates::default())
                 .unwrap_err()
                 .field,
             "messages[2].subject"
         );
         let n = json!({"from": "a@example.com", "to": "b@example.com", "subject": "s", "text": "t", "colour": 1});
-        let e = NativeEmail::parse(n, "", None).unwrap_err();
+        let e = NativeEmail::parse(n, "", None, &Templates::default()).unwrap_err();
         assert!(e.message.contains("colour"), "{e}");
     }
 
@@ -371,7 +380,7 @@ mod tests {
         let with = |attachments: serde_json::Value| {
             let n = json!({"from": "a@example.com", "to": "b@example.com", "subject": "s",
                 "text": "t", "attachments": attachments});
-            NativeEmail::parse(n, "", None)
+            NativeEmail::parse(n, "", None, &Templates::default())
         };
         let good = json!({"filename": "a.txt", "content": "aGVs\r\nbG8="});
         let email = with(json!([good.clone()])).expect("valid, line breaks in base64 ignored");

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use lettre::message::Mailbox;
 use serde::{Deserialize, Serialize};
 
+use super::template::{RenderError, Templates};
 use super::{
     FieldError, MAX_ATTACHMENTS, MAX_FILENAME_CHARS, MAX_HEADER_LINE, MAX_HEADERS, MAX_RECIPIENTS,
     MAX_SUBJECT_CHARS, MAX_TAG_CHARS, MAX_TAGS, header_safe, mailbox, required_text,
@@ -38,7 +39,7 @@ pub struct NativeEmail {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub reply_to: Vec<String>,
-    /// Required: 1 to 989 characters, no line breaks.
+    /// Required unless `template` is given: 1 to 989 characters, no line breaks.
     // Defaults to empty so that a missing subject is reported by name, like an empty one.
     #[serde(default)]
     pub subject: String,
@@ -54,6 +55,14 @@ pub struct NativeEmail {
     /// body limit as base64.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<Attachment>,
+    /// The name of a template in `TEMPLATES_DIR` that makes the subject, text and html (which
+    /// are then not given): rendered with `variables` when the message is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// The values the template prints, as a JSON object; every one it uses must be given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub variables: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A file attached to a native message.
@@ -131,18 +140,19 @@ const RESERVED_HEADERS: &[&str] = &[
 ];
 
 impl NativeEmail {
-    /// Parses and validates a native message. `prefix` names the field path for batch entries
-    /// (`messages[3].`).
+    /// Parses and validates a native message, rendering its template if it names one. `prefix`
+    /// names the field path for batch entries (`messages[3].`).
     pub fn parse(
         value: serde_json::Value,
         prefix: &str,
         default_from: Option<&Mailbox>,
+        templates: &Templates,
     ) -> Result<NativeEmail, FieldError> {
         if !value.is_object() {
             let field = prefix.strip_suffix('.').unwrap_or("body");
             return Err(FieldError::new(field, "must be a JSON object"));
         }
-        let email: NativeEmail = serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut email: NativeEmail = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." {
                 "body".to_string()
@@ -151,8 +161,72 @@ impl NativeEmail {
             };
             FieldError::new(field, e.inner().to_string())
         })?;
+        email.apply_template(prefix, templates)?;
         email.validate(prefix, default_from)?;
         Ok(email)
+    }
+
+    /// Fills subject, text and html from the named template. What the template makes is checked
+    /// here, as what a client writes is in `validate`, but the error names `variables`: the
+    /// request did not send a subject, and its variables are what made this one.
+    fn apply_template(&mut self, prefix: &str, templates: &Templates) -> Result<(), FieldError> {
+        let f = |name: &str| format!("{prefix}{name}");
+        let Some(name) = &self.template else {
+            if self.variables.is_some() {
+                return Err(FieldError::new(
+                    f("variables"),
+                    "fill a template: give template too",
+                ));
+            }
+            return Ok(());
+        };
+        for (field, given) in [
+            ("subject", !self.subject.is_empty()),
+            ("text", self.text.is_some()),
+            ("html", self.html.is_some()),
+        ] {
+            if given {
+                return Err(FieldError::new(
+                    f(field),
+                    format!("cannot be given with a template: template {name:?} makes it"),
+                ));
+            }
+        }
+        let none = serde_json::Map::new();
+        let rendered = templates
+            .render(name, self.variables.as_ref().unwrap_or(&none))
+            .map_err(|e| match e {
+                RenderError::Unknown => {
+                    let known: Vec<&str> = templates.names().collect();
+                    let known = if known.is_empty() {
+                        "none is loaded (TEMPLATES_DIR)".to_string()
+                    } else {
+                        format!("loaded: {}", known.join(", "))
+                    };
+                    FieldError::new(f("template"), format!("no template {name:?}; {known}"))
+                }
+                RenderError::Failed(why) => FieldError::new(
+                    f("variables"),
+                    format!("cannot render template {name:?}: {why}"),
+                ),
+            })?;
+        let made = |part: &str, e: FieldError| {
+            FieldError::new(
+                f("variables"),
+                format!("template {name:?} makes a {part} that {}", e.message),
+            )
+        };
+        required_text("subject", &rendered.subject, MAX_SUBJECT_CHARS)
+            .map_err(|e| made("subject", e))?;
+        for (part, body) in [("text", &rendered.text), ("html", &rendered.html)] {
+            if body.as_ref().is_some_and(|b| b.contains('\0')) {
+                return Err(made(part, FieldError::new(part, "contains NUL")));
+            }
+        }
+        self.subject = rendered.subject;
+        self.text = rendered.text;
+        self.html = rendered.html;
+        Ok(())
     }
 
     fn validate(&self, prefix: &str, default_from: Option<&Mailbox>) -> Result<(), FieldError> {

@@ -18,3 +18,4 @@ mod moto;
 mod properties;
 #[cfg(all(feature = "postgres", feature = "redis"))]
 mod scale;
+mod templates;

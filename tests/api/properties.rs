@@ -123,7 +123,7 @@ proptest! {
         let injected = [&from, &to, &subject, &header_value]
             .iter()
             .any(|v| has_line_break(v));
-        match NativeEmail::parse(body, "", None) {
+        match NativeEmail::parse(body, "", None, &Default::default()) {
             Err(e) => {
                 prop_assert!(!e.field.is_empty() && !e.message.is_empty());
             }

@@ -108,6 +108,49 @@ async fn command_line() {
     let v: Value = serde_json::from_str(&out).expect("status prints JSON");
     assert_eq!(v["status"], "queued");
 
+    // A template in $DATA_DIR/templates: `check` lists it, `send --template` renders it.
+    let templates = d.join("templates");
+    std::fs::create_dir_all(&templates).expect("mkdir");
+    std::fs::write(templates.join("hello.subject"), "Hello {{ name }}").expect("write");
+    std::fs::write(templates.join("hello.txt"), "Hi {{ name }}.").expect("write");
+    let (ok, out, err) = cli(d, &good, &["check"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("ok    templates: 1 loaded from") && out.contains(": hello"),
+        "{out}"
+    );
+    let send_hello = |variables: &'static str| {
+        let to = to.clone();
+        async move {
+            let args = [
+                "send",
+                "--from",
+                "a@example.com",
+                "--to",
+                &to,
+                "--template",
+                "hello",
+                "--variables",
+                variables,
+            ];
+            cli(d, &good, &args).await
+        }
+    };
+    let (ok, out, err) = send_hello(r#"{"name": "Ann"}"#).await;
+    assert!(ok, "{err}");
+    let (_, status, _) = cli(d, &good, &["status", out.trim()]).await;
+    let v: Value = serde_json::from_str(&status).expect("status prints JSON");
+    assert_eq!(v["subject"], "Hello Ann", "{v}");
+    let (ok, _, err) = send_hello("{}").await;
+    assert!(!ok, "a missing variable fails the command");
+    assert!(
+        err.contains("variables") && err.contains("undefined"),
+        "{err}"
+    );
+    let (ok, _, err) = send_hello("{name").await;
+    assert!(!ok);
+    assert!(err.contains("--variables is not JSON"), "{err}");
+
     let file = d.join("batch.jsonl");
     std::fs::write(
         &file,
