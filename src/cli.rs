@@ -84,7 +84,7 @@ pub enum DeadLetters {
 pub struct SendArgs {
     /// A JSONL file: one native message per line (the body of POST /v1/messages), or a compat
     /// body ({"data": {...}}). `-` reads standard input.
-    #[arg(long, conflicts_with_all = ["to", "subject", "text", "html", "template"])]
+    #[arg(long, conflicts_with_all = ["to", "subject", "text", "html", "template", "send_at"])]
     pub file: Option<PathBuf>,
     #[arg(long)]
     pub from: Option<String>,
@@ -102,6 +102,9 @@ pub struct SendArgs {
     /// The template's variables: a JSON object, such as '{"name": "Ann"}'.
     #[arg(long, requires = "template")]
     pub variables: Option<String>,
+    /// When to send it: RFC 3339 or Unix seconds, at most 30 days ahead (database queue only).
+    #[arg(long)]
+    pub send_at: Option<String>,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -253,7 +256,7 @@ async fn send(settings: Settings, args: SendArgs) -> anyhow::Result<()> {
         let value = json!({
             "from": args.from, "to": args.to, "subject": args.subject.unwrap_or_default(),
             "text": args.text, "html": args.html,
-            "template": args.template, "variables": variables,
+            "template": args.template, "variables": variables, "send_at": args.send_at,
         });
         let value = strip_nulls(value);
         let message =
@@ -363,6 +366,7 @@ async fn status(settings: Settings, id: Uuid) -> anyhow::Result<()> {
         "id": id, "status": record.status, "attempts": record.attempts,
         "last_error": record.last_error, "subject": record.message.subject(),
         "archive_key": record.message.archive_key(), "events": events,
+        "send_at": record.message.due_later(),
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

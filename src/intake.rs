@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::message::Status;
+use crate::message::{FieldError, Status};
 use crate::queue::Queue;
 use crate::store::{Acceptance, Accepted, Store, StoreError, Transition};
 
@@ -22,6 +22,9 @@ pub enum IntakeError {
     /// The queue cannot carry this message (over its size limit): nothing was stored.
     #[error("{field}: {detail}")]
     TooLarge { field: String, detail: String },
+    /// The message asks for what this queue cannot do (a later `send_at`): nothing was stored.
+    #[error("{0}")]
+    Unsupported(FieldError),
 }
 
 impl From<StoreError> for IntakeError {
@@ -59,13 +62,30 @@ impl Intake {
             Vec::new()
         } else {
             let single = acceptance.messages.len() == 1;
+            let field = |index: usize| {
+                if single {
+                    "body".to_string()
+                } else {
+                    format!("messages[{index}]")
+                }
+            };
             for (index, m) in acceptance.messages.iter().enumerate() {
-                self.queue.check(m).map_err(|e| IntakeError::TooLarge {
-                    field: if single {
-                        "body".into()
+                if m.due_later().is_some() && !self.queue.schedules() {
+                    let field = if single {
+                        "send_at".to_string()
                     } else {
-                        format!("messages[{index}]")
-                    },
+                        format!("messages[{index}].send_at")
+                    };
+                    return Err(IntakeError::Unsupported(FieldError::new(
+                        field,
+                        format!(
+                            "needs the database queue: the {} queue cannot hold a message until a later time",
+                            self.queue.name()
+                        ),
+                    )));
+                }
+                self.queue.check(m).map_err(|e| IntakeError::TooLarge {
+                    field: field(index),
                     detail: e.to_string(),
                 })?;
             }

@@ -12,9 +12,16 @@ INSERT INTO events (message_id, at, kind, detail)
 SELECT value ->> 'id', value ->> 'at', value ->> 'kind', value ->> 'detail'
 FROM jsonb_each(?2);
 
--- ?3: JSON array of message ids to queue; ?4: now
+-- ?3: JSON array of message ids to queue now; ?4: now; ?5: JSON array of {id, at} to queue for
+-- a later time (send_at), which count as enqueued from then, so a message waiting for its time
+-- does not age the queue. One statement for both: sqlx binds a statement's unnamed slots below
+-- its highest ?N from the arguments left over, and a statement of its own for ?5 would run out
+-- of them before reaching ?5, leaving it NULL.
 INSERT INTO queue (message_id, enqueued_at, available_at, attempts, lease_token)
 SELECT value, ?4, ?4, 0, NULL
 FROM jsonb_each(?3)
+UNION ALL
+SELECT value ->> 'id', value ->> 'at', value ->> 'at', 0, NULL
+FROM jsonb_each(?5)
 WHERE true
 ON CONFLICT (message_id) DO NOTHING;

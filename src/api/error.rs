@@ -90,6 +90,7 @@ impl From<IntakeError> for ApiError {
             IntakeError::Unavailable(s) => ApiError::Unavailable(s),
             IntakeError::NotFound(id) => ApiError::NotFound(format!("no message with id {id}")),
             e @ IntakeError::NotDead(..) => ApiError::Conflict(e.to_string()),
+            IntakeError::Unsupported(f) => ApiError::Invalid(f),
             IntakeError::TooLarge { field, detail } => {
                 ApiError::MessageTooLarge(FieldError::new(field, detail))
             }

@@ -286,6 +286,9 @@ pub fn summary(r: &Record) -> Value {
     if !m.tags().is_empty() {
         v["tags"] = json!(m.tags());
     }
+    if let Some(due) = m.due_later() {
+        v["send_at"] = json!(due);
+    }
     v
 }
 

@@ -135,6 +135,8 @@ pub struct MessageSummary {
     archive_key: String,
     last_error: Option<String>,
     tags: Option<Vec<String>>,
+    /// When a scheduled message is due (its `send_at`, when later than its acceptance).
+    send_at: Option<DateTime<Utc>>,
 }
 
 /// One step of a message's history.

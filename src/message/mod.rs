@@ -57,6 +57,8 @@ pub const MAX_TAGS: usize = 10;
 pub const MAX_TAG_CHARS: usize = 64;
 pub const MAX_ATTACHMENTS: usize = 20;
 pub const MAX_FILENAME_CHARS: usize = 255;
+/// Furthest ahead `send_at` may be.
+pub const MAX_SCHEDULE_DAYS: i64 = 30;
 
 /// Where a message is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -172,6 +174,14 @@ impl Message {
         match &self.content {
             Content::Compat(c) => &c.email_subject,
             Content::Native(n) => &n.subject,
+        }
+    }
+
+    /// When the message is due, if it was scheduled after its acceptance (`send_at`).
+    pub fn due_later(&self) -> Option<DateTime<Utc>> {
+        match &self.content {
+            Content::Native(n) => n.send_at.filter(|t| *t > self.accepted_at),
+            Content::Compat(_) => None,
         }
     }
 

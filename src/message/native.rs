@@ -2,13 +2,15 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use lettre::message::Mailbox;
 use serde::{Deserialize, Serialize};
 
 use super::template::{RenderError, Templates};
 use super::{
     FieldError, MAX_ATTACHMENTS, MAX_FILENAME_CHARS, MAX_HEADER_LINE, MAX_HEADERS, MAX_RECIPIENTS,
-    MAX_SUBJECT_CHARS, MAX_TAG_CHARS, MAX_TAGS, header_safe, mailbox, required_text,
+    MAX_SCHEDULE_DAYS, MAX_SUBJECT_CHARS, MAX_TAG_CHARS, MAX_TAGS, header_safe, mailbox,
+    required_text,
 };
 
 /// The body of `POST /v1/messages`.
@@ -63,6 +65,16 @@ pub struct NativeEmail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub variables: Option<serde_json::Map<String, serde_json::Value>>,
+    /// When to send it: RFC 3339 (`2026-12-01T09:00:00Z`) or Unix seconds, at most 30 days
+    /// ahead; a time already past sends at once. Needs the database queue (SQLite or
+    /// PostgreSQL): with SQS or Kafka it is a 400.
+    #[serde(
+        default,
+        deserialize_with = "send_at",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub send_at: Option<DateTime<Utc>>,
 }
 
 /// A file attached to a native message.
@@ -103,6 +115,28 @@ impl Attachment {
             .unwrap_or("application/octet-stream");
         lettre::message::header::ContentType::parse(given).map_err(|e| e.to_string())
     }
+}
+
+/// An RFC 3339 time, or Unix seconds as a number or a string (as `email_timestream` takes them).
+fn send_at<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(
+        untagged,
+        expecting = "an RFC 3339 time such as \"2026-12-01T09:00:00Z\" or Unix seconds"
+    )]
+    enum When {
+        Secs(u64),
+        Text(String),
+    }
+    let parsed = match When::deserialize(d)? {
+        When::Secs(secs) => super::parse_timestream(&secs.to_string()),
+        When::Text(text) => super::parse_timestream(&text),
+    };
+    parsed.map(Some).ok_or_else(|| {
+        serde::de::Error::custom(
+            "is not a time: expected RFC 3339 such as \"2026-12-01T09:00:00Z\" or Unix seconds",
+        )
+    })
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -336,6 +370,14 @@ impl NativeEmail {
                     format!("tags are 1 to {MAX_TAG_CHARS} characters of A-Z a-z 0-9 - _ . :"),
                 ));
             }
+        }
+        if let Some(when) = self.send_at
+            && when > Utc::now() + chrono::Duration::days(MAX_SCHEDULE_DAYS)
+        {
+            return Err(FieldError::new(
+                f("send_at"),
+                format!("is {when}; the limit is {MAX_SCHEDULE_DAYS} days ahead"),
+            ));
         }
         if self.attachments.len() > MAX_ATTACHMENTS {
             return Err(FieldError::new(

@@ -98,6 +98,12 @@ pub trait Queue: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether the queue can hold a message until a later time (`send_at`): the database queues
+    /// can; SQS delays at most 15 minutes and Kafka not at all.
+    fn schedules(&self) -> bool {
+        false
+    }
+
     /// How often a delivery that is still running should call [`Queue::extend`]; `None` when
     /// leases need no keeping alive (the database queues lease for the whole visibility timeout,
     /// and the limiter books no further ahead than a third of it).

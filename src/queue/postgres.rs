@@ -165,4 +165,8 @@ impl Queue for PostgresQueue {
     fn name(&self) -> &'static str {
         "postgres"
     }
+
+    fn schedules(&self) -> bool {
+        true
+    }
 }

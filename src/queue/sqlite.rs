@@ -108,4 +108,8 @@ impl Queue for SqliteQueue {
     fn name(&self) -> &'static str {
         "database"
     }
+
+    fn schedules(&self) -> bool {
+        true
+    }
 }

@@ -263,8 +263,10 @@ pub(crate) struct NewRows {
     /// from the message row (`events.sql`), which saves an event row and its index entry per
     /// accepted message.
     events: Vec<String>,
-    /// Their ids, for the queue.
+    /// Their ids, for the queue: due at once.
     ids: Vec<String>,
+    /// `{id, at}` of those due later (`send_at`), for the queue.
+    scheduled: Vec<String>,
 }
 
 impl NewRows {
@@ -282,13 +284,23 @@ impl NewRows {
             };
             rows.messages
                 .push(serde_json::to_string(&row).map_err(encode)?);
-            rows.ids.push(format!("\"{}\"", m.id));
+            match m.due_later() {
+                None => rows.ids.push(format!("\"{}\"", m.id)),
+                Some(due) => rows.scheduled.push(format!(
+                    "{{\"id\":\"{}\",\"at\":{}}}",
+                    m.id,
+                    due.timestamp_millis()
+                )),
+            }
         }
         Ok(rows)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.messages.is_empty() && self.events.is_empty() && self.ids.is_empty()
+        self.messages.is_empty()
+            && self.events.is_empty()
+            && self.ids.is_empty()
+            && self.scheduled.is_empty()
     }
 
     /// Adds `other`'s rows; `enqueue` says whether its messages go on the database queue.
@@ -297,6 +309,7 @@ impl NewRows {
         self.events.extend(other.events);
         if enqueue {
             self.ids.extend(other.ids);
+            self.scheduled.extend(other.scheduled);
         }
     }
 
@@ -315,6 +328,10 @@ impl NewRows {
 
     pub(crate) fn ids(&self) -> String {
         json_array(&self.ids)
+    }
+
+    pub(crate) fn scheduled(&self) -> String {
+        json_array(&self.scheduled)
     }
 }
 

@@ -101,6 +101,7 @@ pub(crate) async fn insert_messages(
     if enqueue {
         sqlx::query(query_file!("enqueue"))
             .bind(rows.ids())
+            .bind(rows.scheduled())
             .execute(&mut *tx)
             .await?;
     }

@@ -495,6 +495,7 @@ fn bind_insert<'q>(query: Query<'q>, new: &NewRows, now: i64) -> Query<'q> {
         .bind(new.events())
         .bind(new.ids())
         .bind(now)
+        .bind(new.scheduled())
 }
 
 /// A batch that only inserts, which is every batch of acceptances without an Idempotency-Key,

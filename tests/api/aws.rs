@@ -12,7 +12,7 @@ use mailroom::queue::sqs::{SqsQueue, SqsSettings};
 use serde_json::{Value, json};
 
 use crate::conformance::{archive_suite, message, queue_suite};
-use crate::helpers::{TestApp, accepted_id, spawn_app_with};
+use crate::helpers::{TestApp, accepted_id, error_field, spawn_app_with};
 use crate::moto::{Moto, REGION};
 
 fn sqs_settings(url: &str, visibility: Duration) -> SqsSettings {
@@ -269,6 +269,42 @@ async fn failed_sqs_send_is_503_and_frees_the_idempotency_key() {
     let r = app.post_message(&body, Some("order-17")).await;
     assert_eq!(r.status(), 202, "the retry with the same key is accepted");
     let id = accepted_id(r).await;
+    let leases = app.queue.pull(10).await.expect("pull");
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].message.id.to_string(), id);
+}
+
+/// SQS cannot hold a message for later: a future `send_at` is a 400 naming the field, with
+/// nothing stored, and a time already past is accepted and queued at once.
+#[tokio::test]
+async fn send_at_needs_the_database_queue() {
+    let moto = Moto::start().await;
+    let (url, _) = moto.queue_with_dlq("scheduled", 5, None).await;
+    let app = spawn_app_with(|raw| on_aws(raw, &moto, &url)).await;
+    let body = |send_at: String| {
+        json!({"from": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t",
+               "send_at": send_at})
+    };
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let r = app.post_message(&body(later.clone()), None).await;
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.expect("a JSON error");
+    assert_eq!(e["error"]["field"], "send_at", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .expect("a message")
+            .contains("needs the database queue"),
+        "{e}"
+    );
+    let r = app
+        .post_batch(&json!({"messages": [body("1700000000".into()), body(later)]}))
+        .await;
+    let (_, field) = error_field(r, 400).await;
+    assert_eq!(field, "messages[1].send_at");
+    assert_eq!(app.message_count().await, 0, "nothing stored");
+
+    let id = accepted_id(app.post_message(&body("1700000000".into()), None).await).await;
     let leases = app.queue.pull(10).await.expect("pull");
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].message.id.to_string(), id);

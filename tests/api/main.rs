@@ -18,4 +18,5 @@ mod moto;
 mod properties;
 #[cfg(all(feature = "postgres", feature = "redis"))]
 mod scale;
+mod scheduling;
 mod templates;

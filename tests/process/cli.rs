@@ -151,6 +151,39 @@ async fn command_line() {
     assert!(!ok);
     assert!(err.contains("--variables is not JSON"), "{err}");
 
+    // --send-at schedules it; `status` shows when it is due.
+    let due = (chrono::Utc::now() + chrono::Duration::hours(1)).timestamp();
+    let mut args = vec![
+        "send",
+        "--from",
+        "a@example.com",
+        "--to",
+        &to,
+        "--subject",
+        "Later",
+    ];
+    let due_text = due.to_string();
+    args.extend(["--text", "x", "--send-at", &due_text]);
+    let (ok, out, err) = cli(d, &good, &args).await;
+    assert!(ok, "{err}");
+    let (_, status, _) = cli(d, &good, &["status", out.trim()]).await;
+    let v: Value = serde_json::from_str(&status).expect("status prints JSON");
+    let shown = v["send_at"].as_str().expect("send_at");
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(shown)
+            .expect("RFC 3339")
+            .timestamp(),
+        due
+    );
+    args.pop();
+    args.push("tomorrow");
+    let (ok, _, err) = cli(d, &good, &args).await;
+    assert!(!ok);
+    assert!(
+        err.contains("send_at") && err.contains("is not a time"),
+        "{err}"
+    );
+
     let file = d.join("batch.jsonl");
     std::fs::write(
         &file,

@@ -14,6 +14,24 @@ const COMPAT_FIELDS: [&str; 4] = [
 ];
 const ADDRESS_LISTS: [&str; 4] = ["to", "cc", "bcc", "reply_to"];
 
+/// Strings that are neither Unix seconds nor RFC 3339 (nor a time up to the year 9999), for
+/// `email_timestream` and `send_at`.
+const BAD_TIMES: [&str; 13] = [
+    "abc",
+    "-1",
+    "1e10",
+    "0x10",
+    "99999999999999999999",
+    "253402300800",
+    "2023-13-01T00:00:00Z",
+    "2023-02-30T00:00:00Z",
+    "2023-11-14 22:13:20",
+    "Tue, 14 Nov 2023 22:13:20 +0000",
+    "1969-12-31T23:59:59Z",
+    "  ",
+    "17000000OO",
+];
+
 pub fn compat(token: &str) -> Vec<Case> {
     let mut cases = Vec::new();
     for name in COMPAT_FIELDS {
@@ -52,21 +70,7 @@ pub fn compat(token: &str) -> Vec<Case> {
     ] {
         cases.push(compat_field(token, name, field, json!(value)));
     }
-    for ts in [
-        "abc",
-        "-1",
-        "1e10",
-        "0x10",
-        "99999999999999999999",
-        "253402300800",
-        "2023-13-01T00:00:00Z",
-        "2023-02-30T00:00:00Z",
-        "2023-11-14 22:13:20",
-        "Tue, 14 Nov 2023 22:13:20 +0000",
-        "1969-12-31T23:59:59Z",
-        "  ",
-        "17000000OO",
-    ] {
+    for ts in BAD_TIMES {
         let name = format!("timestamp {ts:?}");
         cases.push(compat_field(token, &name, "email_timestream", json!(ts)));
     }
@@ -84,7 +88,26 @@ pub fn compat(token: &str) -> Vec<Case> {
 
 pub fn native() -> Vec<Case> {
     let mut cases = Vec::new();
+    for ts in BAD_TIMES {
+        let name = format!("send_at {ts:?}");
+        cases.push(native_field(&name, "send_at", json!(ts), "send_at"));
+    }
     for (kind, v) in not_strings() {
+        cases.push(native_field(
+            &format!("template {kind}"),
+            "template",
+            v.clone(),
+            "template",
+        ));
+        if !v.is_object() {
+            let name = format!("variables {kind}");
+            cases.push(native_field(&name, "variables", v.clone(), "variables"));
+        }
+        // A non-negative integer is Unix seconds: a time.
+        if !v.is_u64() {
+            let name = format!("send_at {kind}");
+            cases.push(native_field(&name, "send_at", v.clone(), "send_at"));
+        }
         for field in ["from", "subject", "text", "html"] {
             cases.push(native_field(
                 &format!("{field} {kind}"),
