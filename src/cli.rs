@@ -44,6 +44,8 @@ pub enum Command {
     Send(SendArgs),
     /// Show a message's status and history.
     Status { id: Uuid },
+    /// Withdraw a message that has not been sent yet (queued, scheduled or waiting for a retry).
+    Cancel { id: Uuid },
     /// Inspect and redrive dead letters.
     #[command(subcommand)]
     DeadLetters(DeadLetters),
@@ -152,6 +154,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Send(args) => send(settings, args).await,
         Command::Status { id } => status(settings, id).await,
+        Command::Cancel { id } => {
+            let backends = Backends::build(settings).await?;
+            backends.intake.cancel(id).await?;
+            println!("{id} cancelled");
+            Ok(())
+        }
         Command::DeadLetters(cmd) => dead_letters(settings, cmd).await,
         Command::Check => check(settings).await,
         Command::Config { .. } => {

@@ -23,8 +23,8 @@ use uuid::Uuid;
 use crate::config::KafkaSettings;
 use crate::message::Status;
 use crate::store::{
-    Acceptance, Accepted, Event, IdempotencyRecord, ListFilter, Record, Store, StoreError,
-    Transition,
+    Acceptance, Accepted, CANCELLED_DETAIL, Cancel, Event, IdempotencyRecord, ListFilter, Record,
+    Store, StoreError, Transition,
 };
 
 /// One status change, as published.
@@ -155,6 +155,22 @@ impl Store for EventingStore {
 
     async fn get(&self, id: Uuid) -> Result<Option<Record>, StoreError> {
         self.inner.get(id).await
+    }
+
+    async fn cancel(&self, id: Uuid) -> Result<Cancel, StoreError> {
+        let outcome = self.inner.cancel(id).await?;
+        if outcome == Cancel::Cancelled {
+            let event = DeliveryEvent {
+                message_id: id,
+                event: "cancelled".into(),
+                status: Status::Cancelled.as_str().into(),
+                at: Utc::now(),
+                attempts: None,
+                detail: Some(CANCELLED_DETAIL.into()),
+            };
+            self.publisher.publish(vec![event]).await;
+        }
+        Ok(outcome)
     }
 
     async fn events(&self, id: Uuid) -> Result<Vec<Event>, StoreError> {

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::message::{FieldError, Status};
 use crate::queue::Queue;
-use crate::store::{Acceptance, Accepted, Store, StoreError, Transition};
+use crate::store::{Acceptance, Accepted, Cancel, Store, StoreError, Transition};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
@@ -19,6 +19,10 @@ pub enum IntakeError {
     NotFound(Uuid),
     #[error("message {0} is {1}, not dead: only dead letters can be redriven")]
     NotDead(Uuid, &'static str),
+    #[error("message {0} is {1}: only queued or deferred messages can be cancelled")]
+    NotCancellable(Uuid, &'static str),
+    #[error("message {0} is being delivered right now: too late to cancel")]
+    InFlight(Uuid),
     /// The queue cannot carry this message (over its size limit): nothing was stored.
     #[error("{field}: {detail}")]
     TooLarge { field: String, detail: String },
@@ -124,6 +128,20 @@ impl Intake {
         }
         self.wake.notify_one();
         Ok(accepted)
+    }
+
+    /// Withdraws a message that has not been sent yet (queued, scheduled or waiting for a retry).
+    pub async fn cancel(&self, id: Uuid) -> Result<(), IntakeError> {
+        match self.store.cancel(id).await? {
+            Cancel::Cancelled => {
+                tracing::info!(message_id = %id, "Message cancelled.");
+                metrics::counter!("mailroom_cancellations_total").increment(1);
+                Ok(())
+            }
+            Cancel::NotFound => Err(IntakeError::NotFound(id)),
+            Cancel::Settled(status) => Err(IntakeError::NotCancellable(id, status.as_str())),
+            Cancel::InFlight => Err(IntakeError::InFlight(id)),
+        }
     }
 
     /// Puts a dead letter back in the queue.

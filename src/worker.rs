@@ -246,6 +246,12 @@ impl Worker {
             // Dead-lettered, then interrupted before the lease was let go: do not send again.
             return self.queue.dead(lease, "already dead-lettered").await;
         }
+        if status == Some(Status::Cancelled) {
+            // Withdrawn by its sender on a queue that could not take it back (SQS, Kafka), or
+            // a lease that ran out while it was being cancelled.
+            tracing::info!(message_id = %lease.message.id, "Not delivered: the message was cancelled.");
+            return self.queue.ack(lease).await;
+        }
         if status == Some(Status::Abandoned) {
             // The queue reported the push failed but took it after all; its client was answered
             // 503 and may have sent it again: sending this copy could make a duplicate.

@@ -1,7 +1,8 @@
 -- A delivered or archived message never goes back to an unfinished status: that would be a
--- stale worker whose lease ran out. $1 id, $2 status, $3 at, $4 attempts or NULL, $5 error or NULL
+-- stale worker whose lease ran out. A cancelled one only becomes delivered or archived (an
+-- attempt already under way when it was cancelled, on a queue that cannot withdraw it). $1 id, $2 status, $3 at, $4 attempts or NULL, $5 error or NULL
 UPDATE messages
 SET status = $2, updated_at = $3, attempts = coalesce($4, attempts), last_error = coalesce($5, last_error)
 WHERE id = $1
-  AND NOT (status IN ('delivered', 'archived') AND $2 NOT IN ('delivered', 'archived'))
+  AND NOT (status IN ('delivered', 'archived', 'cancelled') AND $2 NOT IN ('delivered', 'archived'))
 RETURNING id

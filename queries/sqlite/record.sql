@@ -1,5 +1,7 @@
 -- ?1: JSON array of {id, status, at, attempts, error}. A delivered or archived message never
--- goes back to an unfinished status: that would be a stale worker whose lease ran out.
+-- goes back to an unfinished status: that would be a stale worker whose lease ran out. A
+-- cancelled one only becomes delivered or archived (an attempt already under way when it was
+-- cancelled, on a queue that cannot withdraw it), never due again.
 UPDATE messages AS m
 SET status = t.status,
     updated_at = t.at,
@@ -11,5 +13,6 @@ FROM (
     FROM jsonb_each(?1)
 ) AS t
 WHERE m.id = t.id
-  AND NOT (m.status IN ('delivered', 'archived') AND t.status NOT IN ('delivered', 'archived'))
+  AND NOT (m.status IN ('delivered', 'archived', 'cancelled')
+           AND t.status NOT IN ('delivered', 'archived'))
 RETURNING id

@@ -89,7 +89,9 @@ impl From<IntakeError> for ApiError {
         match e {
             IntakeError::Unavailable(s) => ApiError::Unavailable(s),
             IntakeError::NotFound(id) => ApiError::NotFound(format!("no message with id {id}")),
-            e @ IntakeError::NotDead(..) => ApiError::Conflict(e.to_string()),
+            e @ (IntakeError::NotDead(..)
+            | IntakeError::NotCancellable(..)
+            | IntakeError::InFlight(_)) => ApiError::Conflict(e.to_string()),
             IntakeError::Unsupported(f) => ApiError::Invalid(f),
             IntakeError::TooLarge { field, detail } => {
                 ApiError::MessageTooLarge(FieldError::new(field, detail))

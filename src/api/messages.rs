@@ -307,6 +307,11 @@ pub async fn show(
 ) -> Result<Json<Value>, ApiError> {
     authenticate(&state, token.as_deref()).await?;
     let id = parse_id(&id)?;
+    detail(&state, id).await.map(Json)
+}
+
+/// The message's summary and its event history.
+async fn detail(state: &AppState, id: Uuid) -> Result<Value, ApiError> {
     let store = &state.intake.store;
     let record = store
         .get(id)
@@ -314,7 +319,28 @@ pub async fn show(
         .ok_or_else(|| ApiError::NotFound(format!("no message with id {id}")))?;
     let mut v = summary(&record);
     v["events"] = json!(store.events(id).await?);
-    Ok(Json(v))
+    Ok(v)
+}
+
+#[utoipa::path(post, path = "/v1/messages/{id}/cancel", tag = "messages",
+    params(("id" = uuid::Uuid, Path, description = "The message id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Cancelled: it will not be sent. The message, now `cancelled`, and its history", body = MessageDetail),
+        Refused,
+        (status = 404, description = "No message with this id", body = ErrorBody),
+        (status = 409, description = "Too late: the message is sent, dead, abandoned or cancelled already, or a worker is delivering it right now", body = ErrorBody),
+        (status = 503, description = "The store is unavailable: retry after `Retry-After`", body = ErrorBody),
+    ))]
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    Bearer(token): Bearer,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authenticate(&state, token.as_deref()).await?;
+    let id = parse_id(&id)?;
+    state.intake.cancel(id).await?;
+    detail(&state, id).await.map(Json)
 }
 
 #[derive(Deserialize)]

@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/messages", post(messages::create).get(messages::list))
         .route("/v1/messages/batch", post(messages::create_batch))
         .route("/v1/messages/{id}", get(messages::show))
+        .route("/v1/messages/{id}/cancel", post(messages::cancel))
         .route("/v1/dead-letters", get(dead_letters::list))
         .route("/v1/dead-letters/{id}/redrive", post(dead_letters::redrive))
         .route("/health", get(health::health))

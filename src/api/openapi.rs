@@ -144,7 +144,8 @@ pub struct MessageSummary {
 #[allow(dead_code)]
 pub struct EventView {
     at: DateTime<Utc>,
-    /// `accepted`, `deferred`, `delivered`, `archived`, `dead`, `redriven`, `abandoned`.
+    /// `accepted`, `deferred`, `delivered`, `archived`, `dead`, `redriven`, `abandoned`,
+    /// `cancelled`.
     kind: String,
     detail: Option<String>,
 }
@@ -195,6 +196,7 @@ pub struct Readiness {
         super::messages::create_batch,
         super::messages::list,
         super::messages::show,
+        super::messages::cancel,
         super::dead_letters::list,
         super::dead_letters::redrive,
         super::health::health,

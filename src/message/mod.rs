@@ -77,16 +77,19 @@ pub enum Status {
     /// Stored, then refused by the queue: the client was answered 503 and may have sent it again,
     /// so it is neither delivered nor a dead letter (a redrive would send it twice).
     Abandoned,
+    /// Withdrawn by its sender before it was sent (`POST /v1/messages/{id}/cancel`).
+    Cancelled,
 }
 
 impl Status {
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 7] = [
         Status::Queued,
         Status::Deferred,
         Status::Delivered,
         Status::Archived,
         Status::Dead,
         Status::Abandoned,
+        Status::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -97,6 +100,7 @@ impl Status {
             Status::Archived => "archived",
             Status::Dead => "dead",
             Status::Abandoned => "abandoned",
+            Status::Cancelled => "cancelled",
         }
     }
 
@@ -115,7 +119,7 @@ impl FromStr for Status {
             .ok_or_else(|| {
                 FieldError::new(
                     "status",
-                    "expected one of queued, deferred, delivered, archived, dead, abandoned",
+                    "expected one of queued, deferred, delivered, archived, dead, abandoned, cancelled",
                 )
             })
     }

@@ -179,6 +179,20 @@ pub struct ListFilter {
     pub limit: u32,
 }
 
+/// What came of a cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    Cancelled,
+    NotFound,
+    /// Past cancelling: sent, dead, abandoned, or cancelled already.
+    Settled(Status),
+    /// A worker holds its database-queue lease: it may be being sent right now.
+    InFlight,
+}
+
+/// The history's note on a cancelled message.
+pub const CANCELLED_DETAIL: &str = "cancelled before it was sent";
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Commits the messages (and their idempotency key) in one transaction. With `enqueue`, the
@@ -201,6 +215,11 @@ pub trait Store: Send + Sync + 'static {
     async fn events(&self, id: Uuid) -> Result<Vec<Event>, StoreError>;
 
     async fn list(&self, filter: ListFilter) -> Result<Vec<Record>, StoreError>;
+
+    /// Withdraws a queued or deferred message before it is sent, in one transaction: its status
+    /// becomes `cancelled` and its row leaves the database queue (when the queue is this
+    /// store's). A message whose database-queue lease a worker holds is [`Cancel::InFlight`].
+    async fn cancel(&self, id: Uuid) -> Result<Cancel, StoreError>;
 
     /// The current status of each of these messages that the store knows.
     async fn statuses(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Status>, StoreError>;
@@ -242,6 +261,18 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
+}
+
+/// Whether a message with this status, on whose database-queue row a worker does or does not
+/// hold a live lease, can be cancelled: `None` when it can, else the answer.
+pub(crate) fn cancel_refusal(status: &str, leased: bool) -> Option<Cancel> {
+    match status.parse::<Status>() {
+        Ok(Status::Queued | Status::Deferred) if leased => Some(Cancel::InFlight),
+        Ok(Status::Queued | Status::Deferred) => None,
+        Ok(other) => Some(Cancel::Settled(other)),
+        // A status a later release wrote: not one this release may take back.
+        Err(_) => Some(Cancel::Settled(Status::Abandoned)),
+    }
 }
 
 pub(crate) fn ms_to_time(ms: i64) -> DateTime<Utc> {

@@ -12,8 +12,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use uuid::Uuid;
 
 use super::{
-    Acceptance, Accepted, Event, IDEMPOTENCY_TTL, IdempotencyRecord, ListFilter, NewRows, Record,
-    Store, StoreError, Transition, event_row, json_array, ms_to_time, now_ms, record_from,
+    Acceptance, Accepted, CANCELLED_DETAIL, Cancel, Event, IDEMPOTENCY_TTL, IdempotencyRecord,
+    ListFilter, NewRows, Record, Store, StoreError, Transition, cancel_refusal, event_row,
+    json_array, ms_to_time, now_ms, record_from,
 };
 use crate::message::Status;
 
@@ -177,6 +178,32 @@ impl Store for PgStore {
             .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn cancel(&self, id: Uuid) -> Result<Cancel, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The queue row first, as a lease takes it, so the two never wait on each other.
+        let leased: Option<bool> = sqlx::query_scalar(query_file!("cancel_lock"))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let status: Option<String> = sqlx::query_scalar(query_file!("cancel_state"))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(status) = status else {
+            return Ok(Cancel::NotFound);
+        };
+        if let Some(refused) = cancel_refusal(&status, leased.unwrap_or(false)) {
+            return Ok(refused);
+        }
+        sqlx::query(query_file!("cancel"))
+            .bind(id)
+            .bind(CANCELLED_DETAIL)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Cancel::Cancelled)
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Record>, StoreError> {

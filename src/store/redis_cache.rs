@@ -12,8 +12,8 @@ use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 use super::{
-    Acceptance, Accepted, Event, IDEMPOTENCY_TTL, IdempotencyRecord, ListFilter, Record, Store,
-    StoreError, Transition,
+    Acceptance, Accepted, Cancel, Event, IDEMPOTENCY_TTL, IdempotencyRecord, ListFilter, Record,
+    Store, StoreError, Transition,
 };
 use crate::message::Status;
 
@@ -89,6 +89,10 @@ impl Store for RedisCachedStore {
 
     async fn get(&self, id: Uuid) -> Result<Option<Record>, StoreError> {
         self.inner.get(id).await
+    }
+
+    async fn cancel(&self, id: Uuid) -> Result<Cancel, StoreError> {
+        self.inner.cancel(id).await
     }
 
     async fn events(&self, id: Uuid) -> Result<Vec<Event>, StoreError> {

@@ -23,8 +23,9 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
-    Acceptance, Accepted, Event, IDEMPOTENCY_TTL, IdempotencyRecord, ListFilter, NewRows, Record,
-    Store, StoreError, Transition, event_row, ms_to_time, now_ms, record_from,
+    Acceptance, Accepted, CANCELLED_DETAIL, Cancel, Event, IDEMPOTENCY_TTL, IdempotencyRecord,
+    ListFilter, NewRows, Record, Store, StoreError, Transition, cancel_refusal, event_row,
+    ms_to_time, now_ms, record_from,
 };
 use crate::message::{Message, Status};
 
@@ -81,6 +82,10 @@ enum Op {
     PurgeIdempotency {
         purge: Purge,
         reply: Reply<u64>,
+    },
+    Cancel {
+        id: Uuid,
+        reply: Reply<Cancel>,
     },
 }
 
@@ -234,6 +239,7 @@ enum Answer {
     Unit(Reply<()>),
     Leased(Reply<Vec<LeasedRow>>, Vec<LeasedRow>),
     Count(Reply<u64>, u64),
+    Cancel(Reply<Cancel>, Cancel),
 }
 
 impl Answer {
@@ -245,6 +251,7 @@ impl Answer {
             Answer::Unit(r) => drop(r.send(Ok(()))),
             Answer::Leased(r, v) => drop(r.send(Ok(v))),
             Answer::Count(r, v) => drop(r.send(Ok(v))),
+            Answer::Cancel(r, v) => drop(r.send(Ok(v))),
         }
     }
 
@@ -256,6 +263,7 @@ impl Answer {
             Answer::Unit(r) => drop(r.send(Err(err()))),
             Answer::Leased(r, _) => drop(r.send(Err(err()))),
             Answer::Count(r, _) => drop(r.send(Err(err()))),
+            Answer::Cancel(r, _) => drop(r.send(Err(err()))),
         }
     }
 }
@@ -292,6 +300,7 @@ async fn apply_in_tx(
     let mut leases = Vec::new();
     let mut claims = Vec::new();
     let mut purges = Vec::new();
+    let mut cancels = Vec::new();
 
     for op in ops {
         match op {
@@ -356,6 +365,7 @@ async fn apply_in_tx(
                 reply,
             } => leases.push((max, visibility, token, reply)),
             Op::PurgeIdempotency { purge, reply } => purges.push((purge, reply)),
+            Op::Cancel { id, reply } => cancels.push((id.to_string(), reply)),
         }
     }
 
@@ -364,6 +374,7 @@ async fn apply_in_tx(
         && settle_answers.is_empty()
         && leases.is_empty()
         && purges.is_empty()
+        && cancels.is_empty()
     {
         return insert_alone(conn, &new, now).await;
     }
@@ -441,6 +452,31 @@ async fn apply_in_tx(
             let ok = settled.contains(&id);
             answers.push(Answer::Bool(reply, ok));
         }
+    }
+    // After the inserts (a message accepted in this batch can be cancelled in it) and before
+    // the leases (a cancelled message is not leased in the same batch).
+    for (id, reply) in cancels {
+        let state = sqlx::query(query_file!("cancel_state"))
+            .bind(&id)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let outcome = match state {
+            None => Cancel::NotFound,
+            Some(row) => match cancel_refusal(&row.try_get::<String, _>(0)?, row.try_get(1)?) {
+                Some(refused) => refused,
+                None => {
+                    sqlx::query(query_file!("cancel"))
+                        .bind(&id)
+                        .bind(now)
+                        .bind(CANCELLED_DETAIL)
+                        .execute(&mut *tx)
+                        .await?;
+                    Cancel::Cancelled
+                }
+            },
+        };
+        answers.push(Answer::Cancel(reply, outcome));
     }
     for (max, visibility, token, reply) in leases {
         let rows = sqlx::query(query_file!("lease"))
@@ -671,6 +707,10 @@ impl Store for SqliteStore {
                 reply,
             })
             .await
+    }
+
+    async fn cancel(&self, id: Uuid) -> Result<Cancel, StoreError> {
+        self.db.call(|reply| Op::Cancel { id, reply }).await
     }
 
     async fn forget_idempotency(&self, key: &str) -> Result<(), StoreError> {

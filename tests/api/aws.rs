@@ -12,7 +12,7 @@ use mailroom::queue::sqs::{SqsQueue, SqsSettings};
 use serde_json::{Value, json};
 
 use crate::conformance::{archive_suite, message, queue_suite};
-use crate::helpers::{TestApp, accepted_id, error_field, spawn_app_with};
+use crate::helpers::{TestApp, accepted_id, error_field, spawn_app_with, unique_rcpt};
 use crate::moto::{Moto, REGION};
 
 fn sqs_settings(url: &str, visibility: Duration) -> SqsSettings {
@@ -308,6 +308,26 @@ async fn send_at_needs_the_database_queue() {
     let leases = app.queue.pull(10).await.expect("pull");
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].message.id.to_string(), id);
+}
+
+/// On SQS, which cannot take a message back, a cancelled message stays in the queue: the worker
+/// that receives it drops it unsent.
+#[tokio::test]
+async fn a_message_cancelled_on_sqs_is_dropped_by_the_worker() {
+    let moto = Moto::start().await;
+    let (url, _) = moto.queue_with_dlq("cancel", 5, None).await;
+    let app = spawn_app_with(|raw| on_aws(raw, &moto, &url)).await;
+    let to = unique_rcpt("cancel-sqs");
+    let id = app.send_to(&to).await;
+    assert_eq!(app.cancel(&id).await.status(), 200);
+    assert_eq!(
+        app.dispatch_all_pending().await,
+        1,
+        "received, then dropped"
+    );
+    assert!(app.relay.received_for(&to).is_empty(), "not sent");
+    assert_eq!(app.get_message(&id).await["status"], "cancelled");
+    assert!(app.queue.pull(10).await.expect("pull").is_empty(), "acked");
 }
 
 /// The token comes from SSM; a rotation is picked up within the TTL without a restart; when

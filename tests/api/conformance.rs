@@ -268,7 +268,9 @@ async fn local_archive_conformance() {
     archive_suite(&Archive::from_url(&url, &Default::default()).expect("archive")).await;
 }
 
-use mailroom::store::{Acceptance, Accepted, IdempotencyRecord, ListFilter, Store, Transition};
+use mailroom::store::{
+    Acceptance, Accepted, Cancel, IdempotencyRecord, ListFilter, Store, Transition,
+};
 
 fn native(n: usize) -> Message {
     Message::new(Content::Native(
@@ -493,6 +495,49 @@ where
     store_records_and_transitions(fresh().await.as_ref()).await;
     store_listing(fresh().await.as_ref()).await;
     store_idempotency(fresh().await.as_ref()).await;
+    store_cancel(fresh().await.as_ref()).await;
+}
+
+/// A queued message is cancelled once; afterwards no worker's change takes it back to pending
+/// (a deferral is refused), though a delivery already under way may still record that it was
+/// sent. Delivered and unknown messages cannot be cancelled.
+pub async fn store_cancel(store: &dyn Store) {
+    let (m, sent) = (native(1), native(2));
+    let acceptance = Acceptance {
+        messages: vec![m.clone(), sent.clone()],
+        idempotency: None,
+    };
+    store.insert(acceptance, true).await.expect("insert");
+    assert_eq!(store.cancel(m.id).await.expect("cancel"), Cancel::Cancelled);
+    assert_eq!(
+        store.cancel(m.id).await.expect("cancel"),
+        Cancel::Settled(Status::Cancelled)
+    );
+    let r = store.get(m.id).await.expect("get").expect("found");
+    assert_eq!(r.status, Status::Cancelled);
+    let events = store.events(m.id).await.expect("events");
+    assert_eq!(events.last().expect("an event").kind, "cancelled");
+    let deferral = Transition::Deferred {
+        attempts: 1,
+        error: "451 later".into(),
+        retry_in: Duration::from_secs(1),
+    };
+    assert!(!store.record(m.id, deferral).await.expect("record"));
+    let delivered = || Transition::Delivered {
+        attempts: 1,
+        detail: "250 ok".into(),
+    };
+    assert!(store.record(m.id, delivered()).await.expect("record"));
+
+    assert!(store.record(sent.id, delivered()).await.expect("record"));
+    assert_eq!(
+        store.cancel(sent.id).await.expect("cancel"),
+        Cancel::Settled(Status::Delivered)
+    );
+    assert_eq!(
+        store.cancel(uuid::Uuid::now_v7()).await.expect("cancel"),
+        Cancel::NotFound
+    );
 }
 
 /// The SQLite store passes the store suite.

@@ -339,6 +339,15 @@ impl TestApp {
             .expect("sent")
     }
 
+    pub async fn cancel(&self, id: &str) -> Response {
+        self.client
+            .post(self.url(&format!("/v1/messages/{id}/cancel")))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("sent")
+    }
+
     /// Accepts one native message to `to` and returns its id.
     pub async fn send_to(&self, to: &str) -> String {
         accepted_id(self.post_message(&native_body(to), None).await).await

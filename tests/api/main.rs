@@ -4,6 +4,7 @@
 #[cfg(feature = "aws")]
 mod aws;
 mod bad_input;
+mod cancel;
 mod compat;
 mod conformance;
 mod delivery;

@@ -127,6 +127,14 @@ async fn postgres_concurrent_pulls_never_share_a_message() {
     );
 }
 
+/// Cancelling on PostgreSQL: the scenario of `cancel.rs`.
+#[tokio::test]
+async fn cancel_on_postgres() {
+    let db = fresh_pg_database().await;
+    let app = spawn_app_with(move |c| c.database_url = Some(db.into())).await;
+    crate::cancel::cancel_scenario(&app).await;
+}
+
 /// The whole pipeline on PostgreSQL: accepted, delivered over SMTP, archived; and a worker idle
 /// on a long poll interval is woken by NOTIFY as soon as a message is queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

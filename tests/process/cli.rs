@@ -166,7 +166,8 @@ async fn command_line() {
     args.extend(["--text", "x", "--send-at", &due_text]);
     let (ok, out, err) = cli(d, &good, &args).await;
     assert!(ok, "{err}");
-    let (_, status, _) = cli(d, &good, &["status", out.trim()]).await;
+    let scheduled = out.trim().to_string();
+    let (_, status, _) = cli(d, &good, &["status", &scheduled]).await;
     let v: Value = serde_json::from_str(&status).expect("status prints JSON");
     let shown = v["send_at"].as_str().expect("send_at");
     assert_eq!(
@@ -175,6 +176,12 @@ async fn command_line() {
             .timestamp(),
         due
     );
+    // `cancel` withdraws it; a second cancel is too late.
+    let (ok, out, err) = cli(d, &good, &["cancel", &scheduled]).await;
+    assert!(ok && out.contains("cancelled"), "{out}{err}");
+    let (ok, _, err) = cli(d, &good, &["cancel", &scheduled]).await;
+    assert!(!ok);
+    assert!(err.contains("is cancelled"), "{err}");
     args.pop();
     args.push("tomorrow");
     let (ok, _, err) = cli(d, &good, &args).await;
