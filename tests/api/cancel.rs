@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, accepted_id, error_field, spawn_app, unique_rcpt};
+use crate::helpers::{TestApp, accepted_id, error_field, event_kinds, spawn_app, unique_rcpt};
 
 /// The whole scenario against one app whose queue is its database.
 pub async fn cancel_scenario(app: &TestApp) {
@@ -18,12 +18,7 @@ pub async fn cancel_scenario(app: &TestApp) {
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.expect("JSON");
     assert_eq!(v["status"], "cancelled");
-    let kinds: Vec<&str> = v["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["kind"].as_str().expect("kind"))
-        .collect();
+    let kinds = event_kinds(&v);
     assert_eq!(kinds, ["accepted", "cancelled"]);
     let (code, _) = error_field(app.cancel(&scheduled).await, 409).await;
     assert_eq!(code, "conflict", "cancelled already");

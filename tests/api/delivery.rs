@@ -7,7 +7,9 @@ use mailroom::message::Status;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{accepted_id, compat_body, spawn_app, spawn_app_with, unique_rcpt};
+use crate::helpers::{
+    accepted_id, compat_body, event_kinds, spawn_app, spawn_app_with, unique_rcpt,
+};
 
 /// Messages sent one after another travel on one SMTP connection (the pool keeps it); after a
 /// 5xx (lettre closes that session) the next message still goes out.
@@ -97,12 +99,7 @@ async fn delivered_with_headers_and_archived() {
     let m = app.get_message(&id).await;
     assert_eq!(m["status"], "delivered");
     assert_eq!(m["attempts"], 1);
-    let kinds: Vec<&str> = m["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["kind"].as_str().expect("kind"))
-        .collect();
+    let kinds = event_kinds(&m);
     assert_eq!(kinds, ["accepted", "delivered"]);
 
     let key = m["archive_key"].as_str().expect("archive_key");
@@ -313,12 +310,7 @@ async fn permanent_failure_is_dead_lettered_then_redriven() {
     app.dispatch_all_pending().await;
     let m = app.get_message(&id).await;
     assert_eq!(m["status"], "delivered");
-    let kinds: Vec<&str> = m["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["kind"].as_str().expect("kind"))
-        .collect();
+    let kinds = event_kinds(&m);
     assert_eq!(kinds, ["accepted", "dead", "redriven", "delivered"]);
     assert_eq!(app.relay.received_for(&to).len(), 1);
     let dl: Value = app.get_json("/v1/dead-letters").await;

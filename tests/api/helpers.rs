@@ -331,17 +331,18 @@ impl TestApp {
     }
 
     pub async fn redrive(&self, id: &str) -> Response {
-        self.client
-            .post(self.url(&format!("/v1/dead-letters/{id}/redrive")))
-            .bearer_auth(&self.token)
-            .send()
+        self.post_empty(&format!("/v1/dead-letters/{id}/redrive"))
             .await
-            .expect("sent")
     }
 
     pub async fn cancel(&self, id: &str) -> Response {
+        self.post_empty(&format!("/v1/messages/{id}/cancel")).await
+    }
+
+    /// An authenticated POST without a body.
+    async fn post_empty(&self, path: &str) -> Response {
         self.client
-            .post(self.url(&format!("/v1/messages/{id}/cancel")))
+            .post(self.url(path))
             .bearer_auth(&self.token)
             .send()
             .await
@@ -384,6 +385,16 @@ impl TestApp {
     pub fn archive_dir(&self) -> PathBuf {
         self.app_data.path().join("archive")
     }
+}
+
+/// The kinds of a message's events (`GET /v1/messages/{id}`), oldest first.
+pub fn event_kinds(message: &Value) -> Vec<&str> {
+    message["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["kind"].as_str().expect("kind"))
+        .collect()
 }
 
 /// The `message_id` of a 202 answer, asserting the status first.

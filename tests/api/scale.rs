@@ -16,7 +16,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::conformance::{queue_suite, store_suite};
-use crate::helpers::{fresh_pg_database, native_body, redis_url, spawn_app_with, unique_rcpt};
+use crate::helpers::{
+    event_kinds, fresh_pg_database, native_body, redis_url, spawn_app_with, unique_rcpt,
+};
 
 async fn pg_pool() -> sqlx::PgPool {
     let url = fresh_pg_database().await;
@@ -170,12 +172,7 @@ async fn pipeline_on_postgres_with_notify_wakeup() {
             .join(m["archive_key"].as_str().expect("key"))
             .exists()
     );
-    let kinds: Vec<&str> = m["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["kind"].as_str().expect("kind"))
-        .collect();
+    let kinds = event_kinds(&m);
     assert_eq!(kinds, ["accepted", "delivered"]);
 }
 
