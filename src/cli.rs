@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use crate::config::Settings;
-use crate::message::{CompatEmail, Content, Message, NativeEmail, Status};
+use crate::message::{CompatEmail, Content, Message, NativeEmail, NativeRules, Status};
 use crate::startup::{Application, Backends, Roles, shutdown_on_signals};
 use crate::store::{Acceptance, ListFilter};
 use crate::telemetry;
@@ -232,13 +232,12 @@ fn parse_line(value: Value, backends: &Backends) -> Result<Message, String> {
             fields.validate().map_err(|e| e.to_string())?,
         )));
     }
-    let email = NativeEmail::parse(
-        value,
-        "",
-        backends.settings.default_from.as_ref(),
-        &backends.templates,
-    )
-    .map_err(|e| e.to_string())?;
+    let rules = NativeRules {
+        default_from: backends.settings.default_from.as_ref(),
+        templates: &backends.templates,
+        schedules: backends.queue.schedules(),
+    };
+    let email = NativeEmail::parse(value, "", rules).map_err(|e| e.to_string())?;
     Ok(Message::new(Content::Native(Box::new(email))))
 }
 
@@ -253,7 +252,8 @@ fn local_url(addr: std::net::SocketAddr) -> String {
 }
 
 async fn send(settings: Settings, args: SendArgs) -> anyhow::Result<()> {
-    let backends = Backends::build(settings).await?;
+    let mut backends = Backends::build(settings).await?;
+    backends.load_templates()?;
     let Some(path) = args.file else {
         let variables: Option<Value> = args
             .variables
@@ -467,30 +467,22 @@ async fn check(settings: Settings) -> anyhow::Result<()> {
             crate::kafka::check(kafka, &crate::kafka::topics(kafka, queue)).await,
         );
     }
-    let backends = match Backends::build(settings).await {
+    let mut backends = match Backends::build(settings).await {
         Ok(b) => b,
         Err(e) => {
             report("backends", Err(format!("{e:#}")));
             bail!("{failed} check(s) failed");
         }
     };
-    let names: Vec<&str> = backends.templates.names().collect();
-    report(
-        "templates",
-        Ok(if names.is_empty() {
-            format!(
-                "none ({} has none)",
-                backends.settings.templates_dir.display()
-            )
-        } else {
-            format!(
-                "{} loaded from {}: {}",
-                names.len(),
-                backends.settings.templates_dir.display(),
-                names.join(", ")
-            )
-        }),
-    );
+    let dir = backends.settings.templates_dir.display().to_string();
+    let loaded = backends.load_templates().map(|()| {
+        let names: Vec<&str> = backends.templates.names().collect();
+        match names.len() {
+            0 => format!("none ({dir} has none)"),
+            n => format!("{n} loaded from {dir}: {}", names.join(", ")),
+        }
+    });
+    report("templates", loaded.map_err(|e| format!("{e:#}")));
     report(
         "store",
         backends

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::message::{FieldError, Status};
+use crate::message::Status;
 use crate::queue::Queue;
 use crate::store::{Acceptance, Accepted, Cancel, Store, StoreError, Transition};
 
@@ -26,9 +26,6 @@ pub enum IntakeError {
     /// The queue cannot carry this message (over its size limit): nothing was stored.
     #[error("{field}: {detail}")]
     TooLarge { field: String, detail: String },
-    /// The message asks for what this queue cannot do (a later `send_at`): nothing was stored.
-    #[error("{0}")]
-    Unsupported(FieldError),
 }
 
 impl From<StoreError> for IntakeError {
@@ -66,30 +63,13 @@ impl Intake {
             Vec::new()
         } else {
             let single = acceptance.messages.len() == 1;
-            let field = |index: usize| {
-                if single {
-                    "body".to_string()
-                } else {
-                    format!("messages[{index}]")
-                }
-            };
             for (index, m) in acceptance.messages.iter().enumerate() {
-                if m.due_later().is_some() && !self.queue.schedules() {
-                    let field = if single {
-                        "send_at".to_string()
-                    } else {
-                        format!("messages[{index}].send_at")
-                    };
-                    return Err(IntakeError::Unsupported(FieldError::new(
-                        field,
-                        format!(
-                            "needs the database queue: the {} queue cannot hold a message until a later time",
-                            self.queue.name()
-                        ),
-                    )));
-                }
                 self.queue.check(m).map_err(|e| IntakeError::TooLarge {
-                    field: field(index),
+                    field: if single {
+                        "body".into()
+                    } else {
+                        format!("messages[{index}]")
+                    },
                     detail: e.to_string(),
                 })?;
             }

@@ -42,7 +42,7 @@ fn templates(settings: &Settings) -> anyhow::Result<Templates> {
     if !settings.templates_required && !dir.exists() {
         return Ok(Templates::default());
     }
-    let templates = Templates::load(dir)
+    let templates = Templates::load(dir, settings.max_body_bytes)
         .map_err(|e| anyhow::anyhow!("Invalid setting TEMPLATES_DIR={}: {e}.", dir.display()))?;
     let names: Vec<&str> = templates.names().collect();
     tracing::info!(dir = %dir.display(), templates = %names.join(", "), "Message templates loaded.");
@@ -66,13 +66,14 @@ pub struct Backends {
     pub archive: Option<Archive>,
     pub limiter: Option<Arc<dyn RateLimiter>>,
     pub wake: Arc<Notify>,
-    /// The message templates of `TEMPLATES_DIR`, rendered by the intake.
+    /// The message templates of `TEMPLATES_DIR`, rendered by the API: none until
+    /// [`Backends::load_templates`] (a worker renders nothing and needs no template files).
     pub templates: Arc<Templates>,
 }
 
 impl Backends {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let templates = Arc::new(templates(&settings)?);
+        let templates = Arc::new(Templates::default());
         let wake = Arc::new(Notify::new());
         let (store, queue, queue_in_store) = store_and_queue(&settings, &wake).await?;
         let redis = redis_connection(&settings)?;
@@ -135,6 +136,12 @@ impl Backends {
             wake,
             templates,
         })
+    }
+
+    /// Loads `TEMPLATES_DIR`, for a process that accepts messages.
+    pub fn load_templates(&mut self) -> anyhow::Result<()> {
+        self.templates = Arc::new(templates(&self.settings)?);
+        Ok(())
     }
 
     pub fn worker(&self) -> Arc<Worker> {
@@ -472,7 +479,10 @@ impl Application {
         } else {
             (None, None, None)
         };
-        let backends = Backends::build(settings).await?;
+        let mut backends = Backends::build(settings).await?;
+        if roles.api {
+            backends.load_templates()?;
+        }
         let worker = backends.worker();
         Ok(Self {
             backends,

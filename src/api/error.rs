@@ -92,7 +92,6 @@ impl From<IntakeError> for ApiError {
             e @ (IntakeError::NotDead(..)
             | IntakeError::NotCancellable(..)
             | IntakeError::InFlight(_)) => ApiError::Conflict(e.to_string()),
-            IntakeError::Unsupported(f) => ApiError::Invalid(f),
             IntakeError::TooLarge { field, detail } => {
                 ApiError::MessageTooLarge(FieldError::new(field, detail))
             }

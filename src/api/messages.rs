@@ -42,12 +42,7 @@ pub async fn create(
         Begin::Replay(r) => return Ok(r),
         Begin::New { key, hash } => (key, hash),
     };
-    let email = NativeEmail::parse(
-        body.value,
-        "",
-        state.default_from.as_ref(),
-        &state.templates,
-    )?;
+    let email = parse_native(&state, body.value, String::new()).await?;
     let message = Message::new(Content::Native(Box::new(email)));
     let response = json!(AcceptedMessage::queued(message.id));
     accept(
@@ -105,12 +100,7 @@ pub async fn create_batch(
     let mut messages = Vec::new();
     let mut results = Vec::new();
     for (i, entry) in entries.into_iter().enumerate() {
-        match NativeEmail::parse(
-            entry,
-            &format!("messages[{i}]."),
-            state.default_from.as_ref(),
-            &state.templates,
-        ) {
+        match parse_native(&state, entry, format!("messages[{i}].")).await {
             Ok(email) => {
                 let m = Message::new(Content::Native(Box::new(email)));
                 results.push(json!({"index": i, "message_id": m.id, "status": "queued"}));
@@ -142,6 +132,23 @@ pub async fn create_batch(
         accepted as u64,
     )
     .await
+}
+
+/// Parses a native message. One that names a template is rendered on a blocking thread: a
+/// template may run for a while (its fuel bounds it), and the runtime threads serve every other
+/// request meanwhile.
+async fn parse_native(
+    state: &Arc<AppState>,
+    value: Value,
+    prefix: String,
+) -> Result<NativeEmail, FieldError> {
+    if value.get("template").is_none_or(Value::is_null) {
+        return NativeEmail::parse(value, &prefix, state.native_rules());
+    }
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || NativeEmail::parse(value, &prefix, state.native_rules()))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 /// Where a create request stands after authentication and its idempotency key.

@@ -32,7 +32,7 @@ pub use error::ApiError;
 
 use crate::auth::TokenVerifier;
 use crate::intake::Intake;
-use crate::message::Templates;
+use crate::message::{NativeRules, Templates};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -49,6 +49,17 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Reported by `/ready` when this process delivers: an account paused by its provider.
     pub delivery: Option<Arc<dyn crate::delivery::Delivery>>,
+}
+
+impl AppState {
+    /// What the native API checks a message against besides itself.
+    pub fn native_rules(&self) -> NativeRules<'_> {
+        NativeRules {
+            default_from: self.default_from.as_ref(),
+            templates: &self.templates,
+            schedules: self.intake.queue.schedules(),
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {

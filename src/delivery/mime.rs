@@ -29,7 +29,11 @@ pub fn build(
     let id_header = HeaderName::new_from_ascii_str("X-Mailroom-Id");
     let mut builder = lettre::Message::builder()
         .raw_header(HeaderValue::new(id_header, message.id.to_string()))
-        .date(SystemTime::from(message.time()));
+        // A scheduled message is dated when it was meant to go out, not when it was accepted
+        // (days before, it would sort far down the recipient's inbox).
+        .date(SystemTime::from(
+            message.due_later().unwrap_or_else(|| message.time()),
+        ));
     let email = match &message.content {
         Content::Compat(c) => {
             let Some(to) = &settings.compat_recipient else {

@@ -14,7 +14,7 @@ mod native;
 mod template;
 
 pub use compat::{CompatEmail, CompatFields};
-pub use native::{Attachment, NativeEmail};
+pub use native::{Attachment, NativeEmail, NativeRules};
 pub use template::{RenderError, Rendered, Templates};
 
 use std::str::FromStr;
@@ -283,6 +283,14 @@ fn mailbox(field: &str, value: &str) -> Result<Mailbox, FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rules(templates: &Templates) -> NativeRules<'_> {
+        NativeRules {
+            default_from: None,
+            templates,
+            schedules: true,
+        }
+    }
     use serde_json::json;
 
     fn compat(data: serde_json::Value) -> Result<CompatEmail, FieldError> {
@@ -342,7 +350,7 @@ mod tests {
         let n = json!({"from": "a@example.com", "to": ["b@example.com\nBcc: c@example.com"],
                        "subject": "s", "text": "t"});
         assert_eq!(
-            NativeEmail::parse(n, "", None, &Templates::default())
+            NativeEmail::parse(n, "", rules(&Templates::default()))
                 .unwrap_err()
                 .field,
             "to[0]"
@@ -350,7 +358,7 @@ mod tests {
         let n = json!({"from": "a@example.com", "to": "b@example.com", "subject": "s",
                        "text": "t", "headers": {"X-Campaign": "a\r\nBcc: c@example.com"}});
         assert_eq!(
-            NativeEmail::parse(n, "", None, &Templates::default())
+            NativeEmail::parse(n, "", rules(&Templates::default()))
                 .unwrap_err()
                 .field,
             "headers.X-Campaign"
@@ -378,13 +386,13 @@ mod tests {
     fn native_type_errors_carry_the_path() {
         let n = json!({"from": "a@example.com", "to": "b@example.com", "subject": 5, "text": "t"});
         assert_eq!(
-            NativeEmail::parse(n, "messages[2].", None, &Templates::default())
+            NativeEmail::parse(n, "messages[2].", rules(&Templates::default()))
                 .unwrap_err()
                 .field,
             "messages[2].subject"
         );
         let n = json!({"from": "a@example.com", "to": "b@example.com", "subject": "s", "text": "t", "colour": 1});
-        let e = NativeEmail::parse(n, "", None, &Templates::default()).unwrap_err();
+        let e = NativeEmail::parse(n, "", rules(&Templates::default())).unwrap_err();
         assert!(e.message.contains("colour"), "{e}");
     }
 
@@ -394,7 +402,7 @@ mod tests {
         let with = |attachments: serde_json::Value| {
             let n = json!({"from": "a@example.com", "to": "b@example.com", "subject": "s",
                 "text": "t", "attachments": attachments});
-            NativeEmail::parse(n, "", None, &Templates::default())
+            NativeEmail::parse(n, "", rules(&Templates::default()))
         };
         let good = json!({"filename": "a.txt", "content": "aGVs\r\nbG8="});
         let email = with(json!([good.clone()])).expect("valid, line breaks in base64 ignored");

@@ -14,8 +14,11 @@ use super::{
 };
 
 /// The body of `POST /v1/messages`.
+///
+/// Unknown fields are refused when a request is parsed ([`NativeEmail::parse`]), not when a
+/// stored message is read: a message a later release stored, with a field this one does not
+/// know, is still delivered after a rollback instead of failing the worker's batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct NativeEmail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
@@ -65,9 +68,9 @@ pub struct NativeEmail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub variables: Option<serde_json::Map<String, serde_json::Value>>,
-    /// When to send it: RFC 3339 (`2026-12-01T09:00:00Z`) or Unix seconds, at most 30 days
-    /// ahead; a time already past sends at once. Needs the database queue (SQLite or
-    /// PostgreSQL): with SQS or Kafka it is a 400.
+    /// When to send it: RFC 3339 (`2026-12-01T09:00:00Z`) or Unix seconds (a string or a
+    /// number), at most 30 days ahead; a time already past sends at once. Needs the database
+    /// queue (SQLite or PostgreSQL): with SQS or Kafka a time still ahead is a 400.
     #[serde(
         default,
         deserialize_with = "send_at",
@@ -77,9 +80,8 @@ pub struct NativeEmail {
     pub send_at: Option<DateTime<Utc>>,
 }
 
-/// A file attached to a native message.
+/// A file attached to a native message (unknown fields: as for [`NativeEmail`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Attachment {
     /// The name the recipient sees: 1 to 255 characters, no line breaks or control characters.
     pub filename: String,
@@ -128,15 +130,34 @@ fn send_at<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc
         Secs(u64),
         Text(String),
     }
-    let parsed = match When::deserialize(d)? {
-        When::Secs(secs) => super::parse_timestream(&secs.to_string()),
-        When::Text(text) => super::parse_timestream(&text),
+    // `null` is no time, as for the other optional fields.
+    let parsed = match Option::<When>::deserialize(d)? {
+        None => return Ok(None),
+        Some(When::Secs(secs)) => super::parse_timestream(&secs.to_string()),
+        Some(When::Text(text)) => super::parse_timestream(&text),
     };
     parsed.map(Some).ok_or_else(|| {
         serde::de::Error::custom(
             "is not a time: expected RFC 3339 such as \"2026-12-01T09:00:00Z\" or Unix seconds",
         )
     })
+}
+
+/// A field path as the API names fields (`attachments[0].name`), from `serde_ignored`'s
+/// (`attachments.0.name`).
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => match field_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
+    }
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -173,20 +194,34 @@ const RESERVED_HEADERS: &[&str] = &[
     "received",
 ];
 
+/// What a native message is checked against besides itself.
+#[derive(Clone, Copy)]
+pub struct NativeRules<'a> {
+    /// The sender of a message that names none (`DEFAULT_FROM`).
+    pub default_from: Option<&'a Mailbox>,
+    pub templates: &'a Templates,
+    /// Whether the queue can hold a message until its `send_at`.
+    pub schedules: bool,
+}
+
 impl NativeEmail {
     /// Parses and validates a native message, rendering its template if it names one. `prefix`
     /// names the field path for batch entries (`messages[3].`).
     pub fn parse(
         value: serde_json::Value,
         prefix: &str,
-        default_from: Option<&Mailbox>,
-        templates: &Templates,
+        rules: NativeRules<'_>,
     ) -> Result<NativeEmail, FieldError> {
         if !value.is_object() {
             let field = prefix.strip_suffix('.').unwrap_or("body");
             return Err(FieldError::new(field, "must be a JSON object"));
         }
-        let mut email: NativeEmail = serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut unknown = None;
+        let mut note = |path: serde_ignored::Path<'_>| {
+            unknown.get_or_insert_with(|| field_path(&path));
+        };
+        let fields = serde_ignored::Deserializer::new(value, &mut note);
+        let parsed = serde_path_to_error::deserialize(fields).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." {
                 "body".to_string()
@@ -194,15 +229,45 @@ impl NativeEmail {
                 format!("{prefix}{path}")
             };
             FieldError::new(field, e.inner().to_string())
-        })?;
-        email.apply_template(prefix, templates)?;
-        email.validate(prefix, default_from)?;
+        });
+        if let Some(path) = unknown {
+            return Err(FieldError::new(
+                format!("{prefix}{path}"),
+                format!("unknown field {path:?}: see /openapi.json for the fields of a message"),
+            ));
+        }
+        let mut email: NativeEmail = parsed?;
+        email.apply_template(prefix, rules.templates)?;
+        email
+            .validate(prefix, rules.default_from)
+            .map_err(|e| email.blame_template(prefix, e))?;
+        if !rules.schedules && email.send_at.is_some_and(|t| t > Utc::now()) {
+            return Err(FieldError::new(
+                format!("{prefix}send_at"),
+                "needs the database queue (QUEUE_BACKEND=database): SQS and Kafka cannot hold a message until a later time",
+            ));
+        }
         Ok(email)
     }
 
-    /// Fills subject, text and html from the named template. What the template makes is checked
-    /// here, as what a client writes is in `validate`, but the error names `variables`: the
-    /// request did not send a subject, and its variables are what made this one.
+    /// A subject, text or html that a template made and that fails validation is the fault of
+    /// the request's variables (or of the template), not of a field the request did not send.
+    fn blame_template(&self, prefix: &str, e: FieldError) -> FieldError {
+        let Some(name) = &self.template else {
+            return e;
+        };
+        let part = e.field.strip_prefix(prefix).unwrap_or(&e.field);
+        if !matches!(part, "subject" | "text" | "html") {
+            return e;
+        }
+        FieldError::new(
+            format!("{prefix}variables"),
+            format!("template {name:?} makes a {part} that {}", e.message),
+        )
+    }
+
+    /// Fills subject, text and html from the named template. What it makes is then validated
+    /// like what a client writes, an error naming `variables` ([`Self::blame_template`]).
     fn apply_template(&mut self, prefix: &str, templates: &Templates) -> Result<(), FieldError> {
         let f = |name: &str| format!("{prefix}{name}");
         let Some(name) = &self.template else {
@@ -244,19 +309,6 @@ impl NativeEmail {
                     format!("cannot render template {name:?}: {why}"),
                 ),
             })?;
-        let made = |part: &str, e: FieldError| {
-            FieldError::new(
-                f("variables"),
-                format!("template {name:?} makes a {part} that {}", e.message),
-            )
-        };
-        required_text("subject", &rendered.subject, MAX_SUBJECT_CHARS)
-            .map_err(|e| made("subject", e))?;
-        for (part, body) in [("text", &rendered.text), ("html", &rendered.html)] {
-            if body.as_ref().is_some_and(|b| b.contains('\0')) {
-                return Err(made(part, FieldError::new(part, "contains NUL")));
-            }
-        }
         self.subject = rendered.subject;
         self.text = rendered.text;
         self.html = rendered.html;

@@ -10,8 +10,9 @@
 //! never an empty string in a customer's inbox. `.html` files escape what they print (a variable
 //! holding `<script>` arrives as text); `.subject` and `.txt` files print as they are. Block tags
 //! take their own line break with them (`trim_blocks`, `lstrip_blocks`), so a `{% for %}` in a
-//! plain-text body leaves no blank lines. Each part has a fuel budget, so no template can loop
-//! without end over what a request sends.
+//! plain-text body leaves no blank lines. Each part has a fuel budget and a size limit (the
+//! request body limit), so no template can loop without end, or print without end, over what a
+//! request sends.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -34,6 +35,8 @@ pub struct Templates {
     env: Environment<'static>,
     /// Each template a request can name, and which bodies it has.
     parts: BTreeMap<String, Bodies>,
+    /// Most bytes one rendered part may have.
+    max_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -72,7 +75,30 @@ impl Default for Templates {
         Self {
             env: environment(),
             parts: BTreeMap::new(),
+            max_bytes: 1024 * 1024,
         }
+    }
+}
+
+/// Collects a rendered part, refusing to grow past its limit.
+struct Capped {
+    out: Vec<u8>,
+    limit: usize,
+    over: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() + buf.len() > self.limit {
+            self.over = true;
+            return Err(std::io::Error::other("over the size limit"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -92,8 +118,9 @@ fn environment() -> Environment<'static> {
 
 impl Templates {
     /// Compiles every file of `dir` (not of its subdirectories; names starting with `.` are
-    /// skipped). The error is a sentence naming the file and what is wrong with it.
-    pub fn load(dir: &Path) -> Result<Self, String> {
+    /// skipped); a rendered part may be at most `max_bytes` long. The error is a sentence naming
+    /// the file and what is wrong with it.
+    pub fn load(dir: &Path, max_bytes: usize) -> Result<Self, String> {
         let entries = std::fs::read_dir(dir)
             .map_err(|e| format!("cannot read the directory {}: {e}", dir.display()))?;
         let mut env = environment();
@@ -132,7 +159,11 @@ impl Templates {
             }
             parts.insert(name.to_string(), bodies);
         }
-        Ok(Self { env, parts })
+        Ok(Self {
+            env,
+            parts,
+            max_bytes,
+        })
     }
 
     /// The names a request can give as `template`.
@@ -154,10 +185,25 @@ impl Templates {
         let bodies = self.parts.get(name).ok_or(RenderError::Unknown)?;
         let context = Value::from(Serde(variables));
         let part = |suffix: &str| -> Result<String, RenderError> {
-            self.env
-                .get_template(&format!("{name}{suffix}"))
-                .and_then(|t| t.render(&context))
-                .map_err(|e| RenderError::Failed(describe(&e)))
+            let file = format!("{name}{suffix}");
+            let mut out = Capped {
+                out: Vec::new(),
+                limit: self.max_bytes,
+                over: false,
+            };
+            let rendered = self
+                .env
+                .get_template(&file)
+                .and_then(|t| t.render_captured_to(&context, &mut out));
+            match rendered {
+                Ok(_) => String::from_utf8(out.out)
+                    .map_err(|e| RenderError::Failed(format!("{file} made invalid UTF-8: {e}"))),
+                Err(_) if out.over => Err(RenderError::Failed(format!(
+                    "{file} makes more than {} bytes (MAX_BODY_BYTES)",
+                    self.max_bytes
+                ))),
+                Err(e) => Err(RenderError::Failed(describe(&e))),
+            }
         };
         Ok(Rendered {
             subject: part(SUBJECT)?.trim().to_string(),
@@ -216,7 +262,7 @@ mod tests {
             ("footer.txt", "-- the shop"),
             (".hidden", "{% broken"),
         ]);
-        let templates = Templates::load(dir.path()).expect("loads");
+        let templates = Templates::load(dir.path(), 1024 * 1024).expect("loads");
         assert_eq!(templates.names().collect::<Vec<_>>(), ["receipt"]);
         let out = templates
             .render(
@@ -238,7 +284,7 @@ mod tests {
     #[test]
     fn a_missing_variable_or_unknown_name_is_an_error_not_an_empty_string() {
         let dir = dir_with(&[("hi.subject", "Hi {{ name }}"), ("hi.txt", "Hi")]);
-        let templates = Templates::load(dir.path()).expect("loads");
+        let templates = Templates::load(dir.path(), 1024 * 1024).expect("loads");
         let e = templates
             .render("hi", &serde_json::Map::new())
             .expect_err("name is missing");
@@ -267,7 +313,7 @@ mod tests {
                 "{% for a in xs %}{% for b in xs %}{% for c in xs %}.{% endfor %}{% endfor %}{% endfor %}",
             ),
         ]);
-        let templates = Templates::load(dir.path()).expect("loads");
+        let templates = Templates::load(dir.path(), 1024 * 1024).expect("loads");
         let xs: Vec<u32> = (0..1000).collect();
         let e = templates
             .render("loop", &vars(json!({ "xs": xs })))
@@ -276,16 +322,42 @@ mod tests {
     }
 
     #[test]
+    fn a_part_over_the_size_limit_is_refused() {
+        let dir = dir_with(&[
+            ("big.subject", "Big"),
+            ("big.txt", "{% for x in xs %}{{ filler }}{% endfor %}"),
+        ]);
+        let templates = Templates::load(dir.path(), 10_000).expect("loads");
+        let small = vars(json!({"xs": [1, 2], "filler": "a".repeat(100)}));
+        assert_eq!(
+            templates
+                .render("big", &small)
+                .expect("fits")
+                .text
+                .map(|t| t.len()),
+            Some(200)
+        );
+        let large = vars(json!({"xs": (0..200).collect::<Vec<u32>>(), "filler": "a".repeat(100)}));
+        let e = templates.render("big", &large).expect_err("20,000 bytes");
+        assert!(
+            e.to_string()
+                .contains("big.txt makes more than 10000 bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn start_up_errors_name_the_file() {
         let dir = dir_with(&[("bad.subject", "Hi {{ name"), ("bad.txt", "x")]);
-        let e = Templates::load(dir.path()).expect_err("a syntax error");
+        let e = Templates::load(dir.path(), 1024 * 1024).expect_err("a syntax error");
         assert!(e.contains("bad.subject is not a valid template"), "{e}");
 
         let dir = dir_with(&[("lonely.subject", "Hi")]);
-        let e = Templates::load(dir.path()).expect_err("no body");
+        let e = Templates::load(dir.path(), 1024 * 1024).expect_err("no body");
         assert!(e.contains("\"lonely\" has a subject"), "{e}");
 
-        let e = Templates::load(&dir.path().join("missing")).expect_err("no directory");
+        let e =
+            Templates::load(&dir.path().join("missing"), 1024 * 1024).expect_err("no directory");
         assert!(e.contains("cannot read the directory"), "{e}");
     }
 }

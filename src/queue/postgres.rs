@@ -11,9 +11,9 @@ use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{Depth, Lease, Queue, QueueError};
+use super::{Depth, Lease, Queue, QueueError, readable};
 use crate::message::Message;
-use crate::store::decode_message;
+
 use crate::store::postgres::{insert_messages, query_file};
 
 /// The channel `enqueue.sql` notifies.
@@ -108,13 +108,17 @@ impl Queue for PostgresQueue {
             .map_err(unavailable)?;
         let mut leases = Vec::with_capacity(rows.len());
         for row in rows {
+            let id: Uuid = row.try_get(0).map_err(unavailable)?;
             let attempts: i32 = row.try_get(1).map_err(unavailable)?;
             let payload: Option<String> = row.try_get(2).map_err(unavailable)?;
             let payload = payload.ok_or_else(|| {
                 QueueError::Unavailable("a queued message has no stored payload".into())
             })?;
+            let Some(message) = readable(&id.to_string(), &payload) else {
+                continue;
+            };
             leases.push(Lease {
-                message: decode_message(&payload)?,
+                message,
                 attempt: attempts as u32,
                 receipt: token.to_string(),
             });

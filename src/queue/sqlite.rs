@@ -7,10 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{Depth, Lease, Queue, QueueError};
+use super::{Depth, Lease, Queue, QueueError, readable};
 use crate::message::Message;
+use crate::store::now_ms;
 use crate::store::sqlite::{Db, Settle};
-use crate::store::{decode_message, now_ms};
 
 pub struct SqliteQueue {
     db: Arc<Db>,
@@ -50,15 +50,16 @@ impl Queue for SqliteQueue {
         }
         let token = Uuid::new_v4().to_string();
         let rows = self.db.lease(max, self.visibility, token.clone()).await?;
-        rows.into_iter()
-            .map(|(_, attempt, payload)| {
-                Ok(Lease {
-                    message: decode_message(&payload)?,
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, attempt, payload)| {
+                Some(Lease {
+                    message: readable(&id.to_string(), &payload)?,
                     attempt,
                     receipt: token.clone(),
                 })
             })
-            .collect()
+            .collect())
     }
 
     async fn ack(&self, lease: Lease) -> Result<(), QueueError> {

@@ -303,6 +303,7 @@ pub(crate) struct NewRows {
 impl NewRows {
     pub(crate) fn of(messages: &[Message]) -> Result<Self, StoreError> {
         let mut rows = NewRows::default();
+        let now = Utc::now();
         let encode =
             |e: serde_json::Error| StoreError::Corrupt(format!("cannot encode message: {e}"));
         for m in messages {
@@ -315,13 +316,13 @@ impl NewRows {
             };
             rows.messages
                 .push(serde_json::to_string(&row).map_err(encode)?);
-            match m.due_later() {
+            // Against now, not the acceptance: a redriven message scheduled long ago is due now
+            // (and does not enter the queue aged from its old time).
+            match m.due_later().filter(|due| *due > now) {
                 None => rows.ids.push(format!("\"{}\"", m.id)),
-                Some(due) => rows.scheduled.push(format!(
-                    "{{\"id\":\"{}\",\"at\":{}}}",
-                    m.id,
-                    due.timestamp_millis()
-                )),
+                Some(due) => rows.scheduled.push(
+                    serde_json::json!({"id": m.id, "at": due.timestamp_millis()}).to_string(),
+                ),
             }
         }
         Ok(rows)

@@ -303,6 +303,7 @@ async fn openapi_matches_real_answers() {
         "GET /v1/messages",
         "POST /v1/messages/batch",
         "GET /v1/messages/{id}",
+        "POST /v1/messages/{id}/cancel",
         "GET /v1/dead-letters",
         "POST /v1/dead-letters/{id}/redrive",
         "GET /health",

@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 
 use mailroom::delivery::mime::{self, MimeSettings};
-use mailroom::message::{CompatEmail, Content, Message, NativeEmail, parse_timestream};
+use mailroom::message::{
+    CompatEmail, Content, Message, NativeEmail, NativeRules, parse_timestream,
+};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -123,7 +125,15 @@ proptest! {
         let injected = [&from, &to, &subject, &header_value]
             .iter()
             .any(|v| has_line_break(v));
-        match NativeEmail::parse(body, "", None, &Default::default()) {
+        match NativeEmail::parse(
+            body,
+            "",
+            NativeRules {
+                default_from: None,
+                templates: &Default::default(),
+                schedules: true,
+            },
+        ) {
             Err(e) => {
                 prop_assert!(!e.field.is_empty() && !e.message.is_empty());
             }

@@ -48,6 +48,10 @@ async fn a_scheduled_message_is_delivered_at_its_time() {
     assert_eq!(app.dispatch_all_pending().await, 1);
     let got = app.relay.received_for(&to);
     assert_eq!(got.len(), 1);
+    // Dated when it was meant to go out, not when it was accepted.
+    let date = got[0].header("Date").expect("a Date header");
+    let date = chrono::DateTime::parse_from_rfc2822(&date).expect("an RFC 5322 date");
+    assert_eq!(date.timestamp(), due.timestamp(), "{date}");
     let sent_ms = (got[0].received_ns / 1_000_000) as i64;
     assert!(
         sent_ms >= due.timestamp_millis(),
@@ -84,6 +88,9 @@ async fn send_at_errors_name_the_field() {
         let message = e["error"]["message"].as_str().expect("a message");
         assert!(message.contains(says), "{body}: {message}");
     }
+    // null is no time, as for the other optional fields.
+    let r = app.post_message(&base(Value::Null), None).await;
+    assert_eq!(r.status(), 202);
     let batch = json!({"messages": [base(json!(1_700_000_000)), base(json!("soon"))]});
     let v: Value = app.post_batch(&batch).await.json().await.expect("JSON");
     assert_eq!(v["results"][0]["status"], "queued", "{v}");
@@ -91,5 +98,9 @@ async fn send_at_errors_name_the_field() {
         v["results"][1]["error"]["field"], "messages[1].send_at",
         "{v}"
     );
-    assert_eq!(app.message_count().await, 1, "only the good one is stored");
+    assert_eq!(
+        app.message_count().await,
+        2,
+        "only the good ones are stored"
+    );
 }

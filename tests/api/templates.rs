@@ -199,29 +199,48 @@ async fn what_a_template_cannot_make_is_refused_by_field() {
 }
 
 /// A TEMPLATES_DIR that was set but cannot be read, or a template that does not compile, stops
-/// start-up with a sentence naming the setting and the file; an unset TEMPLATES_DIR with no
-/// `$DATA_DIR/templates` is no templates, not an error.
+/// an API's start-up with a sentence naming the setting and the file; an unset TEMPLATES_DIR
+/// with no `$DATA_DIR/templates` is no templates, not an error. A worker reads no templates.
 #[tokio::test]
 async fn bad_template_settings_stop_start_up() {
+    use mailroom::startup::{Application, Roles};
     let relay = crate::helpers::Relay::from_env();
     let data = tempfile::tempdir().expect("a temporary directory");
-    let start = |templates_dir: Option<std::path::PathBuf>| {
+    let settings = |templates_dir: Option<std::path::PathBuf>| {
         let mut raw = crate::helpers::test_config(data.path(), &relay);
         raw.templates_dir = templates_dir;
+        raw.into_settings().expect("valid settings")
+    };
+    let start = |templates_dir: Option<std::path::PathBuf>| {
+        let settings = settings(templates_dir);
         async move {
-            let settings = raw.into_settings().expect("valid settings");
-            mailroom::startup::Backends::build(settings)
+            let roles = Roles {
+                api: true,
+                worker: false,
+            };
+            Application::build(settings, roles)
                 .await
-                .map(|b| b.templates.names().map(String::from).collect::<Vec<_>>())
+                .map(|app| {
+                    let names = app.backends().templates.names();
+                    names.map(String::from).collect::<Vec<_>>()
+                })
                 .map_err(|e| e.to_string())
         }
     };
     assert_eq!(start(None).await, Ok(vec![]), "no directory, no templates");
 
     let missing = data.path().join("nowhere");
-    let e = start(Some(missing)).await.expect_err("a missing directory");
+    let e = start(Some(missing.clone()))
+        .await
+        .expect_err("a missing directory");
     assert!(e.starts_with("Invalid setting TEMPLATES_DIR="), "{e}");
     assert!(e.contains("nowhere"), "{e}");
+    let worker = Roles {
+        api: false,
+        worker: true,
+    };
+    let app = Application::build(settings(Some(missing)), worker).await;
+    assert!(app.is_ok(), "a worker needs no templates");
 
     let dir = template_dir();
     std::fs::write(dir.path().join("broken.subject"), "Hi {{ name").expect("written");

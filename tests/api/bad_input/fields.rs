@@ -183,6 +183,12 @@ pub fn native() -> Vec<Case> {
     let long_header = "v".repeat(998 - "X-Campaign: ".len() + 1);
     for (name, field, value, blamed) in [
         ("unknown field", "bcc_everyone", json!(true), "bcc_everyone"),
+        (
+            "unknown attachment field",
+            "attachments",
+            json!([{"filename": "a.txt", "content": "aGk=", "inline": true}]),
+            "attachments[0].inline",
+        ),
         ("51 recipients", "to", json!(many), "to"),
         ("51 headers", "headers", Value::Object(headers), "headers"),
         ("11 tags", "tags", json!(tags), "tags"),
