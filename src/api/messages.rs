@@ -103,6 +103,13 @@ pub async fn create_batch(
         match parse_native(&state, entry, format!("messages[{i}].")).await {
             Ok(email) => {
                 let m = Message::new(Content::Native(Box::new(email)));
+                // Over the queue's size limit (SQS, Kafka): refused as this entry, by its index.
+                if let Err(e) = state.intake.queue.check(&m) {
+                    let e = FieldError::new(format!("messages[{i}]"), e.to_string());
+                    let error = ApiError::MessageTooLarge(e).body()["error"].clone();
+                    results.push(json!({"index": i, "error": error}));
+                    continue;
+                }
                 results.push(json!({"index": i, "message_id": m.id, "status": "queued"}));
                 messages.push(m);
             }

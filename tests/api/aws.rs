@@ -208,7 +208,8 @@ async fn pipeline_through_sqs_ses_and_s3() {
     assert!(dead[0].0.contains(&id));
 }
 
-/// A message larger than the SQS queue takes is a 413 naming the limit, and nothing is stored.
+/// A message larger than the SQS queue takes is a 413 naming the limit, and nothing is stored; in
+/// a batch, only that entry is refused, named by its own index.
 #[tokio::test]
 async fn message_over_the_sqs_limit_is_413() {
     let moto = Moto::start().await;
@@ -232,6 +233,14 @@ async fn message_over_the_sqs_limit_is_413() {
         "{body}"
     );
     assert_eq!(app.message_count().await, 0, "nothing stored");
+
+    let entry = |text: String| json!({"from": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": text});
+    let batch = json!({"messages": [{"subject": "no recipient"}, entry("x".repeat(2000)), entry("small".into())]});
+    let v: Value = app.post_batch(&batch).await.json().await.expect("JSON");
+    assert_eq!(v["results"][1]["error"]["code"], "message_too_large", "{v}");
+    assert_eq!(v["results"][1]["error"]["field"], "messages[1]", "{v}");
+    assert_eq!(v["results"][2]["status"], "queued", "{v}");
+    assert_eq!(app.message_count().await, 1, "only the small one");
 }
 
 /// SQS refusing a send is a 503 with Retry-After, never a 202, and the request's
