@@ -125,6 +125,12 @@ pub fn metrics(instance_id: Option<&str>) -> PrometheusHandle {
                     Matcher::Full("mailroom_retry_delay_seconds".into()),
                     &[1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0],
                 )
+                .expect("the bucket list is not empty")
+                // A count, not seconds: up to the writer's batch of 1,024.
+                .set_buckets_for_metric(
+                    Matcher::Full("mailroom_store_writes_per_commit".into()),
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0],
+                )
                 .expect("the bucket list is not empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
