@@ -129,7 +129,9 @@ pub fn metrics(instance_id: Option<&str>) -> PrometheusHandle {
                 // A count, not seconds: up to the writer's batch of 1,024.
                 .set_buckets_for_metric(
                     Matcher::Full("mailroom_store_writes_per_commit".into()),
-                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0],
+                    &[
+                        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                    ],
                 )
                 .expect("the bucket list is not empty");
             let recorder = builder.build_recorder();
