@@ -53,11 +53,11 @@ pub(crate) fn truncate_utf8(text: &str, max: usize) -> &str {
 /// later release's format seen after a rollback or mid-deploy, or damage). Such a row stays
 /// leased and comes back after the visibility timeout, for a worker that can read it; it is
 /// logged and counted, and the rest of the batch goes on.
-pub(crate) fn readable(id: &str, payload: &str) -> Option<Message> {
+pub(crate) fn readable(id: Uuid, payload: &str) -> Option<Message> {
     match crate::store::decode_message(payload) {
         Ok(m) => Some(m),
         Err(e) => {
-            tracing::error!(message_id = id, error = %e, "A queued message cannot be read by this release; leaving it for its visibility timeout.");
+            tracing::error!(message_id = %id, error = %e, "A queued message cannot be read by this release; leaving it for its visibility timeout.");
             metrics::counter!("mailroom_queue_poison_messages_total").increment(1);
             None
         }

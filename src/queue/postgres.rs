@@ -13,7 +13,6 @@ use uuid::Uuid;
 
 use super::{Depth, Lease, Queue, QueueError, readable};
 use crate::message::Message;
-
 use crate::store::postgres::{insert_messages, query_file};
 
 /// The channel `enqueue.sql` notifies.
@@ -114,7 +113,7 @@ impl Queue for PostgresQueue {
             let payload = payload.ok_or_else(|| {
                 QueueError::Unavailable("a queued message has no stored payload".into())
             })?;
-            let Some(message) = readable(&id.to_string(), &payload) else {
+            let Some(message) = readable(id, &payload) else {
                 continue;
             };
             leases.push(Lease {

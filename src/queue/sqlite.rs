@@ -54,7 +54,7 @@ impl Queue for SqliteQueue {
             .into_iter()
             .filter_map(|(id, attempt, payload)| {
                 Some(Lease {
-                    message: readable(&id.to_string(), &payload)?,
+                    message: readable(id, &payload)?,
                     attempt,
                     receipt: token.clone(),
                 })

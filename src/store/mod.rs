@@ -266,12 +266,13 @@ pub fn now_ms() -> i64 {
 /// Whether a message with this status, on whose database-queue row a worker does or does not
 /// hold a live lease, can be cancelled: `None` when it can, else the answer.
 pub(crate) fn cancel_refusal(status: &str, leased: bool) -> Option<Cancel> {
-    match status.parse::<Status>() {
-        Ok(Status::Queued | Status::Deferred) if leased => Some(Cancel::InFlight),
-        Ok(Status::Queued | Status::Deferred) => None,
-        Ok(other) => Some(Cancel::Settled(other)),
-        // A status a later release wrote: not one this release may take back.
-        Err(_) => Some(Cancel::Settled(Status::Abandoned)),
+    match known_status(status) {
+        Some(Status::Queued | Status::Deferred) if leased => Some(Cancel::InFlight),
+        Some(Status::Queued | Status::Deferred) => None,
+        Some(other) => Some(Cancel::Settled(other)),
+        // A status a later release wrote (logged): not one this release may take back. It is
+        // answered as `abandoned`, the nearest status this release knows that it cannot cancel.
+        None => Some(Cancel::Settled(Status::Abandoned)),
     }
 }
 
@@ -303,7 +304,6 @@ pub(crate) struct NewRows {
 impl NewRows {
     pub(crate) fn of(messages: &[Message]) -> Result<Self, StoreError> {
         let mut rows = NewRows::default();
-        let now = Utc::now();
         let encode =
             |e: serde_json::Error| StoreError::Corrupt(format!("cannot encode message: {e}"));
         for m in messages {
@@ -318,7 +318,7 @@ impl NewRows {
                 .push(serde_json::to_string(&row).map_err(encode)?);
             // Against now, not the acceptance: a redriven message scheduled long ago is due now
             // (and does not enter the queue aged from its old time).
-            match m.due_later().filter(|due| *due > now) {
+            match m.due_later().filter(|due| *due > Utc::now()) {
                 None => rows.ids.push(format!("\"{}\"", m.id)),
                 Some(due) => rows.scheduled.push(
                     serde_json::json!({"id": m.id, "at": due.timestamp_millis()}).to_string(),

@@ -85,22 +85,13 @@ async fn command_line() {
     assert!(out.contains("FAIL  delivery"), "{out}");
 
     let to = unique_rcpt("cli");
-    let (ok, out, err) = cli(
-        d,
-        &good,
-        &[
-            "send",
-            "--from",
-            "a@example.com",
-            "--to",
-            &to,
-            "--subject",
-            "Hi",
-            "--text",
-            "Body",
-        ],
-    )
-    .await;
+    // `send` of one message to `to`, with what else the step gives.
+    let send = |more: &[&'static str]| {
+        let mut args = vec!["send", "--from", "a@example.com", "--to", to.as_str()];
+        args.extend(more);
+        args
+    };
+    let (ok, out, err) = cli(d, &good, &send(&["--subject", "Hi", "--text", "Body"])).await;
     assert!(ok, "{err}");
     let id = out.trim().to_string();
     let (ok, out, _) = cli(d, &good, &["status", &id]).await;
@@ -120,21 +111,8 @@ async fn command_line() {
         "{out}"
     );
     let send_hello = |variables: &'static str| {
-        let to = to.clone();
-        async move {
-            let args = [
-                "send",
-                "--from",
-                "a@example.com",
-                "--to",
-                &to,
-                "--template",
-                "hello",
-                "--variables",
-                variables,
-            ];
-            cli(d, &good, &args).await
-        }
+        let args = send(&["--template", "hello", "--variables", variables]);
+        async move { cli(d, &good, &args).await }
     };
     let (ok, out, err) = send_hello(r#"{"name": "Ann"}"#).await;
     assert!(ok, "{err}");
@@ -153,17 +131,9 @@ async fn command_line() {
 
     // --send-at schedules it; `status` shows when it is due.
     let due = (chrono::Utc::now() + chrono::Duration::hours(1)).timestamp();
-    let mut args = vec![
-        "send",
-        "--from",
-        "a@example.com",
-        "--to",
-        &to,
-        "--subject",
-        "Later",
-    ];
     let due_text = due.to_string();
-    args.extend(["--text", "x", "--send-at", &due_text]);
+    let mut args = send(&["--subject", "Later", "--text", "x", "--send-at"]);
+    args.push(&due_text);
     let (ok, out, err) = cli(d, &good, &args).await;
     assert!(ok, "{err}");
     let scheduled = out.trim().to_string();

@@ -1,44 +1,27 @@
-//! The embedded store and database queue: one SQLite file in WAL mode.
-//!
-//! SQLite allows one writer at a time, so every write goes through one task that owns the write
-//! connection. It takes whatever writes are waiting (requests, settlements, leases), runs them in
-//! one transaction with set-based statements, commits once and then answers each caller: a group
-//! commit. A 202 therefore costs a share of one fsync, and is sent only after the commit that
-//! holds its message. Reads use a separate pool and never wait for the writer.
+//! The single writer of the SQLite database: callers send it [`Op`]s and wait for the answer;
+//! it takes whatever is waiting (up to [`MAX_BATCH`]), applies it as one transaction with
+//! set-based statements, commits once, and only then answers each caller.
 
 use std::collections::{HashMap, HashSet};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde_json::json;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{
-    Acceptance, Accepted, CANCELLED_DETAIL, Cancel, Event, IDEMPOTENCY_TTL, IdempotencyRecord,
-    ListFilter, NewRows, Record, Store, StoreError, Transition, cancel_refusal, event_row,
-    ms_to_time, now_ms, record_from,
+use crate::store::{
+    Accepted, CANCELLED_DETAIL, Cancel, IDEMPOTENCY_TTL, IdempotencyRecord, NewRows, StoreError,
+    Transition, cancel_refusal, event_row, now_ms,
 };
-use crate::message::{Message, Status};
-
-macro_rules! query_file {
-    ($name:literal) => {
-        include_str!(concat!("../../queries/sqlite/", $name, ".sql"))
-    };
-}
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
 
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// A row leased by the database queue: id, attempt, payload.
 pub(crate) type LeasedRow = (Uuid, u32, String);
@@ -50,7 +33,7 @@ pub(crate) enum Settle {
     Reschedule { available_at: i64, uncount: bool },
 }
 
-enum Op {
+pub(super) enum Op {
     Accept {
         idempotency: Option<IdempotencyRecord>,
         /// The messages, encoded by the caller.
@@ -90,131 +73,15 @@ enum Op {
 }
 
 /// Which idempotency keys to delete.
-enum Purge {
+pub(super) enum Purge {
     /// Claimed before this time (Unix ms): expired.
     Before(i64),
     /// This one key: its acceptance was not queued after all.
     Key(String),
 }
 
-/// The SQLite database: a read pool and the single writer.
-pub struct Db {
-    read: SqlitePool,
-    writer: mpsc::Sender<Op>,
-    /// Transactions committed by the writer; with group commit, fewer than the writes asked for.
-    commits: Arc<AtomicU64>,
-}
-
-impl Db {
-    /// Opens (creating if needed) the database at `url`, runs the migrations and starts the writer.
-    pub async fn open(url: &str) -> Result<Db, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a committed message survives power loss, not only a process crash.
-            .synchronous(SqliteSynchronous::Full)
-            // Other processes (`mailroom send`, a separate api or worker) may hold the lock.
-            .busy_timeout(Duration::from_secs(10));
-        if let Some(dir) = options.get_filename().parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
-        let mut conn = SqliteConnection::connect_with(&options).await?;
-        migrate(&mut conn).await?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(1)
-            .connect_with(options)
-            .await?;
-        let (tx, rx) = mpsc::channel(8192);
-        let commits = Arc::new(AtomicU64::new(0));
-        tokio::spawn(write_loop(conn, rx, commits.clone()));
-        Ok(Db {
-            read,
-            writer: tx,
-            commits,
-        })
-    }
-
-    /// How many write transactions have been committed.
-    pub fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
-    }
-
-    async fn call<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(op(tx))
-            .await
-            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
-        // A dropped reply means the batch holding this write failed (the cause is logged).
-        rx.await
-            .map_err(|_| StoreError::Unavailable("the database write failed".into()))?
-    }
-
-    pub(crate) async fn lease(
-        &self,
-        max: usize,
-        visibility: Duration,
-        token: String,
-    ) -> Result<Vec<LeasedRow>, StoreError> {
-        self.call(|reply| Op::Lease {
-            max,
-            visibility,
-            token,
-            reply,
-        })
-        .await
-    }
-
-    pub(crate) async fn settle(
-        &self,
-        id: Uuid,
-        token: String,
-        settle: Settle,
-    ) -> Result<bool, StoreError> {
-        self.call(|reply| Op::Settle {
-            id,
-            token,
-            settle,
-            reply,
-        })
-        .await
-    }
-
-    /// Puts messages on the database queue, storing any the store does not have yet.
-    pub(crate) async fn enqueue(&self, messages: &[Message]) -> Result<(), StoreError> {
-        let rows = NewRows::of(messages)?;
-        self.call(|reply| Op::Enqueue { rows, reply }).await
-    }
-
-    pub(crate) async fn queue_depth(&self) -> Result<(u64, Option<i64>), StoreError> {
-        let row = sqlx::query(query_file!("depth"))
-            .fetch_one(&self.read)
-            .await?;
-        Ok((row.try_get::<i64, _>(0)? as u64, row.try_get(1)?))
-    }
-}
-
-/// Runs the migrations. Two processes starting at once may race on a fresh file; the loser
-/// finds the schema in place on its second try.
-async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
-    let migrator = super::migrator(include_str!("../../migrations/sqlite/0001_init.sql"));
-    if migrator.run(&mut *conn).await.is_err() {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        migrator
-            .run(&mut *conn)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
-    }
-    Ok(())
-}
-
 /// The writer task: one transaction per batch of waiting writes.
-async fn write_loop(
+pub(super) async fn write_loop(
     mut conn: SqliteConnection,
     mut rx: mpsc::Receiver<Op>,
     commits: Arc<AtomicU64>,
@@ -557,172 +424,11 @@ async fn insert_alone(
     Ok(())
 }
 
-fn idempotency_row(row: &SqliteRow) -> Result<IdempotencyRecord, StoreError> {
+pub(super) fn idempotency_row(row: &SqliteRow) -> Result<IdempotencyRecord, StoreError> {
     Ok(IdempotencyRecord {
         key: row.try_get(0)?,
         request_hash: row.try_get(1)?,
         status: row.try_get::<i64, _>(2)? as u16,
         response: row.try_get(3)?,
     })
-}
-
-fn record_row(row: &SqliteRow) -> Result<Record, StoreError> {
-    let status: String = row.try_get(1)?;
-    let payload: String = row.try_get(5)?;
-    record_from(
-        &status,
-        row.try_get(2)?,
-        row.try_get(3)?,
-        row.try_get(4)?,
-        &payload,
-    )
-}
-
-/// The [`Store`] over [`Db`].
-pub struct SqliteStore {
-    db: Arc<Db>,
-}
-
-impl SqliteStore {
-    pub fn new(db: Arc<Db>) -> Self {
-        Self { db }
-    }
-}
-
-#[async_trait]
-impl Store for SqliteStore {
-    async fn insert(&self, acceptance: Acceptance, enqueue: bool) -> Result<Accepted, StoreError> {
-        let rows = NewRows::of(&acceptance.messages)?;
-        self.db
-            .call(|reply| Op::Accept {
-                idempotency: acceptance.idempotency,
-                rows,
-                enqueue,
-                reply,
-            })
-            .await
-    }
-
-    async fn idempotency(
-        &self,
-        key: &str,
-        ttl: Duration,
-    ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let row = sqlx::query(query_file!("select_idempotency"))
-            .bind(key)
-            .bind(now_ms() - ttl.as_millis() as i64)
-            .fetch_optional(&self.db.read)
-            .await?;
-        row.as_ref().map(idempotency_row).transpose()
-    }
-
-    async fn record(&self, id: Uuid, transition: Transition) -> Result<bool, StoreError> {
-        let updated = self
-            .db
-            .call(|reply| Op::Record {
-                id,
-                transition: transition.clone(),
-                reply,
-            })
-            .await?;
-        if !updated {
-            tracing::warn!(message_id = %id, event = transition.event(), "Status change not applied: the message is unknown or already finished.");
-        }
-        Ok(updated)
-    }
-
-    async fn get(&self, id: Uuid) -> Result<Option<Record>, StoreError> {
-        let row = sqlx::query(query_file!("get"))
-            .bind(id.to_string())
-            .fetch_optional(&self.db.read)
-            .await?;
-        row.as_ref().map(record_row).transpose()
-    }
-
-    async fn events(&self, id: Uuid) -> Result<Vec<Event>, StoreError> {
-        let rows = sqlx::query(query_file!("events"))
-            .bind(id.to_string())
-            .fetch_all(&self.db.read)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Event {
-                    at: ms_to_time(r.try_get(0)?),
-                    kind: r.try_get(1)?,
-                    detail: r.try_get(2)?,
-                })
-            })
-            .collect()
-    }
-
-    async fn list(&self, filter: ListFilter) -> Result<Vec<Record>, StoreError> {
-        let rows = sqlx::query(query_file!("list"))
-            .bind(filter.status.map(Status::as_str))
-            .bind(filter.before.map(|u| u.to_string()))
-            .bind(i64::from(filter.limit))
-            .fetch_all(&self.db.read)
-            .await?;
-        rows.iter().map(record_row).collect()
-    }
-
-    async fn statuses(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Status>, StoreError> {
-        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-        let rows = sqlx::query(query_file!("statuses"))
-            .bind(serde_json::to_string(&ids).unwrap_or_default())
-            .fetch_all(&self.db.read)
-            .await?;
-        let mut out = HashMap::with_capacity(rows.len());
-        for r in rows {
-            let id: String = r.try_get(0)?;
-            let st: String = r.try_get(1)?;
-            if let Some(status) = super::known_status(&st) {
-                out.insert(
-                    Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    status,
-                );
-            }
-        }
-        Ok(out)
-    }
-
-    async fn counts(&self) -> Result<HashMap<Status, u64>, StoreError> {
-        let rows = sqlx::query(query_file!("counts"))
-            .fetch_all(&self.db.read)
-            .await?;
-        let mut out = HashMap::new();
-        for r in rows {
-            let st: String = r.try_get(0)?;
-            if let Ok(st) = Status::from_str(&st) {
-                out.insert(st, r.try_get::<i64, _>(1)? as u64);
-            }
-        }
-        Ok(out)
-    }
-
-    async fn purge_idempotency(&self, ttl: Duration) -> Result<u64, StoreError> {
-        let before = now_ms() - ttl.as_millis() as i64;
-        self.db
-            .call(|reply| Op::PurgeIdempotency {
-                purge: Purge::Before(before),
-                reply,
-            })
-            .await
-    }
-
-    async fn cancel(&self, id: Uuid) -> Result<Cancel, StoreError> {
-        self.db.call(|reply| Op::Cancel { id, reply }).await
-    }
-
-    async fn forget_idempotency(&self, key: &str) -> Result<(), StoreError> {
-        let purge = Purge::Key(key.to_string());
-        self.db
-            .call(|reply| Op::PurgeIdempotency { purge, reply })
-            .await
-            .map(|_| ())
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.db.read).await?;
-        Ok(())
-    }
 }

@@ -1,0 +1,227 @@
+//! The SQLite runs: the queue and store suites, and what only the SQLite store needs (group
+//! commit, a failed batch, migrations of a later release, the accepted event).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailroom::message::Status;
+use mailroom::queue::Queue;
+use mailroom::store::{Acceptance, Accepted, IdempotencyRecord, Store};
+
+use super::store::native;
+use super::{queue_suite, store_suite};
+
+/// The database queue (SQLite) passes the queue suite.
+#[tokio::test]
+async fn database_queue_conformance() {
+    let dirs = std::sync::Mutex::new(Vec::new());
+    let visibility = Duration::from_secs(1);
+    queue_suite(
+        || {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let url = format!("sqlite://{}", dir.path().join("q.db").display());
+            dirs.lock().expect("lock").push(dir);
+            async move {
+                let db = Arc::new(mailroom::store::sqlite::Db::open(&url).await.expect("open"));
+                Arc::new(mailroom::queue::sqlite::SqliteQueue::new(db, visibility))
+                    as Arc<dyn Queue>
+            }
+        },
+        visibility,
+    )
+    .await;
+}
+
+/// The SQLite store passes the store suite.
+#[tokio::test]
+async fn sqlite_store_conformance() {
+    let dirs = std::sync::Mutex::new(Vec::new());
+    store_suite(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        dirs.lock().expect("lock").push(dir);
+        async move {
+            let db = Arc::new(mailroom::store::sqlite::Db::open(&url).await.expect("open"));
+            Arc::new(mailroom::store::sqlite::SqliteStore::new(db)) as Arc<dyn Store>
+        }
+    })
+    .await;
+}
+
+/// Concurrent accepts share commits: 200 requests at once need far fewer than 200 transactions,
+/// and every message is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_group_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("g.db").display());
+    let db = Arc::new(mailroom::store::sqlite::Db::open(&url).await.expect("open"));
+    let store = Arc::new(mailroom::store::sqlite::SqliteStore::new(db.clone()));
+    let before = db.commits();
+    let tasks: Vec<_> = (0..200)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .insert(
+                        Acceptance {
+                            messages: vec![native(n)],
+                            idempotency: None,
+                        },
+                        true,
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(
+            t.await.expect("joined").expect("insert"),
+            Accepted::Inserted
+        );
+    }
+    let commits = db.commits() - before;
+    assert!(
+        commits < 100,
+        "{commits} commits for 200 concurrent inserts"
+    );
+    assert_eq!(store.counts().await.expect("counts")[&Status::Queued], 200);
+}
+
+/// A SQLite store on a fresh file, and a connection of its own to that file, to change the
+/// schema under the store.
+async fn sqlite_store_and_admin() -> (
+    tempfile::TempDir,
+    mailroom::store::sqlite::SqliteStore,
+    sqlx::SqliteConnection,
+) {
+    use sqlx::Connection;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let db = Arc::new(mailroom::store::sqlite::Db::open(&url).await.expect("open"));
+    let admin = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    (dir, mailroom::store::sqlite::SqliteStore::new(db), admin)
+}
+
+/// A write batch that fails is rolled back whole, whichever way it ran (plain acceptances run
+/// as one statement list with their BEGIN and COMMIT; a keyed one in a transaction), and the
+/// writer goes on: the next batch commits.
+#[tokio::test]
+async fn sqlite_failed_batch_leaves_nothing() {
+    let (_dir, store, mut admin) = sqlite_store_and_admin().await;
+    // The queue insert comes last in a batch: the messages are written before it.
+    sqlx::query(
+        "CREATE TRIGGER refuse BEFORE INSERT ON queue BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    )
+    .execute(&mut admin)
+    .await
+    .expect("trigger");
+    let keyed = |hash: &str| IdempotencyRecord {
+        key: "k-fail".into(),
+        request_hash: hash.into(),
+        status: 202,
+        response: "{}".into(),
+    };
+    let attempts = [(native(1), None), (native(2), Some(keyed("first")))];
+    for (message, idempotency) in &attempts {
+        let acceptance = Acceptance {
+            messages: vec![message.clone()],
+            idempotency: idempotency.clone(),
+        };
+        assert!(store.insert(acceptance, true).await.is_err());
+        assert!(store.get(message.id).await.expect("get").is_none());
+    }
+    let ttl = Duration::from_secs(3600);
+    assert!(
+        store
+            .idempotency("k-fail", ttl)
+            .await
+            .expect("read")
+            .is_none()
+    );
+
+    sqlx::query("DROP TRIGGER refuse")
+        .execute(&mut admin)
+        .await
+        .expect("drop trigger");
+    for (message, idempotency) in attempts {
+        let acceptance = Acceptance {
+            messages: vec![message.clone()],
+            idempotency,
+        };
+        assert_eq!(
+            store.insert(acceptance, true).await.expect("insert"),
+            Accepted::Inserted
+        );
+        let record = store.get(message.id).await.expect("get").expect("stored");
+        assert_eq!(record.status, Status::Queued);
+        assert_eq!(store.events(message.id).await.expect("events").len(), 1);
+    }
+    assert!(
+        store
+            .idempotency("k-fail", ttl)
+            .await
+            .expect("read")
+            .is_some()
+    );
+}
+
+/// After a rollback, the previous image starts on a database that a later release migrated
+/// further (sqlx would refuse a database with a migration it does not know), and works on it.
+#[tokio::test]
+async fn sqlite_opens_a_database_a_later_release_migrated() {
+    let (dir, store, mut admin) = sqlite_store_and_admin().await;
+    drop(store);
+    // A later release's migration, as sqlx records it once applied.
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from a later release', true, x'00', 0)",
+    )
+    .execute(&mut admin)
+    .await
+    .expect("the later release's migration is recorded");
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let db = mailroom::store::sqlite::Db::open(&url)
+        .await
+        .expect("the database opens despite a migration this build does not know");
+    let store = mailroom::store::sqlite::SqliteStore::new(Arc::new(db));
+    let message = native(1);
+    let acceptance = Acceptance {
+        messages: vec![message.clone()],
+        idempotency: None,
+    };
+    store.insert(acceptance, true).await.expect("insert");
+    assert!(store.get(message.id).await.expect("get").is_some());
+}
+
+/// A message's `accepted` event comes from its row; a database written by an earlier release,
+/// which stored that event as a row of its own, still shows it once.
+#[tokio::test]
+async fn sqlite_accepted_event_shown_once() {
+    let (_dir, store, mut admin) = sqlite_store_and_admin().await;
+    let (new, old) = (native(1), native(2));
+    for m in [&new, &old] {
+        let acceptance = Acceptance {
+            messages: vec![m.clone()],
+            idempotency: None,
+        };
+        store.insert(acceptance, true).await.expect("insert");
+    }
+    sqlx::query("INSERT INTO events (message_id, at, kind) VALUES (?1, ?2, 'accepted')")
+        .bind(old.id.to_string())
+        .bind(old.accepted_at.timestamp_millis())
+        .execute(&mut admin)
+        .await
+        .expect("an event row as earlier releases wrote it");
+    for m in [&new, &old] {
+        let events = store.events(m.id).await.expect("events");
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["accepted"]);
+        assert_eq!(
+            events[0].at.timestamp_millis(),
+            m.accepted_at.timestamp_millis()
+        );
+    }
+}

@@ -1,0 +1,278 @@
+//! The store suite: records and transitions, listing, idempotency, cancel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailroom::message::{Content, Message, Status};
+use mailroom::store::{
+    Acceptance, Accepted, Cancel, IdempotencyRecord, ListFilter, Store, Transition,
+};
+
+/// A native message whose subject carries `n`.
+pub fn native(n: usize) -> Message {
+    Message::new(Content::Native(
+        serde_json::from_value(serde_json::json!({
+            "from": "a@example.com", "to": "b@example.com", "subject": format!("store {n}"), "text": "t",
+        }))
+        .expect("valid"),
+    ))
+}
+
+/// Inserted messages read back whole, with an accepted event; transitions change the status,
+/// attempts and last error and append events; a finished message never goes back.
+pub async fn store_records_and_transitions(store: &dyn Store) {
+    let m = native(1);
+    let id = m.id;
+    let accepted = store
+        .insert(
+            Acceptance {
+                messages: vec![m.clone()],
+                idempotency: None,
+            },
+            false,
+        )
+        .await
+        .expect("insert");
+    assert_eq!(accepted, Accepted::Inserted);
+    let r = store.get(id).await.expect("get").expect("found");
+    assert_eq!(r.message, m);
+    assert_eq!((r.status, r.attempts), (Status::Queued, 0));
+    store
+        .record(
+            id,
+            Transition::Deferred {
+                attempts: 1,
+                error: "451 busy".into(),
+                retry_in: Duration::from_secs(1),
+            },
+        )
+        .await
+        .expect("record");
+    store
+        .record(
+            id,
+            Transition::Delivered {
+                attempts: 2,
+                detail: "250 ok".into(),
+            },
+        )
+        .await
+        .expect("record");
+    // A stale worker's late failure must not undo a delivery.
+    let applied = store
+        .record(
+            id,
+            Transition::Dead {
+                attempts: 1,
+                error: "stale".into(),
+            },
+        )
+        .await
+        .expect("record");
+    assert!(!applied, "a finished message never goes back");
+    let r = store.get(id).await.expect("get").expect("found");
+    assert_eq!((r.status, r.attempts), (Status::Delivered, 2));
+    assert_eq!(r.last_error.as_deref(), Some("451 busy"));
+    let kinds: Vec<String> = store
+        .events(id)
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["accepted", "deferred", "delivered"]);
+    let st = store
+        .statuses(&[id, uuid::Uuid::new_v4()])
+        .await
+        .expect("statuses");
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[&id], Status::Delivered);
+    assert!(
+        store
+            .get(uuid::Uuid::new_v4())
+            .await
+            .expect("get")
+            .is_none()
+    );
+}
+
+/// Listing is newest first, filters by status and pages with `before`; counts add up.
+pub async fn store_listing(store: &dyn Store) {
+    let messages: Vec<Message> = (0..5).map(native).collect();
+    store
+        .insert(
+            Acceptance {
+                messages: messages.clone(),
+                idempotency: None,
+            },
+            false,
+        )
+        .await
+        .expect("insert");
+    store
+        .record(
+            messages[1].id,
+            Transition::Dead {
+                attempts: 1,
+                error: "550".into(),
+            },
+        )
+        .await
+        .expect("record");
+    let page = store
+        .list(ListFilter {
+            status: None,
+            before: None,
+            limit: 3,
+        })
+        .await
+        .expect("list");
+    let ids: Vec<_> = page.iter().map(|r| r.message.id).collect();
+    assert_eq!(ids, [messages[4].id, messages[3].id, messages[2].id]);
+    let next = store
+        .list(ListFilter {
+            status: None,
+            before: Some(messages[2].id),
+            limit: 3,
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        next.iter().map(|r| r.message.id).collect::<Vec<_>>(),
+        [messages[1].id, messages[0].id]
+    );
+    let dead = store
+        .list(ListFilter {
+            status: Some(Status::Dead),
+            before: None,
+            limit: 10,
+        })
+        .await
+        .expect("list");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].last_error.as_deref(), Some("550"));
+    let counts = store.counts().await.expect("counts");
+    assert_eq!((counts[&Status::Queued], counts[&Status::Dead]), (4, 1));
+}
+
+/// An idempotency key is claimed once: a second insert with it replays the first answer and
+/// stores nothing; keys past their TTL are purged.
+pub async fn store_idempotency(store: &dyn Store) {
+    let record = |hash: &str| IdempotencyRecord {
+        key: "k-1".into(),
+        request_hash: hash.into(),
+        status: 202,
+        response: "{\"message_id\":\"first\"}".into(),
+    };
+    let first = native(1);
+    let a = store
+        .insert(
+            Acceptance {
+                messages: vec![first.clone()],
+                idempotency: Some(record("h1")),
+            },
+            false,
+        )
+        .await
+        .expect("insert");
+    assert_eq!(a, Accepted::Inserted);
+    let second = native(2);
+    let b = store
+        .insert(
+            Acceptance {
+                messages: vec![second.clone()],
+                idempotency: Some(record("h2")),
+            },
+            false,
+        )
+        .await
+        .expect("insert");
+    assert_eq!(b, Accepted::Replay(record("h1")));
+    assert!(
+        store.get(second.id).await.expect("get").is_none(),
+        "a replay stores nothing"
+    );
+    assert_eq!(
+        store
+            .idempotency("k-1", Duration::from_secs(60))
+            .await
+            .expect("lookup"),
+        Some(record("h1"))
+    );
+    assert_eq!(
+        store
+            .idempotency("k-2", Duration::from_secs(60))
+            .await
+            .expect("lookup"),
+        None
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        store
+            .purge_idempotency(Duration::from_millis(1))
+            .await
+            .expect("purge"),
+        1
+    );
+    assert_eq!(
+        store
+            .idempotency("k-1", Duration::from_secs(60))
+            .await
+            .expect("lookup"),
+        None
+    );
+}
+
+/// Runs every store function against one backend; `fresh` makes an empty store per function.
+pub async fn store_suite<F, Fut>(fresh: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn Store>>,
+{
+    store_records_and_transitions(fresh().await.as_ref()).await;
+    store_listing(fresh().await.as_ref()).await;
+    store_idempotency(fresh().await.as_ref()).await;
+    store_cancel(fresh().await.as_ref()).await;
+}
+
+/// A queued message is cancelled once; afterwards no worker's change takes it back to pending
+/// (a deferral is refused), though a delivery already under way may still record that it was
+/// sent. Delivered and unknown messages cannot be cancelled.
+pub async fn store_cancel(store: &dyn Store) {
+    let (m, sent) = (native(1), native(2));
+    let acceptance = Acceptance {
+        messages: vec![m.clone(), sent.clone()],
+        idempotency: None,
+    };
+    store.insert(acceptance, true).await.expect("insert");
+    assert_eq!(store.cancel(m.id).await.expect("cancel"), Cancel::Cancelled);
+    assert_eq!(
+        store.cancel(m.id).await.expect("cancel"),
+        Cancel::Settled(Status::Cancelled)
+    );
+    let r = store.get(m.id).await.expect("get").expect("found");
+    assert_eq!(r.status, Status::Cancelled);
+    let events = store.events(m.id).await.expect("events");
+    assert_eq!(events.last().expect("an event").kind, "cancelled");
+    let deferral = Transition::Deferred {
+        attempts: 1,
+        error: "451 later".into(),
+        retry_in: Duration::from_secs(1),
+    };
+    assert!(!store.record(m.id, deferral).await.expect("record"));
+    let delivered = || Transition::Delivered {
+        attempts: 1,
+        detail: "250 ok".into(),
+    };
+    assert!(store.record(m.id, delivered()).await.expect("record"));
+
+    assert!(store.record(sent.id, delivered()).await.expect("record"));
+    assert_eq!(
+        store.cancel(sent.id).await.expect("cancel"),
+        Cancel::Settled(Status::Delivered)
+    );
+    assert_eq!(
+        store.cancel(uuid::Uuid::now_v7()).await.expect("cancel"),
+        Cancel::NotFound
+    );
+}
