@@ -235,7 +235,6 @@ fn parse_line(value: Value, backends: &Backends) -> Result<Message, String> {
     let rules = NativeRules {
         default_from: backends.settings.default_from.as_ref(),
         templates: &backends.templates,
-        schedules: backends.queue.schedules(),
     };
     let email = NativeEmail::parse(value, "", rules).map_err(|e| e.to_string())?;
     Ok(Message::new(Content::Native(Box::new(email))))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::message::Status;
+use crate::message::{Message, Status};
 use crate::queue::Queue;
 use crate::store::{Acceptance, Accepted, Cancel, Store, StoreError, Transition};
 
@@ -59,8 +59,8 @@ impl Intake {
     }
 
     async fn store_and_queue(&self, acceptance: Acceptance) -> Result<Accepted, IntakeError> {
-        let messages = if self.queue_in_store {
-            Vec::new()
+        let (messages, held) = if self.queue_in_store {
+            (Vec::new(), Vec::new())
         } else {
             let single = acceptance.messages.len() == 1;
             for (index, m) in acceptance.messages.iter().enumerate() {
@@ -73,7 +73,16 @@ impl Intake {
                     detail: e.to_string(),
                 })?;
             }
-            acceptance.messages.clone()
+            // Those due later wait in the store's database queue, committed with them, until
+            // the scheduler hands them over (`crate::scheduler`).
+            let (held, now): (Vec<&Message>, Vec<&Message>) = acceptance
+                .messages
+                .iter()
+                .partition(|m| m.due_later().is_some());
+            (
+                now.into_iter().cloned().collect(),
+                held.into_iter().map(|m| m.id).collect(),
+            )
         };
         let key = acceptance.idempotency.as_ref().map(|i| i.key.clone());
         let accepted = self.store.insert(acceptance, self.queue_in_store).await?;
@@ -85,18 +94,16 @@ impl Intake {
             if let Some(e) = failure {
                 // The client hears 503 and will send the whole request again, so no message of
                 // it may look pending: those the queue did take are abandoned too, and the worker
-                // drops them unsent.
-                for (m, r) in messages.iter().zip(&results) {
-                    let error = match r {
-                        Err(own) => format!("not queued: {own}"),
-                        Ok(()) => {
-                            format!("not sent: another message of its request was not queued ({e})")
-                        }
-                    };
-                    let _ = self
-                        .store
-                        .record(m.id, Transition::Abandoned { error })
-                        .await;
+                // drops them unsent (and those held for later, when the scheduler hands them
+                // over).
+                let others =
+                    || format!("not sent: another message of its request was not queued ({e})");
+                let outcomes = messages.iter().zip(&results).map(|(m, r)| match r {
+                    Err(own) => (m.id, format!("not queued: {own}")),
+                    Ok(()) => (m.id, others()),
+                });
+                for (id, error) in outcomes.chain(held.iter().map(|id| (*id, others()))) {
+                    let _ = self.store.record(id, Transition::Abandoned { error }).await;
                 }
                 if let Some(key) = key
                     && let Err(forget) = self.store.forget_idempotency(&key).await

@@ -18,6 +18,8 @@
 //! - [`archive`]: one JSON object per message through `object_store` (a directory, or S3).
 //! - [`limiter`]: the global send rate (`RateLimiter`; in-process, or shared through Redis).
 //! - [`worker`]: pulls leases, waits for the limiter, delivers, archives and settles them.
+//! - [`scheduler`]: hands messages due later (`send_at`), held in the store's database queue,
+//!   to an external queue (SQS, Kafka) when their time comes.
 //! - `aws` (features `sqs`, `ssm`, `ses`): the AWS SDK configuration their clients share.
 //! - `kafka` and `events` (feature `kafka`): Kafka client settings and topics; delivery events
 //!   published to `EVENTS_TOPIC` for every status change.
@@ -41,6 +43,7 @@ pub mod kafka;
 pub mod limiter;
 pub mod message;
 pub mod queue;
+pub mod scheduler;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -27,6 +27,7 @@ use crate::limiter::local::LocalLimiter;
 use crate::message::{Status, Templates};
 use crate::queue::Queue;
 use crate::queue::sqlite::SqliteQueue;
+use crate::scheduler::Scheduler;
 use crate::store::Store;
 use crate::store::sqlite::{Db, SqliteStore};
 use crate::telemetry;
@@ -69,13 +70,15 @@ pub struct Backends {
     /// The message templates of `TEMPLATES_DIR`, rendered by the API: none until
     /// [`Backends::load_templates`] (a worker renders nothing and needs no template files).
     pub templates: Arc<Templates>,
+    /// With an external queue: the store's database queue, where messages due later wait.
+    pub held: Option<Arc<dyn Queue>>,
 }
 
 impl Backends {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let templates = Arc::new(Templates::default());
         let wake = Arc::new(Notify::new());
-        let (store, queue, queue_in_store) = store_and_queue(&settings, &wake).await?;
+        let (store, queue, held) = store_and_queue(&settings, &wake).await?;
         let redis = redis_connection(&settings)?;
         let store = cached_store(&settings, store, redis.as_ref());
         let store = evented_store(&settings, store).await?;
@@ -122,7 +125,7 @@ impl Backends {
         let intake = Intake {
             store: store.clone(),
             queue: queue.clone(),
-            queue_in_store,
+            queue_in_store: held.is_none(),
             wake: wake.clone(),
         };
         Ok(Self {
@@ -135,6 +138,7 @@ impl Backends {
             limiter,
             wake,
             templates,
+            held,
         })
     }
 
@@ -142,6 +146,18 @@ impl Backends {
     pub fn load_templates(&mut self) -> anyhow::Result<()> {
         self.templates = Arc::new(templates(&self.settings)?);
         Ok(())
+    }
+
+    /// What hands messages due later to an external queue when their time comes; `None` when
+    /// the queue is the database's own, which holds them itself.
+    pub fn scheduler(&self) -> Option<Arc<Scheduler>> {
+        let held = self.held.clone()?;
+        Some(Arc::new(Scheduler {
+            held,
+            queue: self.queue.clone(),
+            // Often enough for a `send_at` to the second, seldom enough to cost nothing.
+            poll_interval: self.settings.poll_interval.max(Duration::from_secs(1)),
+        }))
     }
 
     pub fn worker(&self) -> Arc<Worker> {
@@ -167,10 +183,12 @@ impl Backends {
 
 /// The store the settings name, and the queue: in the store's own database (one transaction for
 /// both) unless an external queue is configured.
+/// With an external queue, also the store's database queue, which holds the messages due later
+/// (`send_at`) for the scheduler to hand over.
 async fn store_and_queue(
     settings: &Settings,
     wake: &Arc<Notify>,
-) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Queue>, bool)> {
+) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Queue>, Option<Arc<dyn Queue>>)> {
     let db_url = settings.database_url.expose_secret().to_string();
     #[cfg(not(feature = "postgres"))]
     let _ = wake;
@@ -181,12 +199,14 @@ async fn store_and_queue(
                 .context("Failed to open the SQLite database (DATABASE_URL)")?,
         );
         let store: Arc<dyn Store> = Arc::new(SqliteStore::new(db.clone()));
+        let database = Arc::new(SqliteQueue::new(db, settings.visibility_timeout));
         return match settings.queue {
-            QueueBackend::Database => {
-                let queue = Arc::new(SqliteQueue::new(db, settings.visibility_timeout));
-                Ok((store, queue, true))
+            QueueBackend::Database => Ok((store, database, None)),
+            _ => {
+                let queue = external_queue(settings).await?;
+                let held: Arc<dyn Queue> = database;
+                Ok((store, queue.clone(), (!queue.schedules()).then_some(held)))
             }
-            _ => Ok((store, external_queue(settings).await?, false)),
         };
     }
     #[cfg(feature = "postgres")]
@@ -201,16 +221,20 @@ async fn store_and_queue(
         .await
         .context("Failed to connect to PostgreSQL (DATABASE_URL)")?;
         let store: Arc<dyn Store> = Arc::new(PgStore::new(pool.clone()));
+        let database = PostgresQueue::new(pool, settings.visibility_timeout);
         match settings.queue {
             QueueBackend::Database => {
-                let queue = PostgresQueue::new(pool, settings.visibility_timeout);
-                queue
+                database
                     .listen(wake.clone())
                     .await
                     .context("Failed to LISTEN for queue notifications")?;
-                Ok((store, Arc::new(queue), true))
+                Ok((store, Arc::new(database), None))
             }
-            _ => Ok((store, external_queue(settings).await?, false)),
+            _ => {
+                let queue = external_queue(settings).await?;
+                let held: Arc<dyn Queue> = Arc::new(database);
+                Ok((store, queue.clone(), (!queue.schedules()).then_some(held)))
+            }
         }
     }
     #[cfg(not(feature = "postgres"))]
@@ -560,6 +584,11 @@ impl Application {
                     tracing::error!(error = %e, "HTTP server failed.");
                 }
             });
+        }
+        if self.roles.worker
+            && let Some(scheduler) = self.backends.scheduler()
+        {
+            tasks.spawn(scheduler.run(shutdown.clone()));
         }
         if self.roles.worker {
             let queue = self.backends.queue.clone();

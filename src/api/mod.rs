@@ -57,7 +57,6 @@ impl AppState {
         NativeRules {
             default_from: self.default_from.as_ref(),
             templates: &self.templates,
-            schedules: self.intake.queue.schedules(),
         }
     }
 }

@@ -288,7 +288,6 @@ mod tests {
         NativeRules {
             default_from: None,
             templates,
-            schedules: true,
         }
     }
     use serde_json::json;

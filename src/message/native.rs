@@ -200,8 +200,6 @@ pub struct NativeRules<'a> {
     /// The sender of a message that names none (`DEFAULT_FROM`).
     pub default_from: Option<&'a Mailbox>,
     pub templates: &'a Templates,
-    /// Whether the queue can hold a message until its `send_at`.
-    pub schedules: bool,
 }
 
 impl NativeEmail {
@@ -241,12 +239,6 @@ impl NativeEmail {
         email
             .validate(prefix, rules.default_from)
             .map_err(|e| email.blame_template(prefix, e))?;
-        if !rules.schedules && email.send_at.is_some_and(|t| t > Utc::now()) {
-            return Err(FieldError::new(
-                format!("{prefix}send_at"),
-                "needs the database queue (QUEUE_BACKEND=database): SQS and Kafka cannot hold a message until a later time",
-            ));
-        }
         Ok(email)
     }
 

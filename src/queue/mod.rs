@@ -114,7 +114,8 @@ pub trait Queue: Send + Sync + 'static {
     }
 
     /// Whether the queue can hold a message until a later time (`send_at`): the database queues
-    /// can; SQS delays at most 15 minutes and Kafka not at all.
+    /// can; SQS delays at most 15 minutes and Kafka not at all, so for them the store's database
+    /// queue holds such messages until [`crate::scheduler`] hands them over.
     fn schedules(&self) -> bool {
         false
     }

@@ -196,7 +196,8 @@ pub const CANCELLED_DETAIL: &str = "cancelled before it was sent";
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Commits the messages (and their idempotency key) in one transaction. With `enqueue`, the
-    /// store's own database queue receives them in the same transaction.
+    /// store's own database queue receives them in the same transaction; without, it receives
+    /// only those due later (`send_at`), to hold until their time (`crate::scheduler`).
     async fn insert(&self, acceptance: Acceptance, enqueue: bool) -> Result<Accepted, StoreError>;
 
     /// The first answer given to this idempotency key, if it is younger than `ttl`.
@@ -316,12 +317,15 @@ impl NewRows {
             };
             rows.messages
                 .push(serde_json::to_string(&row).map_err(encode)?);
-            // Against now, not the acceptance: a redriven message scheduled long ago is due now
-            // (and does not enter the queue aged from its old time).
-            match m.due_later().filter(|due| *due > Utc::now()) {
+            // Held by the message alone (its `send_at` after its acceptance), so that the
+            // intake, which pushes the others to an external queue, decides alike. Due no
+            // earlier than now: a redriven message scheduled long ago is due at once (and does
+            // not enter the queue aged from its old time).
+            match m.due_later() {
                 None => rows.ids.push(format!("\"{}\"", m.id)),
                 Some(due) => rows.scheduled.push(
-                    serde_json::json!({"id": m.id, "at": due.timestamp_millis()}).to_string(),
+                    serde_json::json!({"id": m.id, "at": due.max(Utc::now()).timestamp_millis()})
+                        .to_string(),
                 ),
             }
         }
@@ -335,14 +339,28 @@ impl NewRows {
             && self.scheduled.is_empty()
     }
 
-    /// Adds `other`'s rows; `enqueue` says whether its messages go on the database queue.
-    pub(crate) fn extend(&mut self, other: NewRows, enqueue: bool) {
+    /// Adds `other`'s rows; `enqueue` says whether its messages due now go on the database
+    /// queue (see [`NewRows::hold_only`]).
+    pub(crate) fn extend(&mut self, mut other: NewRows, enqueue: bool) {
+        if !enqueue {
+            other.hold_only();
+        }
         self.messages.extend(other.messages);
         self.events.extend(other.events);
-        if enqueue {
-            self.ids.extend(other.ids);
-            self.scheduled.extend(other.scheduled);
-        }
+        self.ids.extend(other.ids);
+        self.scheduled.extend(other.scheduled);
+    }
+
+    /// For an external queue (SQS, Kafka), which the intake gives the messages due now: only
+    /// those due later stay for the database queue, which holds them until their time for
+    /// [`crate::scheduler`] to hand over.
+    pub(crate) fn hold_only(&mut self) {
+        self.ids.clear();
+    }
+
+    /// Whether any row goes on the database queue.
+    pub(crate) fn queues_any(&self) -> bool {
+        !self.ids.is_empty() || !self.scheduled.is_empty()
     }
 
     /// Adds an event of a status change.

@@ -84,8 +84,8 @@ fn record_row(row: &PgRow) -> Result<Record, StoreError> {
     )
 }
 
-/// Inserts messages (those not stored yet) and with `enqueue` their queue rows, in the
-/// caller's transaction.
+/// Inserts messages (those not stored yet) and their queue rows (without `enqueue`, only those
+/// of messages due later), in the caller's transaction.
 pub(crate) async fn insert_messages(
     tx: &mut sqlx::PgConnection,
     messages: &[crate::message::Message],
@@ -94,12 +94,15 @@ pub(crate) async fn insert_messages(
     if messages.is_empty() {
         return Ok(());
     }
-    let rows = NewRows::of(messages)?;
+    let mut rows = NewRows::of(messages)?;
     sqlx::query(query_file!("insert_messages"))
         .bind(rows.messages())
         .execute(&mut *tx)
         .await?;
-    if enqueue {
+    if !enqueue {
+        rows.hold_only();
+    }
+    if rows.queues_any() {
         sqlx::query(query_file!("enqueue"))
             .bind(rows.ids())
             .bind(rows.scheduled())

@@ -283,49 +283,114 @@ async fn failed_sqs_send_is_503_and_frees_the_idempotency_key() {
     assert_eq!(leases[0].message.id.to_string(), id);
 }
 
-/// SQS cannot hold a message for later: a future `send_at` is a 400 naming the field, with
-/// nothing stored, and a time already past is accepted and queued at once.
+/// SQS delays a message 15 minutes at most: a message due later waits in the store's database
+/// queue, committed with it, and the scheduler hands it to SQS when its time comes; a time
+/// already past goes to SQS at once. Then the worker delivers it like any other, dated its
+/// `send_at`. In a batch each entry goes its own way; if SQS refuses the batch's messages due
+/// now, those held for later are abandoned with them (the client heard 503 and sends all again).
+async fn scheduled_on_sqs(app: &TestApp, moto: &Moto, queue_url: &str) {
+    let scheduler = app
+        .scheduler
+        .clone()
+        .expect("an external queue has a scheduler");
+    let to = unique_rcpt("scheduled-sqs");
+    let body = |send_at: String| {
+        json!({"from": "a@example.com", "to": [&to], "subject": "s", "text": "t",
+               "send_at": send_at})
+    };
+    let due = chrono::Utc::now() + chrono::Duration::milliseconds(2_500);
+    let batch = json!({"messages": [body(due.to_rfc3339()), body("1700000000".into())]});
+    let v: Value = app.post_batch(&batch).await.json().await.expect("JSON");
+    assert_eq!(v["results"][0]["status"], "queued", "{v}");
+    assert_eq!(v["results"][1]["status"], "queued", "{v}");
+    let (later, now) = (
+        v["results"][0]["message_id"].as_str().expect("an id"),
+        v["results"][1]["message_id"].as_str().expect("an id"),
+    );
+    let leases = app.queue.pull(10).await.expect("pull");
+    assert_eq!(leases.len(), 1, "only the message due now is on the queue");
+    assert_eq!(leases[0].message.id.to_string(), now);
+    for lease in leases {
+        app.queue.release(lease).await.expect("release");
+    }
+    assert_eq!(
+        scheduler.run_once().await.expect("the store answers"),
+        0,
+        "not due yet"
+    );
+    assert_eq!(app.dispatch_all_pending().await, 1);
+    assert_eq!(app.get_message(now).await["status"], "delivered");
+    assert_eq!(app.get_message(later).await["status"], "queued");
+
+    let wait = (due - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(100)).await;
+    assert_eq!(scheduler.run_once().await.expect("handed over"), 1);
+    assert_eq!(
+        scheduler.run_once().await.expect("the store answers"),
+        0,
+        "handed over once"
+    );
+    let m = app.dispatch_until(later, "delivered").await;
+    assert_eq!(m["attempts"], 1, "waiting is not an attempt: {m}");
+    let got = app.relay.received_for(&to);
+    assert_eq!(got.len(), 2, "each message once");
+    let dates: Vec<i64> = got
+        .iter()
+        .map(|g| {
+            let date = g.header("Date").expect("a Date header");
+            chrono::DateTime::parse_from_rfc2822(&date)
+                .expect("an RFC 5322 date")
+                .timestamp()
+        })
+        .collect();
+    assert!(
+        dates.contains(&due.timestamp()),
+        "dated its send_at: {dates:?}"
+    );
+    let last_ms = got
+        .iter()
+        .map(|g| (g.received_ns / 1_000_000) as i64)
+        .max()
+        .unwrap_or(0);
+    assert!(last_ms >= due.timestamp_millis(), "not before its time");
+
+    let held = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    moto.sqs()
+        .delete_queue()
+        .queue_url(queue_url)
+        .send()
+        .await
+        .expect("deleted");
+    let batch = json!({"messages": [body(held), body("1700000000".into())]});
+    assert_eq!(app.post_batch(&batch).await.status(), 503);
+    let list: Value = app.get_json("/v1/messages?status=abandoned").await;
+    assert_eq!(
+        list["messages"].as_array().expect("an array").len(),
+        2,
+        "{list}"
+    );
+}
+
 #[tokio::test]
-async fn send_at_needs_the_database_queue() {
+async fn scheduled_messages_wait_in_the_store_then_go_through_sqs() {
     let moto = Moto::start().await;
     let (url, _) = moto.queue_with_dlq("scheduled", 5, None).await;
     let app = spawn_app_with(|raw| on_aws(raw, &moto, &url)).await;
-    let body = |send_at: String| {
-        json!({"from": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t",
-               "send_at": send_at})
-    };
-    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
-    let r = app.post_message(&body(later.clone()), None).await;
-    assert_eq!(r.status(), 400);
-    let e: Value = r.json().await.expect("a JSON error");
-    assert_eq!(e["error"]["field"], "send_at", "{e}");
-    assert!(
-        e["error"]["message"]
-            .as_str()
-            .expect("a message")
-            .contains("needs the database queue"),
-        "{e}"
-    );
-    assert_eq!(app.message_count().await, 0, "nothing stored");
+    scheduled_on_sqs(&app, &moto, &url).await;
+}
 
-    // In a batch, only the scheduled entry is refused, named by its own index.
-    let mut bad = body("1700000000".into());
-    bad["to"] = json!("not an address");
-    let batch = json!({"messages": [bad, body("1700000000".into()), body(later)]});
-    let v: Value = app.post_batch(&batch).await.json().await.expect("JSON");
-    assert_eq!(
-        v["results"][0]["error"]["field"], "messages[0].to[0]",
-        "{v}"
-    );
-    assert_eq!(v["results"][1]["status"], "queued", "{v}");
-    assert_eq!(
-        v["results"][2]["error"]["field"], "messages[2].send_at",
-        "{v}"
-    );
-    let id = v["results"][1]["message_id"].as_str().expect("an id");
-    let leases = app.queue.pull(10).await.expect("pull");
-    assert_eq!(leases.len(), 1);
-    assert_eq!(leases[0].message.id.to_string(), id);
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn scheduled_messages_wait_in_postgres_then_go_through_sqs() {
+    let moto = Moto::start().await;
+    let (url, _) = moto.queue_with_dlq("scheduled-pg", 5, None).await;
+    let db = crate::helpers::fresh_pg_database().await;
+    let app = spawn_app_with(|raw| {
+        on_aws(raw, &moto, &url);
+        raw.database_url = Some(db.into());
+    })
+    .await;
+    scheduled_on_sqs(&app, &moto, &url).await;
 }
 
 /// On SQS, which cannot take a message back, a cancelled message stays in the queue: the worker

@@ -152,6 +152,8 @@ pub struct TestApp {
     pub shutdown: CancellationToken,
     pub backends_store: Arc<dyn mailroom::store::Store>,
     pub queue: Arc<dyn mailroom::queue::Queue>,
+    /// With an external queue: what hands it the messages due later.
+    pub scheduler: Option<Arc<mailroom::scheduler::Scheduler>>,
 }
 
 impl Drop for TestApp {
@@ -210,6 +212,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
     let worker = app.worker();
     let backends_store = app.backends().store.clone();
     let queue = app.backends().queue.clone();
+    let scheduler = app.backends().scheduler();
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
@@ -223,6 +226,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
         shutdown,
         backends_store,
         queue,
+        scheduler,
     }
 }
 

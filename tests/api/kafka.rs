@@ -9,10 +9,12 @@ use mailroom::config::{KafkaSecurity, KafkaSettings};
 use mailroom::events::DeliveryEvent;
 use mailroom::queue::Queue;
 use mailroom::queue::kafka::KafkaQueue;
+use mailroom::queue::sqlite::SqliteQueue;
+use mailroom::scheduler::Scheduler;
 use rdkafka::Message as _;
 use rdkafka::consumer::StreamConsumer;
 
-use crate::conformance::{message, queue_suite};
+use crate::conformance::{message, queue_suite, scheduled};
 use crate::helpers::{kafka_brokers as brokers, kafka_reader as reader};
 
 /// A name no other test (or earlier run against the same broker) has used.
@@ -78,6 +80,41 @@ async fn kafka_queue_conformance() {
         visibility,
     )
     .await;
+}
+
+/// Kafka has no delay: a message due later waits in the store's database queue, and the
+/// scheduler produces it to the topic once its time has come, and once only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_hands_due_messages_to_kafka() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("held.db").display());
+    let db = Arc::new(mailroom::store::sqlite::Db::open(&url).await.expect("open"));
+    let visibility = Duration::from_secs(3);
+    let scheduler = Scheduler {
+        held: Arc::new(SqliteQueue::new(db, visibility)),
+        queue: queue(&settings(&unique("scheduled")), visibility).await,
+        poll_interval: Duration::from_secs(1),
+    };
+    let later = scheduled(2_000);
+    for r in scheduler.held.push(std::slice::from_ref(&later)).await {
+        r.expect("held");
+    }
+    assert_eq!(scheduler.run_once().await.expect("run"), 0, "not due yet");
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    assert_eq!(scheduler.run_once().await.expect("run"), 1);
+    assert_eq!(
+        scheduler.run_once().await.expect("run"),
+        0,
+        "handed over once"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    while got.is_empty() && tokio::time::Instant::now() < deadline {
+        got = scheduler.queue.pull(10).await.expect("pull");
+    }
+    assert_eq!(got.len(), 1, "the message is on the topic");
+    assert_eq!(got[0].message, later);
+    assert_eq!(got[0].attempt, 1, "waiting is not an attempt");
 }
 
 /// Start-up names a missing topic unless mailroom may create it; `check` reports both.

@@ -131,7 +131,6 @@ proptest! {
             NativeRules {
                 default_from: None,
                 templates: &Default::default(),
-                schedules: true,
             },
         ) {
             Err(e) => {

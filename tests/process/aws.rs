@@ -52,7 +52,8 @@ where
 
 /// A compat payload posted to the api lands as the right JSON object in the bucket after the
 /// worker sent it through SES; a poison message ends in the dead-letter queue after
-/// maxReceiveCount receives; a rotated SSM token is in force within its TTL.
+/// maxReceiveCount receives; a rotated SSM token is in force within its TTL; a message due
+/// later reaches SQS through the worker's scheduler, no earlier than its time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_and_worker_over_sqs_s3_and_ssm() {
     let _heavy = crate::HEAVY.lock().await;
@@ -115,6 +116,47 @@ async fn api_and_worker_over_sqs_s3_and_ssm() {
             .any(|m| m["raw_data"].as_str().unwrap_or_default().contains(&id)),
         "SES has the message"
     );
+
+    // A message due later waits in PostgreSQL, and the worker's scheduler hands it to SQS when
+    // its time has come.
+    let due = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let r = http
+        .post(format!("{}/v1/messages", api.url))
+        .bearer_auth("e2e-token-one")
+        .json(
+            &serde_json::json!({"to": ["later@example.net"], "subject": "Later",
+                                  "text": "t", "send_at": due.to_rfc3339()}),
+        )
+        .send()
+        .await
+        .expect("sent");
+    let later = accepted_id(r).await;
+    let m = eventually(
+        Duration::from_secs(30),
+        "the scheduled message delivered",
+        || async {
+            let v: serde_json::Value = http
+                .get(format!("{}/v1/messages/{later}", api.url))
+                .bearer_auth("e2e-token-one")
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (v["status"] == "delivered").then_some(v)
+        },
+    )
+    .await;
+    let delivered = m["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "delivered")
+        .and_then(|e| e["at"].as_str())
+        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+        .expect("a delivered event");
+    assert!(delivered >= due, "sent at {delivered}, due {due}");
 
     moto.sqs()
         .send_message()

@@ -14,5 +14,5 @@ mod store;
 // S3's run is the only one outside this folder.
 #[cfg(feature = "aws")]
 pub use archive::archive_suite;
-pub use queue::{message, queue_suite};
+pub use queue::{message, queue_suite, scheduled};
 pub use store::store_suite;
