@@ -359,6 +359,7 @@ impl NewRows {
     }
 
     /// Whether any row goes on the database queue.
+    #[cfg(feature = "postgres")]
     pub(crate) fn queues_any(&self) -> bool {
         !self.ids.is_empty() || !self.scheduled.is_empty()
     }

@@ -14,5 +14,8 @@ mod store;
 // S3's run is the only one outside this folder.
 #[cfg(feature = "aws")]
 pub use archive::archive_suite;
-pub use queue::{message, queue_suite, scheduled};
+pub use queue::{message, queue_suite};
+// Kafka's scheduler test is its only user outside this folder.
+#[cfg(feature = "kafka")]
+pub use queue::scheduled;
 pub use store::store_suite;
