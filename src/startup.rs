@@ -27,7 +27,7 @@ use crate::limiter::local::LocalLimiter;
 use crate::message::{Status, Templates};
 use crate::queue::Queue;
 use crate::queue::sqlite::SqliteQueue;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{HELD_VISIBILITY, Scheduler};
 use crate::store::Store;
 use crate::store::sqlite::{Db, SqliteStore};
 use crate::telemetry;
@@ -78,7 +78,12 @@ impl Backends {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let templates = Arc::new(Templates::default());
         let wake = Arc::new(Notify::new());
-        let (store, queue, held) = store_and_queue(&settings, &wake).await?;
+        let (store, queues) = store_and_queue(&settings, &wake).await?;
+        let Queues {
+            queue,
+            in_store: queue_in_store,
+            held,
+        } = queues;
         let redis = redis_connection(&settings)?;
         let store = cached_store(&settings, store, redis.as_ref());
         let store = evented_store(&settings, store).await?;
@@ -125,7 +130,7 @@ impl Backends {
         let intake = Intake {
             store: store.clone(),
             queue: queue.clone(),
-            queue_in_store: held.is_none(),
+            queue_in_store,
             wake: wake.clone(),
         };
         Ok(Self {
@@ -155,8 +160,8 @@ impl Backends {
         Some(Arc::new(Scheduler {
             held,
             queue: self.queue.clone(),
-            // Often enough for a `send_at` to the second, seldom enough to cost nothing.
-            poll_interval: self.settings.poll_interval.max(Duration::from_secs(1)),
+            store: self.store.clone(),
+            shutdown_grace: self.settings.shutdown_grace,
         }))
     }
 
@@ -181,14 +186,42 @@ impl Backends {
     }
 }
 
+/// The queues the settings name.
+struct Queues {
+    queue: Arc<dyn Queue>,
+    /// The queue lives in the store's database: one transaction writes both.
+    in_store: bool,
+    /// With an external queue that cannot hold a message for later: the store's database
+    /// queue, which holds the messages due later (`send_at`) for the scheduler to hand over.
+    held: Option<Arc<dyn Queue>>,
+}
+
+impl Queues {
+    fn in_store(queue: Arc<dyn Queue>) -> Self {
+        Queues {
+            queue,
+            in_store: true,
+            held: None,
+        }
+    }
+
+    /// `database`, the store's own queue, holds what `queue` cannot (its leases last
+    /// [`HELD_VISIBILITY`], whatever the workers' visibility timeout).
+    fn external(queue: Arc<dyn Queue>, database: Arc<dyn Queue>) -> Self {
+        Queues {
+            held: (!queue.schedules()).then_some(database),
+            queue,
+            in_store: false,
+        }
+    }
+}
+
 /// The store the settings name, and the queue: in the store's own database (one transaction for
 /// both) unless an external queue is configured.
-/// With an external queue, also the store's database queue, which holds the messages due later
-/// (`send_at`) for the scheduler to hand over.
 async fn store_and_queue(
     settings: &Settings,
     wake: &Arc<Notify>,
-) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Queue>, Option<Arc<dyn Queue>>)> {
+) -> anyhow::Result<(Arc<dyn Store>, Queues)> {
     let db_url = settings.database_url.expose_secret().to_string();
     #[cfg(not(feature = "postgres"))]
     let _ = wake;
@@ -199,13 +232,17 @@ async fn store_and_queue(
                 .context("Failed to open the SQLite database (DATABASE_URL)")?,
         );
         let store: Arc<dyn Store> = Arc::new(SqliteStore::new(db.clone()));
-        let database = Arc::new(SqliteQueue::new(db, settings.visibility_timeout));
         return match settings.queue {
-            QueueBackend::Database => Ok((store, database, None)),
+            QueueBackend::Database => {
+                let queue = SqliteQueue::new(db, settings.visibility_timeout);
+                Ok((store, Queues::in_store(Arc::new(queue))))
+            }
             _ => {
-                let queue = external_queue(settings).await?;
-                let held: Arc<dyn Queue> = database;
-                Ok((store, queue.clone(), (!queue.schedules()).then_some(held)))
+                let held = Arc::new(SqliteQueue::new(db, HELD_VISIBILITY));
+                Ok((
+                    store,
+                    Queues::external(external_queue(settings).await?, held),
+                ))
             }
         };
     }
@@ -221,19 +258,21 @@ async fn store_and_queue(
         .await
         .context("Failed to connect to PostgreSQL (DATABASE_URL)")?;
         let store: Arc<dyn Store> = Arc::new(PgStore::new(pool.clone()));
-        let database = PostgresQueue::new(pool, settings.visibility_timeout);
         match settings.queue {
             QueueBackend::Database => {
-                database
+                let queue = PostgresQueue::new(pool, settings.visibility_timeout);
+                queue
                     .listen(wake.clone())
                     .await
                     .context("Failed to LISTEN for queue notifications")?;
-                Ok((store, Arc::new(database), None))
+                Ok((store, Queues::in_store(Arc::new(queue))))
             }
             _ => {
-                let queue = external_queue(settings).await?;
-                let held: Arc<dyn Queue> = Arc::new(database);
-                Ok((store, queue.clone(), (!queue.schedules()).then_some(held)))
+                let held = Arc::new(PostgresQueue::new(pool, HELD_VISIBILITY));
+                Ok((
+                    store,
+                    Queues::external(external_queue(settings).await?, held),
+                ))
             }
         }
     }
@@ -547,6 +586,7 @@ impl Application {
         tasks.spawn(maintenance(
             self.backends.store.clone(),
             self.backends.queue.clone(),
+            self.backends.held.clone(),
             self.metrics.clone(),
             s.send_rate_per_second.unwrap_or(0.0),
             shutdown.clone(),
@@ -610,6 +650,7 @@ impl Application {
 async fn maintenance(
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
+    held: Option<Arc<dyn Queue>>,
     metrics: PrometheusHandle,
     rate: f64,
     shutdown: CancellationToken,
@@ -630,6 +671,13 @@ async fn maintenance(
                 if let Ok(depth) = queue.depth().await {
                     metrics::gauge!("mailroom_queue_depth").set(depth.messages as f64);
                     metrics::gauge!("mailroom_queue_oldest_age_seconds").set(depth.oldest_age_secs);
+                    let held = match &held {
+                        Some(held) => held.depth().await.map(|d| d.scheduled).ok(),
+                        None => Some(0),
+                    };
+                    if let Some(held) = held {
+                        metrics::gauge!("mailroom_queue_scheduled").set((depth.scheduled + held) as f64);
+                    }
                 }
                 if let Ok(counts) = store.counts().await {
                     let dead = counts.get(&Status::Dead).copied().unwrap_or(0);

@@ -177,7 +177,11 @@ fn describe() {
     );
     describe_gauge!(
         "mailroom_queue_depth",
-        "Messages in the queue (due, delayed or leased)."
+        "Messages in the queue (due, delayed for a retry, or leased), not those waiting for their send_at."
+    );
+    describe_gauge!(
+        "mailroom_queue_scheduled",
+        "Messages waiting for their send_at (in the store's database queue)."
     );
     describe_gauge!(
         "mailroom_queue_oldest_age_seconds",

@@ -77,10 +77,13 @@ pub struct Lease {
 /// How much work is waiting.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Depth {
-    /// Messages waiting (due or delayed) and in flight.
+    /// Messages waiting (due, or delayed for a retry) and in flight.
     pub messages: u64,
     /// Age of the oldest waiting message, in seconds.
     pub oldest_age_secs: f64,
+    /// Messages waiting for their `send_at`, not in `messages`: they are not a backlog (and not
+    /// a reason to add workers) until their time comes. Only the database queues hold them.
+    pub scheduled: u64,
 }
 
 #[async_trait]

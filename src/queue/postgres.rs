@@ -157,11 +157,13 @@ impl Queue for PostgresQueue {
         let messages: i64 = row.try_get(0).map_err(unavailable)?;
         let oldest: Option<i64> = row.try_get(1).map_err(unavailable)?;
         let now: i64 = row.try_get(2).map_err(unavailable)?;
+        let scheduled: i64 = row.try_get(3).map_err(unavailable)?;
         Ok(Depth {
             messages: messages as u64,
             oldest_age_secs: oldest
                 .map(|t| (now - t).max(0) as f64 / 1000.0)
                 .unwrap_or(0.0),
+            scheduled: scheduled as u64,
         })
     }
 

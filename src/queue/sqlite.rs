@@ -96,13 +96,15 @@ impl Queue for SqliteQueue {
     }
 
     async fn depth(&self) -> Result<Depth, QueueError> {
-        let (messages, oldest) = self.db.queue_depth().await?;
+        let now = now_ms();
+        let (messages, oldest, scheduled) = self.db.queue_depth(now).await?;
         let oldest_age_secs = oldest
-            .map(|t| ((now_ms() - t).max(0) as f64) / 1000.0)
+            .map(|t| ((now - t).max(0) as f64) / 1000.0)
             .unwrap_or(0.0);
         Ok(Depth {
             messages,
             oldest_age_secs,
+            scheduled,
         })
     }
 

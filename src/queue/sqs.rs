@@ -568,6 +568,8 @@ impl Queue for SqsQueue {
             // SQS reports the oldest message's age only to CloudWatch
             // (ApproximateAgeOfOldestMessage), where the deployment's alarm reads it.
             oldest_age_secs: 0.0,
+            // Held in the store's database queue (`crate::scheduler`).
+            scheduled: 0,
         })
     }
 

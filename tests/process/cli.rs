@@ -146,9 +146,20 @@ async fn command_line() {
             .timestamp(),
         due
     );
+    // `check` counts it apart from the messages waiting to be sent.
+    let (_, out, err) = cli(d, &good, &["check"]).await;
+    assert!(
+        format!("{out}{err}").contains(", 1 scheduled for later"),
+        "{out}{err}"
+    );
     // `cancel` withdraws it; a second cancel is too late.
     let (ok, out, err) = cli(d, &good, &["cancel", &scheduled]).await;
     assert!(ok && out.contains("cancelled"), "{out}{err}");
+    let (_, out, err) = cli(d, &good, &["check"]).await;
+    assert!(
+        format!("{out}{err}").contains(", 0 scheduled for later"),
+        "{out}{err}"
+    );
     let (ok, _, err) = cli(d, &good, &["cancel", &scheduled]).await;
     assert!(!ok);
     assert!(err.contains("is cancelled"), "{err}");

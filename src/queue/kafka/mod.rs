@@ -330,6 +330,8 @@ impl Queue for KafkaQueue {
         Ok(Depth {
             messages,
             oldest_age_secs,
+            // Held in the store's database queue (`crate::scheduler`).
+            scheduled: 0,
         })
     }
 

@@ -136,11 +136,20 @@ impl Db {
         self.call(|reply| Op::Enqueue { rows, reply }).await
     }
 
-    pub(crate) async fn queue_depth(&self) -> Result<(u64, Option<i64>), StoreError> {
+    /// Messages due or in flight, the oldest one's enqueue time, and messages due later.
+    pub(crate) async fn queue_depth(
+        &self,
+        now: i64,
+    ) -> Result<(u64, Option<i64>, u64), StoreError> {
         let row = sqlx::query(query_file!("depth"))
+            .bind(now)
             .fetch_one(&self.read)
             .await?;
-        Ok((row.try_get::<i64, _>(0)? as u64, row.try_get(1)?))
+        Ok((
+            row.try_get::<i64, _>(0)? as u64,
+            row.try_get(1)?,
+            row.try_get::<i64, _>(2)? as u64,
+        ))
     }
 }
 
