@@ -232,9 +232,10 @@ fn parse_line(value: Value, backends: &Backends) -> Result<Message, String> {
             fields.validate().map_err(|e| e.to_string())?,
         )));
     }
+    let templates = backends.templates.current();
     let rules = NativeRules {
         default_from: backends.settings.default_from.as_ref(),
-        templates: &backends.templates,
+        templates: &templates,
     };
     let email = NativeEmail::parse(value, "", rules).map_err(|e| e.to_string())?;
     Ok(Message::new(Content::Native(Box::new(email))))
@@ -251,7 +252,7 @@ fn local_url(addr: std::net::SocketAddr) -> String {
 }
 
 async fn send(settings: Settings, args: SendArgs) -> anyhow::Result<()> {
-    let mut backends = Backends::build(settings).await?;
+    let backends = Backends::build(settings).await?;
     backends.load_templates()?;
     let Some(path) = args.file else {
         let variables: Option<Value> = args
@@ -466,7 +467,7 @@ async fn check(settings: Settings) -> anyhow::Result<()> {
             crate::kafka::check(kafka, &crate::kafka::topics(kafka, queue)).await,
         );
     }
-    let mut backends = match Backends::build(settings).await {
+    let backends = match Backends::build(settings).await {
         Ok(b) => b,
         Err(e) => {
             report("backends", Err(format!("{e:#}")));
@@ -475,7 +476,8 @@ async fn check(settings: Settings) -> anyhow::Result<()> {
     };
     let dir = backends.settings.templates_dir.display().to_string();
     let loaded = backends.load_templates().map(|()| {
-        let names: Vec<&str> = backends.templates.names().collect();
+        let templates = backends.templates.current();
+        let names: Vec<&str> = templates.names().collect();
         match names.len() {
             0 => format!("none ({dir} has none)"),
             n => format!("{n} loaded from {dir}: {}", names.join(", ")),

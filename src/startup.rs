@@ -24,7 +24,7 @@ use crate::delivery::{Delivery, NoDelivery};
 use crate::intake::Intake;
 use crate::limiter::RateLimiter;
 use crate::limiter::local::LocalLimiter;
-use crate::message::{Status, Templates};
+use crate::message::{LiveTemplates, Status, Templates};
 use crate::queue::Queue;
 use crate::queue::sqlite::SqliteQueue;
 use crate::scheduler::{HELD_VISIBILITY, Scheduler};
@@ -69,14 +69,14 @@ pub struct Backends {
     pub wake: Arc<Notify>,
     /// The message templates of `TEMPLATES_DIR`, rendered by the API: none until
     /// [`Backends::load_templates`] (a worker renders nothing and needs no template files).
-    pub templates: Arc<Templates>,
+    pub templates: Arc<LiveTemplates>,
     /// With an external queue: the store's database queue, where messages due later wait.
     pub held: Option<Arc<dyn Queue>>,
 }
 
 impl Backends {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let templates = Arc::new(Templates::default());
+        let templates = Arc::new(LiveTemplates::default());
         let wake = Arc::new(Notify::new());
         let (store, queues) = store_and_queue(&settings, &wake).await?;
         let Queues {
@@ -147,9 +147,10 @@ impl Backends {
         })
     }
 
-    /// Loads `TEMPLATES_DIR`, for a process that accepts messages.
-    pub fn load_templates(&mut self) -> anyhow::Result<()> {
-        self.templates = Arc::new(templates(&self.settings)?);
+    /// Loads `TEMPLATES_DIR`, for a process that accepts messages (again on SIGHUP: see
+    /// [`reload_templates_on_sighup`]).
+    pub fn load_templates(&self) -> anyhow::Result<()> {
+        self.templates.replace(templates(&self.settings)?);
         Ok(())
     }
 
@@ -542,7 +543,7 @@ impl Application {
         } else {
             (None, None, None)
         };
-        let mut backends = Backends::build(settings).await?;
+        let backends = Backends::build(settings).await?;
         if roles.api {
             backends.load_templates()?;
         }
@@ -601,6 +602,19 @@ impl Application {
                     .await;
             });
         }
+        #[cfg(unix)]
+        if self.roles.api {
+            // Listening before the API answers, so that a SIGHUP never finds its default action
+            // (ending the process).
+            let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("Failed to listen for SIGHUP")?;
+            tasks.spawn(reload_templates_on_sighup(
+                hangup,
+                self.backends.settings.clone(),
+                self.backends.templates.clone(),
+                shutdown.clone(),
+            ));
+        }
         if let (Some(listener), Some(token)) = (self.listener, self.token) {
             let state = AppState {
                 intake: self.backends.intake.clone(),
@@ -642,6 +656,32 @@ impl Application {
             r.context("A task panicked")?;
         }
         Ok(())
+    }
+}
+
+/// Loads `TEMPLATES_DIR` again on each SIGHUP. A set that does not load (a template that does
+/// not compile, a directory that was set and cannot be read) is logged, and the set in use stays.
+#[cfg(unix)]
+async fn reload_templates_on_sighup(
+    mut hangup: tokio::signal::unix::Signal,
+    settings: Settings,
+    live: Arc<LiveTemplates>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            got = hangup.recv() => if got.is_none() { return },
+        }
+        match templates(&settings) {
+            Ok(loaded) => live.replace(loaded),
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "SIGHUP: the templates were not reloaded; the ones in use stay."
+                );
+            }
+        }
     }
 }
 

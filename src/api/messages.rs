@@ -149,13 +149,16 @@ async fn parse_native(
     value: Value,
     prefix: String,
 ) -> Result<NativeEmail, FieldError> {
+    let templates = state.templates.current();
     if value.get("template").is_none_or(Value::is_null) {
-        return NativeEmail::parse(value, &prefix, state.native_rules());
+        return NativeEmail::parse(value, &prefix, state.native_rules(&templates));
     }
     let state = state.clone();
-    tokio::task::spawn_blocking(move || NativeEmail::parse(value, &prefix, state.native_rules()))
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    tokio::task::spawn_blocking(move || {
+        NativeEmail::parse(value, &prefix, state.native_rules(&templates))
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 /// Where a create request stands after authentication and its idempotency key.

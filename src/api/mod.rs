@@ -32,7 +32,7 @@ pub use error::ApiError;
 
 use crate::auth::TokenVerifier;
 use crate::intake::Intake;
-use crate::message::{NativeRules, Templates};
+use crate::message::{LiveTemplates, NativeRules, Templates};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -40,7 +40,7 @@ pub struct AppState {
     pub intake: Intake,
     pub token: Arc<dyn TokenVerifier>,
     pub default_from: Option<Mailbox>,
-    pub templates: Arc<Templates>,
+    pub templates: Arc<LiveTemplates>,
     pub max_body_bytes: usize,
     pub idempotency_ttl: Duration,
     /// Reported by `/ready`; a shared limiter that is down pauses delivery, not the API.
@@ -52,11 +52,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// What the native API checks a message against besides itself.
-    pub fn native_rules(&self) -> NativeRules<'_> {
+    /// What the native API checks a message against besides itself, with `templates` (the set
+    /// current when the request began).
+    pub fn native_rules<'a>(&'a self, templates: &'a Templates) -> NativeRules<'a> {
         NativeRules {
             default_from: self.default_from.as_ref(),
-            templates: &self.templates,
+            templates,
         }
     }
 }

@@ -15,7 +15,7 @@ mod template;
 
 pub use compat::{CompatEmail, CompatFields};
 pub use native::{Attachment, NativeEmail, NativeRules};
-pub use template::{RenderError, Rendered, Templates};
+pub use template::{LiveTemplates, RenderError, Rendered, Templates};
 
 use std::str::FromStr;
 

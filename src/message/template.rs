@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::Serde;
@@ -67,6 +68,24 @@ impl std::fmt::Debug for Templates {
         f.debug_struct("Templates")
             .field("names", &self.parts.keys().collect::<Vec<_>>())
             .finish()
+    }
+}
+
+/// The templates the API renders with, replaced whole when `TEMPLATES_DIR` is loaded again
+/// (SIGHUP): a request renders with the set that was current when it began.
+#[derive(Default)]
+pub struct LiveTemplates(RwLock<Arc<Templates>>);
+
+impl LiveTemplates {
+    pub fn current(&self) -> Arc<Templates> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn replace(&self, templates: Templates) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(templates);
     }
 }
 

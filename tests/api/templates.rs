@@ -221,8 +221,8 @@ async fn bad_template_settings_stop_start_up() {
             Application::build(settings, roles)
                 .await
                 .map(|app| {
-                    let names = app.backends().templates.names();
-                    names.map(String::from).collect::<Vec<_>>()
+                    let templates = app.backends().templates.current();
+                    templates.names().map(String::from).collect::<Vec<_>>()
                 })
                 .map_err(|e| e.to_string())
         }

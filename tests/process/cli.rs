@@ -280,3 +280,91 @@ async fn a_worker_alone_answers_health_and_metrics() {
     let (ok, _, _) = cli(d, &[("PORT", &port)], &["healthcheck"]).await;
     assert!(!ok, "nothing answers once the worker is gone");
 }
+
+/// SIGHUP makes a running API load `TEMPLATES_DIR` again: a changed template renders the new way
+/// and a new one can be named, without a restart. A set that does not load leaves the one in use
+/// (and the process) as it was.
+#[tokio::test]
+async fn sighup_reloads_the_templates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let templates = dir.path().join("templates");
+    std::fs::create_dir_all(&templates).expect("mkdir");
+    let write = |name: &str, text: &str| std::fs::write(templates.join(name), text).expect("write");
+    write("hello.subject", "Hello {{ name }}");
+    write("hello.txt", "Hi.");
+    let token = format!("reload-token-{}", uuid::Uuid::new_v4());
+    let env = [
+        ("API_TOKEN", token.clone()),
+        ("DELIVERY", "none".to_string()),
+    ];
+    let mut api = crate::start_role("api", dir.path(), &env).await;
+    let http = reqwest::Client::new();
+    // The subject the API renders for `template`, or the error it answers.
+    let render = |template: &'static str| {
+        let request = http
+            .post(format!("{}/v1/messages", api.url))
+            .bearer_auth(&token)
+            .json(
+                &serde_json::json!({"from": "a@example.com", "to": ["b@example.com"],
+                                      "template": template, "variables": {"name": "Ann"}}),
+            );
+        let url = api.url.clone();
+        let token = token.clone();
+        let http = http.clone();
+        async move {
+            let v: Value = request
+                .send()
+                .await
+                .expect("sent")
+                .json()
+                .await
+                .expect("JSON");
+            let Some(id) = v["message_id"].as_str() else {
+                return Err(v["error"]["message"].to_string());
+            };
+            let m: Value = http
+                .get(format!("{url}/v1/messages/{id}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("sent")
+                .json()
+                .await
+                .expect("JSON");
+            Ok(m["subject"].as_str().expect("a subject").to_string())
+        }
+    };
+    let hangup = |pid: u32| {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    };
+    let pid = api.child.id().expect("running");
+    assert_eq!(render("hello").await, Ok("Hello Ann".to_string()));
+    assert!(render("bye").await.is_err(), "not loaded yet");
+
+    write("hello.subject", "Welcome back, {{ name }}");
+    write("bye.subject", "Goodbye {{ name }}");
+    write("bye.txt", "Bye.");
+    hangup(pid);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while render("bye").await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "reloaded within 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(render("hello").await, Ok("Welcome back, Ann".to_string()));
+    assert_eq!(render("bye").await, Ok("Goodbye Ann".to_string()));
+
+    // A syntax error: the reload fails and the set in use stays.
+    write("hello.subject", "Hello {{ name");
+    hangup(pid);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        api.child.try_wait().expect("wait").is_none(),
+        "still running"
+    );
+    assert_eq!(render("hello").await, Ok("Welcome back, Ann".to_string()));
+    assert_eq!(render("bye").await, Ok("Goodbye Ann".to_string()));
+}
