@@ -493,26 +493,20 @@ async fn check(settings: Settings) -> anyhow::Result<()> {
             .map(|_| "reachable".into())
             .map_err(|e| e.to_string()),
     );
-    let held = match &backends.held {
-        Some(held) => held.depth().await.map(|d| d.scheduled),
-        None => Ok(0),
-    };
     report(
         "queue",
         backends
-            .queue
             .depth()
             .await
-            .map_err(|e| e.to_string())
-            .and_then(|d| {
-                let held = held.map_err(|e| format!("the scheduled messages: {e}"))?;
-                Ok(format!(
+            .map(|d| {
+                format!(
                     "{} reachable, {} message(s) waiting, {} scheduled for later",
                     backends.queue.name(),
                     d.messages,
-                    d.scheduled + held
-                ))
-            }),
+                    d.scheduled
+                )
+            })
+            .map_err(|e| e.to_string()),
     );
     report(
         "delivery",

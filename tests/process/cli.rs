@@ -299,41 +299,8 @@ async fn sighup_reloads_the_templates() {
     ];
     let mut api = crate::start_role("api", dir.path(), &env).await;
     let http = reqwest::Client::new();
-    // The subject the API renders for `template`, or the error it answers.
-    let render = |template: &'static str| {
-        let request = http
-            .post(format!("{}/v1/messages", api.url))
-            .bearer_auth(&token)
-            .json(
-                &serde_json::json!({"from": "a@example.com", "to": ["b@example.com"],
-                                      "template": template, "variables": {"name": "Ann"}}),
-            );
-        let url = api.url.clone();
-        let token = token.clone();
-        let http = http.clone();
-        async move {
-            let v: Value = request
-                .send()
-                .await
-                .expect("sent")
-                .json()
-                .await
-                .expect("JSON");
-            let Some(id) = v["message_id"].as_str() else {
-                return Err(v["error"]["message"].to_string());
-            };
-            let m: Value = http
-                .get(format!("{url}/v1/messages/{id}"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .expect("sent")
-                .json()
-                .await
-                .expect("JSON");
-            Ok(m["subject"].as_str().expect("a subject").to_string())
-        }
-    };
+    let url = api.url.clone();
+    let render = |template: &'static str| rendered_subject(&http, &url, &token, template);
     let hangup = |pid: u32| {
         let status = std::process::Command::new("kill")
             .args(["-HUP", &pid.to_string()])
@@ -367,4 +334,32 @@ async fn sighup_reloads_the_templates() {
     );
     assert_eq!(render("hello").await, Ok("Welcome back, Ann".to_string()));
     assert_eq!(render("bye").await, Ok("Goodbye Ann".to_string()));
+}
+
+/// The subject `mailroom api` at `url` renders for `template` (with `name` Ann), or the error
+/// message it answers.
+async fn rendered_subject(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    template: &str,
+) -> Result<String, String> {
+    let v: Value = http
+        .post(format!("{url}/v1/messages"))
+        .bearer_auth(token)
+        .json(
+            &serde_json::json!({"from": "a@example.com", "to": ["b@example.com"],
+                                  "template": template, "variables": {"name": "Ann"}}),
+        )
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("JSON");
+    let Some(id) = v["message_id"].as_str() else {
+        return Err(v["error"]["message"].to_string());
+    };
+    let m = crate::get_json(http, &format!("{url}/v1/messages/{id}"), token).await;
+    Ok(m["subject"].as_str().expect("a subject").to_string())
 }

@@ -84,6 +84,18 @@ pub fn spawn(role: &str, data_dir: &Path, env: &[(&str, String)]) -> Child {
     cmd.spawn().expect("the mailroom binary starts")
 }
 
+/// GET `url` with the API token: the JSON it answers.
+pub async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> serde_json::Value {
+    http.get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("JSON")
+}
+
 /// Every X-Mailroom-Id the relay received for `rcpt`, with how many times.
 pub fn received_ids(relay: &Relay, rcpt: &str) -> HashMap<String, usize> {
     let mut out = HashMap::new();

@@ -218,15 +218,7 @@ async fn killed_worker_loses_nothing() {
     assert!(duplicates <= WORKER_CONCURRENCY, "{duplicates} duplicates");
     let client = reqwest::Client::new();
     for id in ids.iter().step_by(20) {
-        let v: Value = client
-            .get(format!("{}/v1/messages/{id}", api.url))
-            .bearer_auth(&c.token)
-            .send()
-            .await
-            .expect("sent")
-            .json()
-            .await
-            .expect("JSON");
+        let v = crate::get_json(&client, &format!("{}/v1/messages/{id}", api.url), &c.token).await;
         assert_eq!(v["status"], "delivered", "{id}");
     }
     for w in &mut workers {

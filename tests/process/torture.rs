@@ -330,15 +330,12 @@ async fn relay_down_60_s_loses_and_dead_letters_nothing() {
     // delivered; allow for the backlog on top.
     let received = wait_all_received(&relay, &rcpt, &accepted, Duration::from_secs(60)).await;
     assert_recorded_delivered(&server.url, &token, &accepted).await;
-    let dead: Value = reqwest::Client::new()
-        .get(format!("{}/v1/dead-letters", server.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("JSON");
+    let dead = crate::get_json(
+        &reqwest::Client::new(),
+        &format!("{}/v1/dead-letters", server.url),
+        &token,
+    )
+    .await;
     assert_eq!(
         dead["dead_letters"].as_array().map(Vec::len),
         Some(0),
