@@ -7,8 +7,10 @@
 //! compiled at start-up, so a syntax error stops start-up instead of failing requests.
 //!
 //! Rendering is strict: a variable the template prints and the request does not give is a 400,
-//! never an empty string in a customer's inbox. `.html` files escape what they print (a variable
-//! holding `<script>` arrives as text); `.subject` and `.txt` files print as they are. Block tags
+//! never an empty string in a customer's inbox. Everything the HTML body prints is escaped (a
+//! variable holding `<script>` arrives as text), whichever file prints it: a `footer.txt` that
+//! `welcome.html` includes escapes there and not in `welcome.txt`. The subject and the text body
+//! print as they are. Block tags
 //! take their own line break with them (`trim_blocks`, `lstrip_blocks`), so a `{% for %}` in a
 //! plain-text body leaves no blank lines. Each part has a fuel budget and a size limit (the
 //! request body limit), so no template can loop without end, or print without end, over what a
@@ -20,7 +22,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::Serde;
-use minijinja::{Environment, UndefinedBehavior, Value};
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 
 /// Instructions one part of one message may run: far above what a receipt with a few hundred
 /// lines needs, far below what a request could make a loop do in a second.
@@ -33,7 +35,12 @@ const HTML: &str = ".html";
 
 /// The templates loaded at start-up (none when there is no template directory).
 pub struct Templates {
-    env: Environment<'static>,
+    /// Every file, printing as it is: for the subject and the text body.
+    plain: Environment<'static>,
+    /// Every file again, escaping what it prints: for the HTML body. Escaping follows the part
+    /// being rendered, not the file's name, since MiniJinja escapes an included or extended
+    /// file by that file's own name.
+    html: Environment<'static>,
     /// Each template a request can name, and which bodies it has.
     parts: BTreeMap<String, Bodies>,
     /// Most bytes one rendered part may have.
@@ -92,7 +99,8 @@ impl LiveTemplates {
 impl Default for Templates {
     fn default() -> Self {
         Self {
-            env: environment(),
+            plain: environment(AutoEscape::None),
+            html: environment(AutoEscape::Html),
             parts: BTreeMap::new(),
             max_bytes: 1024 * 1024,
         }
@@ -121,8 +129,9 @@ impl std::io::Write for Capped {
     }
 }
 
-fn environment() -> Environment<'static> {
+fn environment(escape: AutoEscape) -> Environment<'static> {
     let mut env = Environment::new();
+    env.set_auto_escape_callback(move |_| escape.clone());
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_syntax(
         SyntaxConfig::builder()
@@ -142,7 +151,8 @@ impl Templates {
     pub fn load(dir: &Path, max_bytes: usize) -> Result<Self, String> {
         let entries = std::fs::read_dir(dir)
             .map_err(|e| format!("cannot read the directory {}: {e}", dir.display()))?;
-        let mut env = environment();
+        let mut plain = environment(AutoEscape::None);
+        let mut html = environment(AutoEscape::Html);
         let mut files = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
@@ -156,8 +166,12 @@ impl Templates {
             }
             let source = std::fs::read_to_string(&path)
                 .map_err(|e| format!("cannot read {} as UTF-8 text: {e}", path.display()))?;
-            env.add_template_owned(name.clone(), source)
-                .map_err(|e| format!("{} is not a valid template: {e}", path.display()))?;
+            let invalid = |e| format!("{} is not a valid template: {e}", path.display());
+            html.add_template_owned(name.clone(), source.clone())
+                .map_err(invalid)?;
+            plain
+                .add_template_owned(name.clone(), source)
+                .map_err(invalid)?;
             files.push(name);
         }
         let mut parts = BTreeMap::new();
@@ -179,7 +193,8 @@ impl Templates {
             parts.insert(name.to_string(), bodies);
         }
         Ok(Self {
-            env,
+            plain,
+            html,
             parts,
             max_bytes,
         })
@@ -203,15 +218,14 @@ impl Templates {
     ) -> Result<Rendered, RenderError> {
         let bodies = self.parts.get(name).ok_or(RenderError::Unknown)?;
         let context = Value::from(Serde(variables));
-        let part = |suffix: &str| -> Result<String, RenderError> {
+        let part = |suffix: &str, env: &Environment| -> Result<String, RenderError> {
             let file = format!("{name}{suffix}");
             let mut out = Capped {
                 out: Vec::new(),
                 limit: self.max_bytes,
                 over: false,
             };
-            let rendered = self
-                .env
+            let rendered = env
                 .get_template(&file)
                 .and_then(|t| t.render_captured_to(&context, &mut out));
             match rendered {
@@ -225,9 +239,9 @@ impl Templates {
             }
         };
         Ok(Rendered {
-            subject: part(SUBJECT)?.trim().to_string(),
-            text: bodies.text.then(|| part(TEXT)).transpose()?,
-            html: bodies.html.then(|| part(HTML)).transpose()?,
+            subject: part(SUBJECT, &self.plain)?.trim().to_string(),
+            text: bodies.text.then(|| part(TEXT, &self.plain)).transpose()?,
+            html: bodies.html.then(|| part(HTML, &self.html)).transpose()?,
         })
     }
 }
@@ -272,13 +286,14 @@ mod tests {
             ),
             (
                 "receipt.html",
-                "{% extends \"layout.html\" %}{% block body %}<p>Hello {{ name }}</p>{% endblock %}",
+                "{% extends \"layout.html\" %}{% block body %}<p>Hello {{ name }}</p>{% include \"footer.txt\" %}{% endblock %}",
             ),
             (
                 "layout.html",
                 "<html><body>{% block body %}{% endblock %}</body></html>",
             ),
-            ("footer.txt", "-- the shop"),
+            // A partial named .txt prints into the HTML body escaped, into the text as it is.
+            ("footer.txt", "-- {{ shop }}"),
             (".hidden", "{% broken"),
         ]);
         let templates = Templates::load(dir.path(), 1024 * 1024).expect("loads");
@@ -286,17 +301,19 @@ mod tests {
         let out = templates
             .render(
                 "receipt",
-                &vars(json!({"name": "<b>Ann</b>", "order": 42, "items": ["tea", "cups"]})),
+                &vars(json!({"name": "<b>Ann</b>", "order": 42, "items": ["tea", "cups"], "shop": "<i>Tea</i>"})),
             )
             .expect("renders");
         assert_eq!(out.subject, "Receipt 42 for <b>Ann</b>");
         assert_eq!(
             out.text.as_deref(),
-            Some("Hello <b>Ann</b>,\n- tea\n- cups\n-- the shop")
+            Some("Hello <b>Ann</b>,\n- tea\n- cups\n-- <i>Tea</i>")
         );
         assert_eq!(
             out.html.as_deref(),
-            Some("<html><body><p>Hello &lt;b&gt;Ann&lt;&#x2f;b&gt;</p></body></html>")
+            Some(
+                "<html><body><p>Hello &lt;b&gt;Ann&lt;&#x2f;b&gt;</p>-- &lt;i&gt;Tea&lt;&#x2f;i&gt;</body></html>"
+            )
         );
     }
 
