@@ -129,7 +129,7 @@ impl Backends {
     }
 
     /// Loads `TEMPLATES_DIR`, for a process that accepts messages (again on SIGHUP: see
-    /// `tasks::reload_templates_on_sighup`).
+    /// `tasks::reload_on_sighup`).
     pub fn load_templates(&self) -> anyhow::Result<()> {
         self.templates.replace(templates(&self.settings)?);
         Ok(())

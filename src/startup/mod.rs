@@ -11,7 +11,7 @@ mod tasks;
 pub use backends::Backends;
 use tasks::maintenance;
 #[cfg(unix)]
-use tasks::reload_templates_on_sighup;
+use tasks::reload_on_sighup;
 pub use tasks::shutdown_on_signals;
 
 use std::net::SocketAddr;
@@ -191,15 +191,15 @@ impl Application {
             });
         }
         #[cfg(unix)]
-        if self.roles.api {
+        {
             // Listening before the API answers, so that a SIGHUP never finds its default action
             // (ending the process).
             let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                 .context("Failed to listen for SIGHUP")?;
-            tasks.spawn(reload_templates_on_sighup(
+            tasks.spawn(reload_on_sighup(
                 hangup,
                 self.backends.settings.clone(),
-                self.backends.templates.clone(),
+                self.roles.api.then(|| self.backends.templates.clone()),
                 shutdown.clone(),
             ));
         }

@@ -13,13 +13,15 @@ use crate::message::{LiveTemplates, Status};
 use crate::queue::Queue;
 use crate::store::{IDEMPOTENCY_TTL, Store};
 
-/// Loads `TEMPLATES_DIR` again on each SIGHUP. A set that does not load (a template that does
-/// not compile, a directory that was set and cannot be read) is logged, and the set in use stays.
+/// Loads `TEMPLATES_DIR` again on each SIGHUP, when this process serves the API (`live`). A set
+/// that does not load (a template that does not compile, a directory that was set and cannot be
+/// read) is logged, and the set in use stays. A worker alone has nothing to reload: it logs so
+/// and goes on, since SIGHUP's default action would end it.
 #[cfg(unix)]
-pub(super) async fn reload_templates_on_sighup(
+pub(super) async fn reload_on_sighup(
     mut hangup: tokio::signal::unix::Signal,
     settings: Settings,
-    live: Arc<LiveTemplates>,
+    live: Option<Arc<LiveTemplates>>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -27,8 +29,15 @@ pub(super) async fn reload_templates_on_sighup(
             _ = shutdown.cancelled() => return,
             got = hangup.recv() => if got.is_none() { return },
         }
+        let Some(live) = &live else {
+            tracing::info!("SIGHUP: a worker has nothing to reload.");
+            continue;
+        };
         match templates(&settings) {
-            Ok(loaded) => live.replace(loaded),
+            Ok(loaded) => {
+                live.replace(loaded);
+                tracing::info!("SIGHUP: the templates were reloaded.");
+            }
             Err(e) => {
                 tracing::error!(
                     error = format!("{e:#}"),

@@ -222,7 +222,7 @@ async fn command_line() {
 /// A worker alone serves `/health` and `/metrics` on PORT (it has no API there), so container
 /// health checks and Prometheus reach every role; `mailroom healthcheck` probes it, and with
 /// METRICS_PORT set probes that port instead, where every role answers `/health` too. A worker
-/// whose PORT is taken still works.
+/// whose PORT is taken still works, and a SIGHUP does not end a worker.
 #[tokio::test]
 async fn a_worker_alone_answers_health_and_metrics() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -267,6 +267,15 @@ async fn a_worker_alone_answers_health_and_metrics() {
     )
     .await;
     assert!(ok, "healthcheck on METRICS_PORT: {err}");
+    // SIGHUP reloads what an API has; a worker has nothing to reload and keeps running.
+    hangup(worker.child.id().expect("running"));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        worker.child.try_wait().expect("status").is_none(),
+        "a worker keeps running after SIGHUP"
+    );
+    let (ok, _, err) = cli(d, &[("PORT", &port)], &["healthcheck"]).await;
+    assert!(ok, "healthcheck after SIGHUP: {err}");
     // A second worker whose PORT is taken (as beside an api on one machine) runs without them.
     let other = tempfile::tempdir().expect("tempdir");
     let mut second = crate::spawn("worker", other.path(), &[("PORT", port.clone())]);
@@ -301,13 +310,6 @@ async fn sighup_reloads_the_templates() {
     let http = reqwest::Client::new();
     let url = api.url.clone();
     let render = |template: &'static str| rendered_subject(&http, &url, &token, template);
-    let hangup = |pid: u32| {
-        let status = std::process::Command::new("kill")
-            .args(["-HUP", &pid.to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-    };
     let pid = api.child.id().expect("running");
     assert_eq!(render("hello").await, Ok("Hello Ann".to_string()));
     assert!(render("bye").await.is_err(), "not loaded yet");
@@ -334,6 +336,15 @@ async fn sighup_reloads_the_templates() {
     );
     assert_eq!(render("hello").await, Ok("Welcome back, Ann".to_string()));
     assert_eq!(render("bye").await, Ok("Goodbye Ann".to_string()));
+}
+
+/// Sends SIGHUP to the process `pid`.
+fn hangup(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
 }
 
 /// The subject `mailroom api` at `url` renders for `template` (with `name` Ann), or the error
