@@ -50,14 +50,15 @@ pub(crate) fn truncate_utf8(text: &str, max: usize) -> &str {
 }
 
 /// The message of a leased database-queue row, or `None` when this release cannot read it (a
-/// later release's format seen after a rollback or mid-deploy, or damage). Such a row stays
-/// leased and comes back after the visibility timeout, for a worker that can read it; it is
-/// logged and counted, and the rest of the batch goes on.
+/// later release's format seen after a rollback or mid-deploy, or damage). It is logged and
+/// counted, and the rest of the batch goes on; the database queues give such a row back uncounted,
+/// due again after the visibility timeout for a worker that can read it, so waiting for one does
+/// not use up its attempts.
 pub(crate) fn readable(id: Uuid, payload: &str) -> Option<Message> {
     match crate::store::decode_message(payload) {
         Ok(m) => Some(m),
         Err(e) => {
-            tracing::error!(message_id = %id, error = %e, "A queued message cannot be read by this release; leaving it for its visibility timeout.");
+            tracing::error!(message_id = %id, error = %e, "A queued message cannot be read by this release; setting it aside for its visibility timeout.");
             metrics::counter!("mailroom_queue_poison_messages_total").increment(1);
             None
         }

@@ -57,6 +57,16 @@ impl PostgresQueue {
     ) -> Result<(), QueueError> {
         let id = lease.message.id;
         let token = Uuid::parse_str(&lease.receipt).map_err(|_| QueueError::LeaseLost(id))?;
+        self.settle_row(id, token, sql, delay).await
+    }
+
+    async fn settle_row(
+        &self,
+        id: Uuid,
+        token: Uuid,
+        sql: &'static str,
+        delay: Option<(Duration, i32)>,
+    ) -> Result<(), QueueError> {
         let mut q = sqlx::query(sql).bind(id).bind(token);
         if let Some((delay, uncount)) = delay {
             q = q.bind(delay.as_millis() as i64).bind(uncount);
@@ -114,6 +124,15 @@ impl Queue for PostgresQueue {
                 QueueError::Unavailable("a queued message has no stored payload".into())
             })?;
             let Some(message) = readable(id, &payload) else {
+                // Given back uncounted, due after the visibility timeout. If that fails, the
+                // lease runs out by itself (and counts).
+                let set_aside = Some((self.visibility, 1));
+                if let Err(e) = self
+                    .settle_row(id, token, query_file!("reschedule_leased"), set_aside)
+                    .await
+                {
+                    tracing::warn!(message_id = %id, error = %e, "Could not set an unreadable message aside; its lease will run out.");
+                }
                 continue;
             };
             leases.push(Lease {

@@ -22,6 +22,18 @@ impl SqliteQueue {
         Self { db, visibility }
     }
 
+    /// Gives back a row this release cannot read: uncounted, due after the visibility timeout.
+    /// If that fails, the lease runs out by itself (and counts).
+    async fn set_aside(&self, id: Uuid, token: &str) {
+        let settle = Settle::Reschedule {
+            available_at: now_ms() + self.visibility.as_millis() as i64,
+            uncount: true,
+        };
+        if let Err(e) = self.db.settle(id, token.to_string(), settle).await {
+            tracing::warn!(message_id = %id, error = %e, "Could not set an unreadable message aside; its lease will run out.");
+        }
+    }
+
     async fn settle(&self, lease: Lease, settle: Settle) -> Result<(), QueueError> {
         let id = lease.message.id;
         if self.db.settle(id, lease.receipt, settle).await? {
@@ -50,16 +62,18 @@ impl Queue for SqliteQueue {
         }
         let token = Uuid::new_v4().to_string();
         let rows = self.db.lease(max, self.visibility, token.clone()).await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, attempt, payload)| {
-                Some(Lease {
-                    message: readable(id, &payload)?,
+        let mut leases = Vec::with_capacity(rows.len());
+        for (id, attempt, payload) in rows {
+            match readable(id, &payload) {
+                Some(message) => leases.push(Lease {
+                    message,
                     attempt,
                     receipt: token.clone(),
-                })
-            })
-            .collect())
+                }),
+                None => self.set_aside(id, &token).await,
+            }
+        }
+        Ok(leases)
     }
 
     async fn ack(&self, lease: Lease) -> Result<(), QueueError> {

@@ -42,6 +42,32 @@ async fn postgres_queue_conformance() {
     .await;
 }
 
+/// The PostgreSQL queue sets aside a row it cannot read without counting an attempt.
+#[tokio::test]
+async fn postgres_queue_sets_unreadable_rows_aside() {
+    let pool = pg_pool().await;
+    let visibility = Duration::from_secs(1);
+    let queue = PostgresQueue::new(pool.clone(), visibility);
+    crate::conformance::unreadable_is_set_aside_uncounted(&queue, visibility, |id, payload| {
+        let pool = pool.clone();
+        async move {
+            let old: String = sqlx::query_scalar("SELECT payload FROM messages WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .expect("stored");
+            sqlx::query("UPDATE messages SET payload = $1 WHERE id = $2")
+                .bind(payload)
+                .bind(id)
+                .execute(&pool)
+                .await
+                .expect("updated");
+            old
+        }
+    })
+    .await;
+}
+
 /// The PostgreSQL store passes the store suite.
 #[tokio::test]
 async fn postgres_store_conformance() {

@@ -15,6 +15,9 @@ mod store;
 #[cfg(feature = "aws")]
 pub use archive::archive_suite;
 pub use queue::{message, queue_suite};
+// PostgreSQL's run is in scale.rs.
+#[cfg(feature = "postgres")]
+pub use queue::unreadable_is_set_aside_uncounted;
 // Kafka's scheduler test is its only user outside this folder.
 #[cfg(feature = "kafka")]
 pub use queue::scheduled;

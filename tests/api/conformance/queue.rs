@@ -187,6 +187,42 @@ pub async fn scheduled_waits_for_its_time(queue: &dyn Queue) {
         .expect("ack");
 }
 
+/// A row this release cannot read (a later release's format seen mid-deploy, or damage) is not
+/// leased out, and waiting for a worker that can read it does not use up its attempts: once
+/// readable, it is delivered as attempt 1. `swap` writes a message's stored payload straight into
+/// the database and returns the one it replaced.
+pub async fn unreadable_is_set_aside_uncounted<F, Fut>(
+    queue: &dyn Queue,
+    visibility: Duration,
+    swap: F,
+) where
+    F: Fn(uuid::Uuid, String) -> Fut,
+    Fut: std::future::Future<Output = String>,
+{
+    let m = push(queue, 1).await.remove(0);
+    let original = swap(m.id, r#"{"format": "from a later release"}"#.into()).await;
+    assert!(queue.pull(10).await.expect("pull").is_empty(), "unreadable");
+    assert!(queue.pull(10).await.expect("pull").is_empty(), "set aside");
+    // Due again after the visibility timeout, and set aside again.
+    tokio::time::sleep(visibility + Duration::from_millis(300)).await;
+    assert!(
+        queue.pull(10).await.expect("pull").is_empty(),
+        "still unreadable"
+    );
+    let depth = queue.depth().await.expect("depth");
+    assert_eq!(depth.messages, 1, "still queued: {depth:?}");
+    swap(m.id, original).await;
+    tokio::time::sleep(visibility + Duration::from_millis(300)).await;
+    let leases = queue.pull(10).await.expect("pull");
+    assert_eq!(leases.len(), 1, "readable again");
+    assert_eq!(leases[0].message.id, m.id);
+    assert_eq!(leases[0].attempt, 1, "being set aside is no attempt");
+    queue
+        .ack(leases.into_iter().next().expect("one"))
+        .await
+        .expect("ack");
+}
+
 /// Runs every queue function against one backend. `fresh` makes an empty queue per function.
 pub async fn queue_suite<F, Fut>(fresh: F, visibility: Duration)
 where

@@ -32,6 +32,37 @@ async fn database_queue_conformance() {
     .await;
 }
 
+/// The database queue (SQLite) sets aside a row it cannot read without counting an attempt.
+#[tokio::test]
+async fn database_queue_sets_unreadable_rows_aside() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("q.db").display());
+    let db = Arc::new(mailroom::store::sqlite::Db::open(&url).await.expect("open"));
+    let visibility = Duration::from_secs(1);
+    let queue = mailroom::queue::sqlite::SqliteQueue::new(db, visibility);
+    let raw = sqlx::SqlitePool::connect(&url)
+        .await
+        .expect("a second connection");
+    super::queue::unreadable_is_set_aside_uncounted(&queue, visibility, |id, payload| {
+        let raw = raw.clone();
+        async move {
+            let old: String = sqlx::query_scalar("SELECT payload FROM messages WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_one(&raw)
+                .await
+                .expect("stored");
+            sqlx::query("UPDATE messages SET payload = ? WHERE id = ?")
+                .bind(payload)
+                .bind(id.to_string())
+                .execute(&raw)
+                .await
+                .expect("updated");
+            old
+        }
+    })
+    .await;
+}
+
 /// The SQLite store passes the store suite.
 #[tokio::test]
 async fn sqlite_store_conformance() {
