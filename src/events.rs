@@ -185,6 +185,14 @@ impl Store for EventingStore {
         self.inner.statuses(ids).await
     }
 
+    async fn claim(
+        &self,
+        ids: &[Uuid],
+        ttl: Duration,
+    ) -> Result<HashMap<Uuid, Status>, StoreError> {
+        self.inner.claim(ids, ttl).await
+    }
+
     async fn counts(&self) -> Result<HashMap<Status, u64>, StoreError> {
         self.inner.counts().await
     }

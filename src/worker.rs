@@ -38,6 +38,11 @@ pub struct Worker {
     /// Rung by the intake after a commit, so a new message does not wait for the poll interval.
     pub wake: Arc<Notify>,
     pub shutdown_grace: Duration,
+    /// With an external queue (SQS, Kafka), which a cancel cannot reach: how long the store
+    /// claims a pulled message for this worker ([`Store::claim`]), so that a cancel while it
+    /// waits for the rate limit or is being sent is refused. `None` with the database queue,
+    /// whose lease a cancel already sees.
+    pub claim_for: Option<Duration>,
 }
 
 /// How often a paused delivery backend is asked whether it may send again.
@@ -196,10 +201,15 @@ impl Worker {
         Ok(n)
     }
 
-    /// What the store already knows of these messages: a delivered one is not sent again.
+    /// What the store already knows of these messages: a delivered or cancelled one is not sent
+    /// (again). With an external queue the store claims them for this worker at the same time.
     async fn known_statuses(&self, leases: &[Lease]) -> HashMap<uuid::Uuid, Status> {
         let ids: Vec<_> = leases.iter().map(|l| l.message.id).collect();
-        match self.store.statuses(&ids).await {
+        let known = match self.claim_for {
+            Some(ttl) => self.store.claim(&ids, ttl).await,
+            None => self.store.statuses(&ids).await,
+        };
+        match known {
             Ok(s) => s,
             Err(e) => {
                 // Without statuses every message is treated as new: at least once, never lost.

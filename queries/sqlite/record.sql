@@ -1,12 +1,14 @@
 -- ?1: JSON array of {id, status, at, attempts, error}. A delivered or archived message never
 -- goes back to an unfinished status: that would be a stale worker whose lease ran out. A
 -- cancelled one only becomes delivered or archived (an attempt already under way when it was
--- cancelled, on a queue that cannot withdraw it), never due again.
+-- cancelled, on a queue that cannot withdraw it), never due again. A status change ends a
+-- worker's claim (claim.sql): a deferred message can be cancelled until its next attempt.
 UPDATE messages AS m
 SET status = t.status,
     updated_at = t.at,
     attempts = coalesce(t.attempts, m.attempts),
-    last_error = coalesce(t.error, m.last_error)
+    last_error = coalesce(t.error, m.last_error),
+    claimed_until = NULL
 FROM (
     SELECT value ->> 'id' AS id, value ->> 'status' AS status, value ->> 'at' AS at,
            value ->> 'attempts' AS attempts, value ->> 'error' AS error

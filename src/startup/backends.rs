@@ -169,6 +169,8 @@ impl Backends {
             poll_interval: s.poll_interval,
             wake: self.wake.clone(),
             shutdown_grace: s.shutdown_grace,
+            // An external queue is the one case where the store holds messages for later.
+            claim_for: self.held.is_some().then_some(s.visibility_timeout),
         })
     }
 }

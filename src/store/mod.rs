@@ -186,7 +186,8 @@ pub enum Cancel {
     NotFound,
     /// Past cancelling: sent, dead, abandoned, or cancelled already.
     Settled(Status),
-    /// A worker holds its database-queue lease: it may be being sent right now.
+    /// A worker holds its database-queue lease, or its claim (external queues): it may be being
+    /// sent right now.
     InFlight,
 }
 
@@ -225,6 +226,14 @@ pub trait Store: Send + Sync + 'static {
     /// The current status of each of these messages that the store knows.
     async fn statuses(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Status>, StoreError>;
 
+    /// What a worker calls before sending messages it took from an external queue (SQS, Kafka),
+    /// which a cancel cannot reach: claims those not sent yet for `ttl`, so that a cancel
+    /// meanwhile is [`Cancel::InFlight`] instead of answered while the message goes out. Their
+    /// next status change ends the claim. Answers as [`Store::statuses`], with the statuses the
+    /// claim saw (a message cancelled first is not claimed, and reads `cancelled`).
+    async fn claim(&self, ids: &[Uuid], ttl: Duration)
+    -> Result<HashMap<Uuid, Status>, StoreError>;
+
     /// Messages per status, for the metrics.
     async fn counts(&self) -> Result<HashMap<Status, u64>, StoreError>;
 
@@ -242,14 +251,22 @@ pub trait Store: Send + Sync + 'static {
 /// ignored rather than refused, so that after a rollback the previous image still starts on the
 /// database the newer one migrated: `docs/deployment.md` keeps every release's migrations
 /// additive for that reason. (sqlx refuses such a database by default.)
-pub(crate) fn migrator(init: &'static str) -> Migrator {
-    let mut migrator = Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        init.into_sql_str(),
-        false,
-    )]);
+pub(crate) fn migrator(migrations: [(&'static str, &'static str); 2]) -> Migrator {
+    let mut migrator = Migrator::with_migrations(
+        migrations
+            .into_iter()
+            .zip(1..)
+            .map(|((name, sql), version)| {
+                Migration::new(
+                    version,
+                    name.into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    );
     migrator.set_ignore_missing(true);
     migrator
 }
@@ -264,8 +281,8 @@ pub fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-/// Whether a message with this status, on whose database-queue row a worker does or does not
-/// hold a live lease, can be cancelled: `None` when it can, else the answer.
+/// Whether a message with this status, on which a worker does or does not hold a live lease or
+/// claim, can be cancelled: `None` when it can, else the answer.
 pub(crate) fn cancel_refusal(status: &str, leased: bool) -> Option<Cancel> {
     match known_status(status) {
         Some(Status::Queued | Status::Deferred) if leased => Some(Cancel::InFlight),

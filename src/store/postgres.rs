@@ -45,10 +45,19 @@ pub async fn connect(settings: &PgSettings) -> Result<PgPool, StoreError> {
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await?;
-    super::migrator(include_str!("../../migrations/postgres/0001_init.sql"))
-        .run(&pool)
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+    super::migrator([
+        (
+            "init",
+            include_str!("../../migrations/postgres/0001_init.sql"),
+        ),
+        (
+            "claims",
+            include_str!("../../migrations/postgres/0002_claims.sql"),
+        ),
+    ])
+    .run(&pool)
+    .await
+    .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
     Ok(pool)
 }
 
@@ -69,6 +78,18 @@ fn idempotency_row(row: &PgRow) -> Result<IdempotencyRecord, StoreError> {
         status: row.try_get::<i32, _>(2)? as u16,
         response: row.try_get(3)?,
     })
+}
+
+/// `(id, status)` rows as a map, leaving out statuses this release does not know.
+fn status_map(rows: &[PgRow]) -> Result<HashMap<Uuid, Status>, StoreError> {
+    let mut out = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let st: String = r.try_get(1)?;
+        if let Some(status) = super::known_status(&st) {
+            out.insert(r.try_get(0)?, status);
+        }
+    }
+    Ok(out)
 }
 
 fn record_row(row: &PgRow) -> Result<Record, StoreError> {
@@ -190,14 +211,14 @@ impl Store for PgStore {
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-        let status: Option<String> = sqlx::query_scalar(query_file!("cancel_state"))
+        let state: Option<(String, bool)> = sqlx::query_as(query_file!("cancel_state"))
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-        let Some(status) = status else {
+        let Some((status, claimed)) = state else {
             return Ok(Cancel::NotFound);
         };
-        if let Some(refused) = cancel_refusal(&status, leased.unwrap_or(false)) {
+        if let Some(refused) = cancel_refusal(&status, leased.unwrap_or(false) || claimed) {
             return Ok(refused);
         }
         sqlx::query(query_file!("cancel"))
@@ -248,12 +269,27 @@ impl Store for PgStore {
             .bind(ids)
             .fetch_all(&self.pool)
             .await?;
-        let mut out = HashMap::with_capacity(rows.len());
-        for r in rows {
-            let st: String = r.try_get(1)?;
-            if let Some(status) = super::known_status(&st) {
-                out.insert(r.try_get(0)?, status);
-            }
+        status_map(&rows)
+    }
+
+    async fn claim(
+        &self,
+        ids: &[Uuid],
+        ttl: Duration,
+    ) -> Result<HashMap<Uuid, Status>, StoreError> {
+        // In one order, so that two workers claiming overlapping sets do not deadlock.
+        let mut ids = ids.to_vec();
+        ids.sort();
+        let claimed = sqlx::query(query_file!("claim"))
+            .bind(&ids)
+            .bind(ttl.as_millis() as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = status_map(&claimed)?;
+        // The rest were past sending (or unknown) when the claim looked: read them afresh.
+        let rest: Vec<Uuid> = ids.into_iter().filter(|id| !out.contains_key(id)).collect();
+        if !rest.is_empty() {
+            out.extend(self.statuses(&rest).await?);
         }
         Ok(out)
     }

@@ -465,6 +465,74 @@ async fn a_message_cancelled_on_sqs_is_dropped_by_the_worker() {
     assert!(app.queue.pull(10).await.expect("pull").is_empty(), "acked");
 }
 
+/// SQS cannot take a message back, so a worker claims what it receives before it waits for the
+/// rate limit and sends: a cancel meanwhile is a 409 ("being delivered"), never a 200 for a
+/// message that then goes out. A temporary failure ends the claim: the deferred message can be
+/// cancelled while it waits for its retry, and is then dropped unsent.
+#[tokio::test]
+async fn a_message_a_worker_holds_from_sqs_cannot_be_cancelled_under_it() {
+    let moto = Moto::start().await;
+    let (url, _) = moto.queue_with_dlq("claim", 5, None).await;
+    let app = spawn_app_with(|raw| {
+        on_aws(raw, &moto, &url);
+        raw.send_rate_per_second = 2.0;
+        raw.send_burst = 1;
+    })
+    .await;
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        let to = unique_rcpt(&format!("claim-{i}"));
+        sent.push((app.send_to(&to).await, to));
+    }
+    // One receive takes all three; at 2/s the last waits a second for its turn.
+    let cancels = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut answers = Vec::new();
+        for (id, _) in &sent {
+            let r = app.cancel(id).await;
+            let status = r.status().as_u16();
+            answers.push((status, r.text().await.expect("text")));
+        }
+        answers
+    };
+    let (_, answers) = tokio::join!(app.dispatch_all_pending(), cancels);
+    let mut in_flight = 0;
+    for ((id, to), (status, body)) in sent.iter().zip(&answers) {
+        let got = app.relay.received_for(to).len();
+        let now = app.get_message(id).await["status"].clone();
+        match status {
+            200 => assert!(
+                got == 0 && now == "cancelled",
+                "{id}: a 200, yet {got} sent, {now}"
+            ),
+            409 => assert!(
+                got == 1 && now == "delivered",
+                "{id}: a 409, yet {got} sent, {now}"
+            ),
+            other => panic!("{id}: {other} {body}"),
+        }
+        in_flight += usize::from(body.contains("being delivered"));
+    }
+    assert!(
+        in_flight >= 1,
+        "a message waiting for the rate limit is claimed: {answers:?}"
+    );
+
+    let to = unique_rcpt("fail-451-5");
+    let id = app.send_to(&to).await;
+    assert_eq!(app.dispatch_all_pending().await, 1);
+    assert_eq!(app.get_message(&id).await["status"], "deferred");
+    assert_eq!(app.cancel(&id).await.status(), 200, "no longer claimed");
+    // SQS hides it for the backoff, rounded to whole seconds.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        app.dispatch_all_pending().await,
+        1,
+        "received, then dropped"
+    );
+    assert_eq!(app.get_message(&id).await["status"], "cancelled");
+}
+
 /// The token comes from SSM; a rotation is picked up within the TTL without a restart; when
 /// SSM fails, the cached token keeps working and /ready says so.
 #[tokio::test]

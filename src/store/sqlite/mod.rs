@@ -156,7 +156,16 @@ impl Db {
 /// Runs the migrations. Two processes starting at once may race on a fresh file; the loser
 /// finds the schema in place on its second try.
 async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
-    let migrator = super::migrator(include_str!("../../../migrations/sqlite/0001_init.sql"));
+    let migrator = super::migrator([
+        (
+            "init",
+            include_str!("../../../migrations/sqlite/0001_init.sql"),
+        ),
+        (
+            "claims",
+            include_str!("../../../migrations/sqlite/0002_claims.sql"),
+        ),
+    ]);
     if migrator.run(&mut *conn).await.is_err() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         migrator
@@ -165,6 +174,22 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
     }
     Ok(())
+}
+
+/// `(id, status)` rows as a map, leaving out statuses this release does not know.
+fn status_map(rows: &[SqliteRow]) -> Result<HashMap<Uuid, Status>, StoreError> {
+    let mut out = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let id: String = r.try_get(0)?;
+        let st: String = r.try_get(1)?;
+        if let Some(status) = super::known_status(&st) {
+            out.insert(
+                Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                status,
+            );
+        }
+    }
+    Ok(out)
 }
 
 fn record_row(row: &SqliteRow) -> Result<Record, StoreError> {
@@ -272,18 +297,17 @@ impl Store for SqliteStore {
             .bind(serde_json::to_string(&ids).unwrap_or_default())
             .fetch_all(&self.db.read)
             .await?;
-        let mut out = HashMap::with_capacity(rows.len());
-        for r in rows {
-            let id: String = r.try_get(0)?;
-            let st: String = r.try_get(1)?;
-            if let Some(status) = super::known_status(&st) {
-                out.insert(
-                    Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    status,
-                );
-            }
-        }
-        Ok(out)
+        status_map(&rows)
+    }
+
+    async fn claim(
+        &self,
+        ids: &[Uuid],
+        ttl: Duration,
+    ) -> Result<HashMap<Uuid, Status>, StoreError> {
+        let ids = ids.to_vec();
+        let until = now_ms() + ttl.as_millis() as i64;
+        self.db.call(|reply| Op::Claim { ids, until, reply }).await
     }
 
     async fn counts(&self) -> Result<HashMap<Status, u64>, StoreError> {

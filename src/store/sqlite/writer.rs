@@ -13,6 +13,8 @@ use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::status_map;
+use crate::message::Status;
 use crate::store::{
     Accepted, CANCELLED_DETAIL, Cancel, IDEMPOTENCY_TTL, IdempotencyRecord, NewRows, StoreError,
     Transition, cancel_refusal, event_row, now_ms,
@@ -70,6 +72,13 @@ pub(super) enum Op {
         id: Uuid,
         reply: Reply<Cancel>,
     },
+    /// A worker's claim on messages it took from an external queue (claim.sql), answered with
+    /// their statuses.
+    Claim {
+        ids: Vec<Uuid>,
+        until: i64,
+        reply: Reply<HashMap<Uuid, Status>>,
+    },
 }
 
 /// Which idempotency keys to delete.
@@ -107,6 +116,7 @@ enum Answer {
     Leased(Reply<Vec<LeasedRow>>, Vec<LeasedRow>),
     Count(Reply<u64>, u64),
     Cancel(Reply<Cancel>, Cancel),
+    Statuses(Reply<HashMap<Uuid, Status>>, HashMap<Uuid, Status>),
 }
 
 impl Answer {
@@ -119,6 +129,7 @@ impl Answer {
             Answer::Leased(r, v) => drop(r.send(Ok(v))),
             Answer::Count(r, v) => drop(r.send(Ok(v))),
             Answer::Cancel(r, v) => drop(r.send(Ok(v))),
+            Answer::Statuses(r, v) => drop(r.send(Ok(v))),
         }
     }
 
@@ -131,6 +142,7 @@ impl Answer {
             Answer::Leased(r, _) => drop(r.send(Err(err()))),
             Answer::Count(r, _) => drop(r.send(Err(err()))),
             Answer::Cancel(r, _) => drop(r.send(Err(err()))),
+            Answer::Statuses(r, _) => drop(r.send(Err(err()))),
         }
     }
 }
@@ -168,6 +180,7 @@ async fn apply_in_tx(
     let mut claims = Vec::new();
     let mut purges = Vec::new();
     let mut cancels = Vec::new();
+    let mut worker_claims = Vec::new();
 
     for op in ops {
         match op {
@@ -233,6 +246,7 @@ async fn apply_in_tx(
             } => leases.push((max, visibility, token, reply)),
             Op::PurgeIdempotency { purge, reply } => purges.push((purge, reply)),
             Op::Cancel { id, reply } => cancels.push((id.to_string(), reply)),
+            Op::Claim { ids, until, reply } => worker_claims.push((ids, until, reply)),
         }
     }
 
@@ -242,6 +256,7 @@ async fn apply_in_tx(
         && leases.is_empty()
         && purges.is_empty()
         && cancels.is_empty()
+        && worker_claims.is_empty()
     {
         return insert_alone(conn, &new, now).await;
     }
@@ -344,6 +359,22 @@ async fn apply_in_tx(
             },
         };
         answers.push(Answer::Cancel(reply, outcome));
+    }
+    // After the cancels too: a message cancelled in this batch is not claimed, and its worker
+    // reads `cancelled`.
+    for (ids, until, reply) in worker_claims {
+        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        let ids = serde_json::to_string(&ids).unwrap_or_default();
+        sqlx::query(query_file!("claim"))
+            .bind(&ids)
+            .bind(until)
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::query(query_file!("statuses"))
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+        answers.push(Answer::Statuses(reply, status_map(&rows)?));
     }
     for (max, visibility, token, reply) in leases {
         let rows = sqlx::query(query_file!("lease"))

@@ -233,6 +233,7 @@ where
     store_listing(fresh().await.as_ref()).await;
     store_idempotency(fresh().await.as_ref()).await;
     store_cancel(fresh().await.as_ref()).await;
+    store_claim(fresh().await.as_ref()).await;
 }
 
 /// A queued message is cancelled once; afterwards no worker's change takes it back to pending
@@ -274,5 +275,57 @@ pub async fn store_cancel(store: &dyn Store) {
     assert_eq!(
         store.cancel(uuid::Uuid::now_v7()).await.expect("cancel"),
         Cancel::NotFound
+    );
+}
+
+/// A worker's claim (external queues) refuses a cancel until the message's next status change:
+/// a deferred message can be cancelled again, a claim that ran out no longer refuses, and a
+/// cancelled message is not claimed (its worker reads `cancelled`).
+pub async fn store_claim(store: &dyn Store) {
+    let (m, other, cancelled) = (native(1), native(2), native(3));
+    let acceptance = Acceptance {
+        messages: vec![m.clone(), other.clone(), cancelled.clone()],
+        idempotency: None,
+    };
+    // As with SQS or Kafka: the store's own queue does not carry them.
+    store.insert(acceptance, false).await.expect("insert");
+    assert_eq!(
+        store.cancel(cancelled.id).await.expect("cancel"),
+        Cancel::Cancelled
+    );
+    let ids = [m.id, other.id, cancelled.id];
+    let minute = Duration::from_secs(60);
+    let statuses = store.claim(&ids, minute).await.expect("claim");
+    assert_eq!(statuses.get(&m.id), Some(&Status::Queued));
+    assert_eq!(statuses.get(&cancelled.id), Some(&Status::Cancelled));
+    assert_eq!(
+        store.cancel(m.id).await.expect("cancel"),
+        Cancel::InFlight,
+        "claimed by a worker"
+    );
+    let deferral = Transition::Deferred {
+        attempts: 1,
+        error: "451 later".into(),
+        retry_in: Duration::from_secs(1),
+    };
+    assert!(store.record(m.id, deferral).await.expect("record"));
+    assert_eq!(
+        store.cancel(m.id).await.expect("cancel"),
+        Cancel::Cancelled,
+        "the deferral ended the claim"
+    );
+    // A claim that ran out (its worker died) refuses no longer.
+    store
+        .claim(&[other.id], Duration::from_millis(200))
+        .await
+        .expect("claim");
+    assert_eq!(
+        store.cancel(other.id).await.expect("cancel"),
+        Cancel::InFlight
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store.cancel(other.id).await.expect("cancel"),
+        Cancel::Cancelled
     );
 }
