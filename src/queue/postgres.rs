@@ -60,6 +60,16 @@ impl PostgresQueue {
         self.settle_row(id, token, sql, delay).await
     }
 
+    /// Gives back a row this release cannot read: uncounted, due after the visibility timeout.
+    /// If that fails, the lease runs out by itself (and counts).
+    async fn set_aside(&self, id: Uuid, token: Uuid) {
+        let delay = Some((self.visibility, 1));
+        let sql = query_file!("reschedule_leased");
+        if let Err(e) = self.settle_row(id, token, sql, delay).await {
+            tracing::warn!(message_id = %id, error = %e, "Could not set an unreadable message aside; its lease will run out.");
+        }
+    }
+
     async fn settle_row(
         &self,
         id: Uuid,
@@ -124,15 +134,7 @@ impl Queue for PostgresQueue {
                 QueueError::Unavailable("a queued message has no stored payload".into())
             })?;
             let Some(message) = readable(id, &payload) else {
-                // Given back uncounted, due after the visibility timeout. If that fails, the
-                // lease runs out by itself (and counts).
-                let set_aside = Some((self.visibility, 1));
-                if let Err(e) = self
-                    .settle_row(id, token, query_file!("reschedule_leased"), set_aside)
-                    .await
-                {
-                    tracing::warn!(message_id = %id, error = %e, "Could not set an unreadable message aside; its lease will run out.");
-                }
+                self.set_aside(id, token).await;
                 continue;
             };
             leases.push(Lease {

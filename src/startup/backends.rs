@@ -169,8 +169,7 @@ impl Backends {
             poll_interval: s.poll_interval,
             wake: self.wake.clone(),
             shutdown_grace: s.shutdown_grace,
-            // An external queue is the one case where the store holds messages for later.
-            claim_for: self.held.is_some().then_some(s.visibility_timeout),
+            claim_for: (!self.intake.queue_in_store).then_some(s.visibility_timeout),
         })
     }
 }

@@ -251,12 +251,12 @@ pub trait Store: Send + Sync + 'static {
 /// ignored rather than refused, so that after a rollback the previous image still starts on the
 /// database the newer one migrated: `docs/deployment.md` keeps every release's migrations
 /// additive for that reason. (sqlx refuses such a database by default.)
-pub(crate) fn migrator(migrations: [(&'static str, &'static str); 2]) -> Migrator {
+pub(crate) fn migrator(migrations: &[(&'static str, &'static str)]) -> Migrator {
     let mut migrator = Migrator::with_migrations(
         migrations
-            .into_iter()
+            .iter()
             .zip(1..)
-            .map(|((name, sql), version)| {
+            .map(|(&(name, sql), version)| {
                 Migration::new(
                     version,
                     name.into(),

@@ -45,7 +45,7 @@ pub async fn connect(settings: &PgSettings) -> Result<PgPool, StoreError> {
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await?;
-    super::migrator([
+    super::migrator(&[
         (
             "init",
             include_str!("../../migrations/postgres/0001_init.sql"),

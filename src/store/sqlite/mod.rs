@@ -156,7 +156,7 @@ impl Db {
 /// Runs the migrations. Two processes starting at once may race on a fresh file; the loser
 /// finds the schema in place on its second try.
 async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
-    let migrator = super::migrator([
+    let migrator = super::migrator(&[
         (
             "init",
             include_str!("../../../migrations/sqlite/0001_init.sql"),
