@@ -316,13 +316,13 @@ impl Worker {
     }
 
     /// Keeps the lease from expiring while its message waits for a slot and is delivered, on
-    /// queues whose leases need it (SQS). Never returns.
+    /// queues whose leases need it (SQS, Kafka), and the store's claim with it. Never returns.
     async fn keep_alive(&self, lease: &Lease) -> std::convert::Infallible {
         if let Some(every) = self.queue.heartbeat() {
             loop {
                 tokio::time::sleep(every).await;
                 match self.queue.extend(lease).await {
-                    Ok(()) => {}
+                    Ok(()) => self.renew_claim(lease).await,
                     Err(e @ QueueError::LeaseLost(_)) => {
                         tracing::warn!(message_id = %lease.message.id, error = %e, "Lease lost while delivering.");
                         break;
@@ -334,6 +334,16 @@ impl Worker {
             }
         }
         std::future::pending().await
+    }
+
+    /// A claim lasts one visibility timeout, as the lease did when it was taken; a wait for the
+    /// rate limit plus a send can take longer (32 messages at 1/s wait up to 32 s). Renewed with
+    /// the lease, it keeps a cancel from being answered 200 while the message is still sent.
+    async fn renew_claim(&self, lease: &Lease) {
+        let Some(ttl) = self.claim_for else { return };
+        if let Err(e) = self.store.claim(&[lease.message.id], ttl).await {
+            tracing::warn!(message_id = %lease.message.id, error = %e, "Could not renew a message's claim; a cancel may be answered 200 while it is sent.");
+        }
     }
 
     /// Success: record, archive, ack.

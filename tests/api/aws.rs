@@ -533,6 +533,53 @@ async fn a_message_a_worker_holds_from_sqs_cannot_be_cancelled_under_it() {
     assert_eq!(app.get_message(&id).await["status"], "cancelled");
 }
 
+/// A claim outlives one visibility timeout while its message still waits: at 1/s, the last of
+/// six messages received together waits about 5 s for its turn, and the visibility timeout is
+/// 3 s. The claim is renewed with the SQS lease, so a cancel 3.5 s in is still refused.
+#[tokio::test]
+async fn a_claim_lasts_as_long_as_the_wait_for_the_rate_limit() {
+    let moto = Moto::start().await;
+    let (url, _) = moto.queue_with_dlq("long-claim", 5, None).await;
+    let app = spawn_app_with(|raw| {
+        on_aws(raw, &moto, &url);
+        raw.visibility_timeout_secs = 3;
+        raw.smtp_timeout_secs = 2;
+        raw.send_rate_per_second = 1.0;
+        raw.send_burst = 1;
+    })
+    .await;
+    let mut sent = Vec::new();
+    for i in 0..6 {
+        let to = unique_rcpt(&format!("long-claim-{i}"));
+        sent.push((app.send_to(&to).await, to));
+    }
+    let cancels = async {
+        tokio::time::sleep(Duration::from_millis(3_500)).await;
+        let mut answers = Vec::new();
+        for (id, _) in &sent {
+            let r = app.cancel(id).await;
+            let status = r.status().as_u16();
+            answers.push((status, r.text().await.expect("text")));
+        }
+        answers
+    };
+    let (_, answers) = tokio::join!(app.dispatch_all_pending(), cancels);
+    let mut waiting = 0;
+    for ((id, to), (status, body)) in sent.iter().zip(&answers) {
+        let got = app.relay.received_for(to).len();
+        let now = app.get_message(id).await["status"].clone();
+        assert!(
+            *status == 409 && got == 1 && now == "delivered",
+            "{id}: {status} {body}, then {got} sent, {now}"
+        );
+        waiting += usize::from(body.contains("being delivered"));
+    }
+    assert!(
+        waiting >= 1,
+        "a message still waited for its turn 3.5 s in: {answers:?}"
+    );
+}
+
 /// The token comes from SSM; a rotation is picked up within the TTL without a restart; when
 /// SSM fails, the cached token keeps working and /ready says so.
 #[tokio::test]
