@@ -205,6 +205,10 @@ impl Store for EventingStore {
         self.inner.forget_idempotency(key).await
     }
 
+    async fn settle_idempotency(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.settle_idempotency(key).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }

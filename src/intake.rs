@@ -2,13 +2,21 @@
 //! answered. Nothing is acknowledged before it is durable.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::message::{Message, Status};
 use crate::queue::Queue;
-use crate::store::{Acceptance, Accepted, Cancel, Store, StoreError, Transition};
+use crate::store::{Acceptance, Accepted, Cancel, Store, StoreError, Transition, now_ms};
+
+/// How long a request's Idempotency-Key stays pending while an external queue takes its
+/// messages: a retry meanwhile is told to wait (409), and once it has passed the accepting process
+/// is taken to have died mid-push and the key is claimed afresh. The push itself is given up
+/// (503, messages abandoned) well before, so a push that succeeds always settles in time.
+pub const PENDING_FOR: Duration = Duration::from_secs(120);
+const PUSH_WITHIN: Duration = Duration::from_secs(90);
 
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
@@ -58,7 +66,7 @@ impl Intake {
             .map_err(|e| IntakeError::Unavailable(format!("intake task failed: {e}")))?
     }
 
-    async fn store_and_queue(&self, acceptance: Acceptance) -> Result<Accepted, IntakeError> {
+    async fn store_and_queue(&self, mut acceptance: Acceptance) -> Result<Accepted, IntakeError> {
         let (messages, held) = if self.queue_in_store {
             (Vec::new(), Vec::new())
         } else {
@@ -84,10 +92,24 @@ impl Intake {
                 held.into_iter().map(|m| m.id).collect(),
             )
         };
-        let key = acceptance.idempotency.as_ref().map(|i| i.key.clone());
+        let key = acceptance.idempotency.as_mut().map(|i| {
+            // Its answer is not one to give a retry until the queue has taken the messages.
+            if !messages.is_empty() {
+                i.pending_until = Some(now_ms() + PENDING_FOR.as_millis() as i64);
+            }
+            i.key.clone()
+        });
         let accepted = self.store.insert(acceptance, self.queue_in_store).await?;
         if accepted == Accepted::Inserted && !messages.is_empty() {
-            let results = self.queue.push(&messages).await;
+            let results = match tokio::time::timeout(PUSH_WITHIN, self.queue.push(&messages)).await
+            {
+                Ok(results) => results,
+                Err(_) => {
+                    let late = format!("the queue did not answer within {PUSH_WITHIN:?}");
+                    let late = || Err(crate::queue::QueueError::Unavailable(late.clone()));
+                    messages.iter().map(|_| late()).collect()
+                }
+            };
             let failure = results
                 .iter()
                 .find_map(|r| r.as_ref().err().map(|e| e.to_string()));
@@ -111,6 +133,13 @@ impl Intake {
                     tracing::error!(error = %forget, "Could not let go of the Idempotency-Key of a request that was not queued.");
                 }
                 return Err(IntakeError::Unavailable(e));
+            }
+            if let Some(key) = key
+                && let Err(e) = self.store.settle_idempotency(&key).await
+            {
+                // The key stays pending until PENDING_FOR has passed; a retry is told to wait
+                // until then, and after it accepted afresh (a second copy, never none).
+                tracing::error!(error = %e, "Could not settle the Idempotency-Key of a queued request.");
             }
         }
         self.wake.notify_one();

@@ -1,10 +1,12 @@
--- Claims a key, or takes over one older than $6. Returns a row only if claimed.
-INSERT INTO idempotency_keys (key, request_hash, status, response, created_at)
-VALUES ($1, $2, $3, $4, $5)
+-- Claims a key, or takes over one older than $6 or whose acceptance died mid-push (pending_until
+-- passed). Returns a row only if claimed. $7 pending until (Unix ms), or NULL.
+INSERT INTO idempotency_keys (key, request_hash, status, response, created_at, pending_until)
+VALUES ($1, $2, $3, $4, $5, $7)
 ON CONFLICT (key) DO UPDATE SET
     request_hash = excluded.request_hash,
     status = excluded.status,
     response = excluded.response,
-    created_at = excluded.created_at
-WHERE idempotency_keys.created_at < $6
+    created_at = excluded.created_at,
+    pending_until = excluded.pending_until
+WHERE idempotency_keys.created_at < $6 OR idempotency_keys.pending_until <= $5
 RETURNING key

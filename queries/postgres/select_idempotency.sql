@@ -1,3 +1,3 @@
-SELECT key, request_hash, status, response
+SELECT key, request_hash, status, response, pending_until
 FROM idempotency_keys
 WHERE key = $1 AND created_at >= $2

@@ -29,6 +29,11 @@ pub enum ApiError {
     MessageTooLarge(FieldError),
     #[error("this Idempotency-Key was used with a different request body")]
     IdempotencyMismatch,
+    /// The request that holds the key is still being accepted: its answer is not final yet.
+    #[error(
+        "a request with this Idempotency-Key is still being accepted; send it again in a moment for its answer"
+    )]
+    IdempotencyInProgress,
     #[error("{0}")]
     Conflict(String),
     /// A backend is down: 503 with Retry-After, never a 202.
@@ -52,6 +57,9 @@ impl ApiError {
             ApiError::MessageTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "message_too_large"),
             ApiError::IdempotencyMismatch => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+            }
+            ApiError::IdempotencyInProgress => {
+                (StatusCode::CONFLICT, "idempotency_key_in_progress")
             }
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -116,6 +124,11 @@ impl IntoResponse for ApiError {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            ApiError::IdempotencyInProgress => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Unauthorized => {
                 response

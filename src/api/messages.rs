@@ -17,7 +17,7 @@ use super::openapi::{
 };
 use super::{ApiError, AppState, Bearer, JsonBody, authenticate, bearer};
 use crate::message::{Content, FieldError, Message, NativeEmail, Status};
-use crate::store::{Acceptance, Accepted, IdempotencyRecord, ListFilter, Record};
+use crate::store::{Acceptance, Accepted, IdempotencyRecord, ListFilter, Record, now_ms};
 
 /// Most messages in one batch request.
 pub const MAX_BATCH: usize = 100;
@@ -30,6 +30,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
     responses(
         (status = 202, description = "Accepted: the message is durable and queued", body = AcceptedMessage),
         (status = 422, description = "The Idempotency-Key was used with another body", body = ErrorBody),
+        (status = 409, description = "A request with this Idempotency-Key is still being accepted (its queue has not taken the messages yet): send it again after Retry-After", body = ErrorBody),
         Refused,
         NotStored,
     ))]
@@ -64,6 +65,7 @@ pub async fn create(
     responses(
         (status = 202, description = "At least one message accepted; one result per message, in order", body = BatchResult),
         (status = 422, description = "The Idempotency-Key was used with another body", body = ErrorBody),
+        (status = 409, description = "A request with this Idempotency-Key is still being accepted (its queue has not taken the messages yet): send it again after Retry-After", body = ErrorBody),
         Refused,
         NotStored,
     ))]
@@ -200,6 +202,8 @@ async fn accept(
         request_hash: hash.clone(),
         status: status.as_u16(),
         response: response.to_string(),
+        // The intake sets it when an external queue is to take the messages.
+        pending_until: None,
     });
     match state
         .intake
@@ -260,6 +264,8 @@ async fn replay(
         .idempotency(key, state.idempotency_ttl)
         .await?
     {
+        // Held by an acceptance that died mid-push: the request claims the key afresh.
+        Some(first) if first.pending_until.is_some_and(|until| until <= now_ms()) => Ok(None),
         Some(first) => replayed(first, hash).map(Some),
         None => Ok(None),
     }
@@ -268,6 +274,10 @@ async fn replay(
 fn replayed(first: IdempotencyRecord, hash: &str) -> Result<Response, ApiError> {
     if first.request_hash != hash {
         return Err(ApiError::IdempotencyMismatch);
+    }
+    if first.pending(now_ms()) {
+        // Its messages may yet be abandoned: a 202 now could be for mail that never goes.
+        return Err(ApiError::IdempotencyInProgress);
     }
     let status = StatusCode::from_u16(first.status).unwrap_or(StatusCode::ACCEPTED);
     let body: Value = serde_json::from_str(&first.response)

@@ -63,8 +63,8 @@ pub struct ErrorBody {
 #[allow(dead_code)]
 pub struct ErrorDetail {
     /// `invalid_field`, `invalid_json`, `unauthorized`, `not_found`, `unsupported_media_type`,
-    /// `payload_too_large`, `message_too_large`, `idempotency_key_reused`, `conflict`,
-    /// `unavailable`, `internal`.
+    /// `payload_too_large`, `message_too_large`, `idempotency_key_reused`,
+    /// `idempotency_key_in_progress`, `conflict`, `unavailable`, `internal`.
     code: String,
     message: String,
     /// The field at fault (`data.email_subject`, `to[0]`, `messages[3].subject`), when there is one.

@@ -218,21 +218,27 @@ pub fn sender_hash(sender: &str) -> String {
     hex::encode(&digest[..8])
 }
 
-/// Parses epoch seconds ("1700000000") or RFC 3339.
+/// The last second of the year 9999: the archive's YYYY key and the `Date` header (httpdate
+/// panics past it) end there.
+const LAST_SECOND: i64 = 253_402_300_799;
+
+/// Parses epoch seconds ("1700000000") or RFC 3339, from 1970 to the end of the year 9999.
 pub fn parse_timestream(value: &str) -> Option<DateTime<Utc>> {
     let v = value.trim();
     if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
         let secs: i64 = v.parse().ok()?;
-        // Up to the year 9999: beyond that the archive's YYYY key would break.
-        if secs > 253_402_300_799 {
+        if secs > LAST_SECOND {
             return None;
         }
         return Utc.timestamp_opt(secs, 0).single();
     }
+    // A leap second (`23:59:60`) is one second past its minute's last as a system time, so the
+    // year's last minute is compared with its leap second in: `9999-12-31T23:59:60Z` is out.
+    let last = DateTime::from_timestamp(LAST_SECOND, 999_999_999)?;
     DateTime::parse_from_rfc3339(v)
         .ok()
         .map(|d| d.with_timezone(&Utc))
-        .filter(|d| d.timestamp() >= 0 && d.year() <= 9999)
+        .filter(|d| d.timestamp() >= 0 && *d <= last)
 }
 
 /// Rejects CR, LF and other control characters in a value bound for an SMTP header.
@@ -338,6 +344,13 @@ mod tests {
         for bad in ["yesterday", "-5", "1.5", "99999999999999999999", ""] {
             assert!(parse_timestream(bad).is_none(), "{bad}");
         }
+        // A leap second is a time, but not the one after the year 9999's last second.
+        for good in ["2016-12-31T23:59:60Z", "9999-12-31T23:59:59.999Z"] {
+            let t = parse_timestream(good).expect(good);
+            // The `Date` header takes it: httpdate panics on a time past the year 9999.
+            let _dated = lettre::Message::builder().date(std::time::SystemTime::from(t));
+        }
+        assert!(parse_timestream("9999-12-31T23:59:60Z").is_none());
     }
 
     /// CR or LF in a header-bound field is rejected, naming the field.

@@ -34,6 +34,22 @@ use tokio::sync::{OnceCell, mpsc, oneshot};
 use super::{Depth, Lease, Queue, QueueError};
 use crate::message::Message;
 
+/// A message as an SQS body. SQS refuses a body with a character outside XML's (`#x9 | #xA | #xD
+/// | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF`). JSON escapes the control characters
+/// already, but writes the noncharacters U+FFFE and U+FFFF as they are: they are written as
+/// `\uFFFE` and `\uFFFF` escapes, the same JSON to its reader. Such a character can only stand
+/// inside a JSON string, where an escape means the same.
+fn encode(message: &Message) -> Result<String, QueueError> {
+    let body = serde_json::to_string(message)
+        .map_err(|e| QueueError::Rejected(format!("cannot encode message: {e}")))?;
+    if !body.contains(['\u{FFFE}', '\u{FFFF}']) {
+        return Ok(body);
+    }
+    Ok(body
+        .replace('\u{FFFE}', "\\uFFFE")
+        .replace('\u{FFFF}', "\\uFFFF"))
+}
+
 /// How many attempts a message used before this copy of it was sent.
 const ATTEMPTS_ATTRIBUTE: &str = "mailroom-attempts";
 /// Why a message was dead-lettered, on its copy in the dead-letter queue.
@@ -193,13 +209,11 @@ impl SqsQueue {
         let mut waiting = Vec::with_capacity(messages.len());
         for m in messages {
             let (reply, answer) = oneshot::channel();
-            let item = serde_json::to_string(m)
-                .map_err(|e| QueueError::Rejected(format!("cannot encode message: {e}")))
-                .map(|body| Outgoing {
-                    body,
-                    attempts_before,
-                    reply,
-                });
+            let item = encode(m).map(|body| Outgoing {
+                body,
+                attempts_before,
+                reply,
+            });
             let sent = match item {
                 Ok(item) => self
                     .outgoing
@@ -533,9 +547,10 @@ impl Queue for SqsQueue {
     async fn dead(&self, lease: Lease, error: &str) -> Result<(), QueueError> {
         self.let_go(&lease)?;
         if let Some(dlq) = self.dlq_url().await? {
-            let body = serde_json::to_string(&lease.message)
-                .map_err(|e| QueueError::Rejected(format!("cannot encode message: {e}")))?;
-            let reason = super::truncate_utf8(error, MAX_REASON_BYTES).to_string();
+            let body = encode(&lease.message)?;
+            // An attribute takes the characters a body does; the reason is for people.
+            let reason = super::truncate_utf8(error, MAX_REASON_BYTES)
+                .replace(['\u{FFFE}', '\u{FFFF}'], "\u{FFFD}");
             let attribute = MessageAttributeValue::builder()
                 .data_type("String")
                 .string_value(reason)
@@ -579,9 +594,7 @@ impl Queue for SqsQueue {
 
     fn check(&self, message: &Message) -> Result<(), QueueError> {
         let limit = self.max_bytes.load(Ordering::Relaxed);
-        let size = serde_json::to_string(message)
-            .map(|b| b.len())
-            .unwrap_or(usize::MAX);
+        let size = encode(message).map(|b| b.len()).unwrap_or(usize::MAX);
         if size + ATTRIBUTE_ALLOWANCE > limit {
             return Err(QueueError::Rejected(format!(
                 "the message is {size} bytes encoded; the SQS queue takes at most {} bytes",
@@ -622,6 +635,27 @@ mod tests {
             assert_eq!(p.max_receive_count, 5);
             assert!(p.dead_letter_target_arn.ends_with(":dlq"));
         }
+    }
+
+    /// A text with U+FFFE or U+FFFF (which SQS refuses as they are) goes as escapes and reads
+    /// back the same.
+    #[test]
+    fn noncharacters_are_escaped_for_sqs() {
+        use crate::message::{CompatEmail, Content};
+        let message = Message::new(Content::Compat(CompatEmail {
+            email_subject: "a\u{FFFE}b".into(),
+            email_sender: "Shop".into(),
+            email_timestream: "1700000000".into(),
+            email_content: "c\u{FFFF}d \u{FFFD}".into(),
+        }));
+        let body = encode(&message).expect("encodes");
+        assert!(!body.contains(['\u{FFFE}', '\u{FFFF}']), "{body}");
+        assert!(
+            body.contains("a\\uFFFEb") && body.contains('\u{FFFD}'),
+            "{body}"
+        );
+        let back: Message = serde_json::from_str(&body).expect("decodes");
+        assert_eq!(back, message);
     }
 
     #[test]

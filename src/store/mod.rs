@@ -46,6 +46,21 @@ pub struct IdempotencyRecord {
     pub request_hash: String,
     pub status: u16,
     pub response: String,
+    /// With an external queue (SQS, Kafka) the key is committed before the queue takes its
+    /// messages: until this time (Unix ms) that push may still be under way, and may yet fail
+    /// (and its messages be abandoned). `None` once the queue took them, and always with a
+    /// database queue.
+    #[serde(default)]
+    pub pending_until: Option<i64>,
+}
+
+impl IdempotencyRecord {
+    /// Whether the request that holds the key may still be pushing its messages at `now` (Unix
+    /// ms): its answer is not one to give again yet. Once `pending_until` has passed, the
+    /// process that held it is taken to have died mid-push, and the key is claimed afresh.
+    pub fn pending(&self, now: i64) -> bool {
+        self.pending_until.is_some_and(|until| until > now)
+    }
 }
 
 /// Messages to accept in one request, with the idempotency key that guards them.
@@ -243,6 +258,10 @@ pub trait Store: Send + Sync + 'static {
     /// Lets an idempotency key go: its messages were stored but could not be queued, so the
     /// client's retry with the same key must be accepted afresh, not answered from the record.
     async fn forget_idempotency(&self, key: &str) -> Result<(), StoreError>;
+
+    /// The queue took the messages this key guards: a retry with it is answered from the record
+    /// from now on, no longer told to wait ([`IdempotencyRecord::pending`]).
+    async fn settle_idempotency(&self, key: &str) -> Result<(), StoreError>;
 
     async fn ping(&self) -> Result<(), StoreError>;
 }

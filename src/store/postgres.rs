@@ -54,6 +54,10 @@ pub async fn connect(settings: &PgSettings) -> Result<PgPool, StoreError> {
             "claims",
             include_str!("../../migrations/postgres/0002_claims.sql"),
         ),
+        (
+            "pending keys",
+            include_str!("../../migrations/postgres/0003_pending_keys.sql"),
+        ),
     ])
     .run(&pool)
     .await
@@ -77,6 +81,7 @@ fn idempotency_row(row: &PgRow) -> Result<IdempotencyRecord, StoreError> {
         request_hash: row.try_get(1)?,
         status: row.try_get::<i32, _>(2)? as u16,
         response: row.try_get(3)?,
+        pending_until: row.try_get(4)?,
     })
 }
 
@@ -148,6 +153,7 @@ impl Store for PgStore {
                 .bind(&idem.response)
                 .bind(now)
                 .bind(now - IDEMPOTENCY_TTL.as_millis() as i64)
+                .bind(idem.pending_until)
                 .fetch_optional(&mut *tx)
                 .await?;
             if claimed.is_none() {
@@ -319,6 +325,14 @@ impl Store for PgStore {
 
     async fn forget_idempotency(&self, key: &str) -> Result<(), StoreError> {
         sqlx::query(query_file!("forget_idempotency"))
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn settle_idempotency(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query(query_file!("settle_idempotency"))
             .bind(key)
             .execute(&self.pool)
             .await?;

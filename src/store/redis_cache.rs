@@ -37,7 +37,12 @@ impl RedisCachedStore {
         format!("{}:idempotency:{key}", self.prefix)
     }
 
+    /// Caches an answer to give again; not a pending one, whose push may still fail (the store
+    /// is asked again until it is settled).
     async fn remember(&self, record: &IdempotencyRecord) {
+        if record.pending_until.is_some() {
+            return;
+        }
         let Ok(value) = serde_json::to_string(record) else {
             return;
         };
@@ -129,6 +134,10 @@ impl Store for RedisCachedStore {
         // Left in the cache, the key would replay an answer the store no longer stands by.
         let removed: redis::RedisResult<()> = conn.del(self.key(key)).await;
         removed.map_err(|e| StoreError::Unavailable(format!("idempotency cache: {e}")))
+    }
+
+    async fn settle_idempotency(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.settle_idempotency(key).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

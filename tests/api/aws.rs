@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::conformance::{archive_suite, message, queue_suite};
 use crate::helpers::{TestApp, accepted_id, spawn_app_with, unique_rcpt};
-use crate::moto::{Moto, REGION};
+use crate::moto::{Hold, Moto, REGION, SlowProxy};
 
 fn sqs_settings(url: &str, visibility: Duration) -> SqsSettings {
     SqsSettings {
@@ -281,6 +281,70 @@ async fn failed_sqs_send_is_503_and_frees_the_idempotency_key() {
     let leases = app.queue.pull(10).await.expect("pull");
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].message.id.to_string(), id);
+}
+
+/// With SQS the Idempotency-Key is committed before SQS takes the message. While that push is
+/// under way a retry with the key is a 409 with Retry-After, never a 202: the push may yet
+/// fail, and a 202 then would be for a message that is abandoned. Once SQS took it, the retry
+/// gets the first answer again; once the push failed (503), the retry is accepted afresh.
+#[tokio::test]
+async fn a_retry_while_sqs_is_still_taking_the_message_is_told_to_wait() {
+    let moto = Moto::start().await;
+    let (url, _) = moto.queue_with_dlq("pending-keys", 5, None).await;
+    let proxy = SlowProxy::start(&moto.endpoint).await;
+    let app = spawn_app_with(|raw| {
+        on_aws(raw, &moto, &url);
+        raw.aws_endpoint_url = Some(proxy.endpoint.clone());
+    })
+    .await;
+    let body =
+        json!({"from": "a@example.com", "to": ["b@example.com"], "subject": "s", "text": "t"});
+    let while_pushing = |key: &'static str| {
+        let (app, body) = (&app, &body);
+        async move {
+            let first = app.post_message(body, Some(key));
+            let retry = async {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                app.post_message(body, Some(key)).await
+            };
+            tokio::join!(first, retry)
+        }
+    };
+
+    // SQS fails after a while: the first request is a 503, the retry meanwhile a 409.
+    proxy.hold(Hold::ThenDrop(Duration::from_millis(1_000)));
+    let (first, retry) = while_pushing("order-1").await;
+    assert_eq!(first.status(), 503);
+    assert_eq!(retry.status(), 409);
+    assert_eq!(retry.headers()["retry-after"], "1");
+    let v: Value = retry.json().await.expect("JSON");
+    assert_eq!(v["error"]["code"], "idempotency_key_in_progress", "{v}");
+    proxy.hold(Hold::Nothing);
+    let again = app.post_message(&body, Some("order-1")).await;
+    assert_eq!(again.status(), 202, "accepted afresh after the 503");
+    assert!(again.headers().get("idempotent-replayed").is_none());
+    let id = accepted_id(again).await;
+
+    // SQS is slow but takes it: the retry meanwhile is a 409, the one after it the first answer.
+    proxy.hold(Hold::For(Duration::from_millis(1_000)));
+    let (first, retry) = while_pushing("order-2").await;
+    assert_eq!(first.status(), 202);
+    assert_eq!(retry.status(), 409);
+    proxy.hold(Hold::Nothing);
+    let first_id = accepted_id(first).await;
+    let replay = app.post_message(&body, Some("order-2")).await;
+    assert_eq!(replay.status(), 202);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(accepted_id(replay).await, first_id);
+
+    let mut queued: Vec<String> = Vec::new();
+    for lease in app.queue.pull(10).await.expect("pull") {
+        queued.push(lease.message.id.to_string());
+    }
+    queued.sort();
+    let mut expected = vec![id, first_id];
+    expected.sort();
+    assert_eq!(queued, expected, "one message per key on the queue");
 }
 
 /// SQS delays a message 15 minutes at most: a message due later waits in the store's database

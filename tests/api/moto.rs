@@ -206,3 +206,79 @@ impl Moto {
             .expect("parameter written");
     }
 }
+
+/// What [`SlowProxy`] does with the bytes a client sends.
+#[derive(Clone, Copy, Debug)]
+pub enum Hold {
+    /// Passes them on at once.
+    Nothing,
+    /// Passes them on after this long: a slow answer.
+    For(std::time::Duration),
+    /// Waits this long, then closes the connection: no answer at all.
+    ThenDrop(std::time::Duration),
+}
+
+/// A TCP proxy on 127.0.0.1 in front of the emulator that can hold back what clients send, for
+/// an SQS that is slow to take a message, or fails after a while.
+pub struct SlowProxy {
+    pub endpoint: String,
+    hold: std::sync::Arc<std::sync::Mutex<Hold>>,
+}
+
+impl SlowProxy {
+    /// Proxies to `endpoint` (`http://127.0.0.1:PORT`), passing everything on until told
+    /// otherwise.
+    pub async fn start(endpoint: &str) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let target = endpoint
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let proxy = format!("http://{}", listener.local_addr().expect("address"));
+        let hold = std::sync::Arc::new(std::sync::Mutex::new(Hold::Nothing));
+        let shared = hold.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let hold = shared.clone();
+                tokio::spawn(async move {
+                    let (mut client_in, mut client_out) = client.into_split();
+                    let (mut server_in, mut server_out) = server.into_split();
+                    let answers = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut server_in, &mut client_out).await;
+                    });
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = client_in.read(&mut buf).await {
+                        let now = *hold.lock().expect("lock");
+                        match now {
+                            Hold::Nothing => {}
+                            Hold::For(d) => tokio::time::sleep(d).await,
+                            Hold::ThenDrop(d) => {
+                                tokio::time::sleep(d).await;
+                                break;
+                            }
+                        }
+                        if server_out.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    // Both directions end together, as a dropped connection does.
+                    answers.abort();
+                });
+            }
+        });
+        Self {
+            endpoint: proxy,
+            hold,
+        }
+    }
+
+    pub fn hold(&self, hold: Hold) {
+        *self.hold.lock().expect("lock") = hold;
+    }
+}

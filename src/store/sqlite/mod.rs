@@ -39,8 +39,8 @@ macro_rules! query_file {
 
 mod writer;
 
+use writer::{KeyChange, Op, Reply, idempotency_row, write_loop};
 pub(crate) use writer::{LeasedRow, Settle};
-use writer::{Op, Purge, Reply, idempotency_row, write_loop};
 
 /// The SQLite database: a read pool and the single writer.
 pub struct Db {
@@ -164,6 +164,10 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
         (
             "claims",
             include_str!("../../../migrations/sqlite/0002_claims.sql"),
+        ),
+        (
+            "pending keys",
+            include_str!("../../../migrations/sqlite/0003_pending_keys.sql"),
         ),
     ]);
     if migrator.run(&mut *conn).await.is_err() {
@@ -327,8 +331,8 @@ impl Store for SqliteStore {
     async fn purge_idempotency(&self, ttl: Duration) -> Result<u64, StoreError> {
         let before = now_ms() - ttl.as_millis() as i64;
         self.db
-            .call(|reply| Op::PurgeIdempotency {
-                purge: Purge::Before(before),
+            .call(|reply| Op::Keys {
+                change: KeyChange::PurgeBefore(before),
                 reply,
             })
             .await
@@ -339,9 +343,17 @@ impl Store for SqliteStore {
     }
 
     async fn forget_idempotency(&self, key: &str) -> Result<(), StoreError> {
-        let purge = Purge::Key(key.to_string());
+        let change = KeyChange::Forget(key.to_string());
         self.db
-            .call(|reply| Op::PurgeIdempotency { purge, reply })
+            .call(|reply| Op::Keys { change, reply })
+            .await
+            .map(|_| ())
+    }
+
+    async fn settle_idempotency(&self, key: &str) -> Result<(), StoreError> {
+        let change = KeyChange::Settle(key.to_string());
+        self.db
+            .call(|reply| Op::Keys { change, reply })
             .await
             .map(|_| ())
     }

@@ -64,8 +64,9 @@ pub(super) enum Op {
         settle: Settle,
         reply: Reply<bool>,
     },
-    PurgeIdempotency {
-        purge: Purge,
+    /// Deletes or settles idempotency keys; answers how many rows changed.
+    Keys {
+        change: KeyChange,
         reply: Reply<u64>,
     },
     Cancel {
@@ -81,12 +82,14 @@ pub(super) enum Op {
     },
 }
 
-/// Which idempotency keys to delete.
-pub(super) enum Purge {
-    /// Claimed before this time (Unix ms): expired.
-    Before(i64),
-    /// This one key: its acceptance was not queued after all.
-    Key(String),
+/// A change to idempotency keys outside an acceptance.
+pub(super) enum KeyChange {
+    /// Deletes those claimed before this time (Unix ms): expired.
+    PurgeBefore(i64),
+    /// Deletes this one key: its acceptance was not queued after all.
+    Forget(String),
+    /// This key's messages were queued: it is no longer pending.
+    Settle(String),
 }
 
 /// The writer task: one transaction per batch of waiting writes.
@@ -244,7 +247,7 @@ async fn apply_in_tx(
                 token,
                 reply,
             } => leases.push((max, visibility, token, reply)),
-            Op::PurgeIdempotency { purge, reply } => purges.push((purge, reply)),
+            Op::Keys { change, reply } => purges.push((change, reply)),
             Op::Cancel { id, reply } => cancels.push((id.to_string(), reply)),
             Op::Claim { ids, until, reply } => worker_claims.push((ids, until, reply)),
         }
@@ -273,6 +276,7 @@ async fn apply_in_tx(
             .bind(&idem.response)
             .bind(now)
             .bind(now - IDEMPOTENCY_TTL.as_millis() as i64)
+            .bind(idem.pending_until)
             .fetch_optional(&mut *tx)
             .await?;
         if claimed.is_some() {
@@ -408,10 +412,13 @@ async fn apply_in_tx(
         }
         answers.push(Answer::Leased(reply, leased));
     }
-    for (purge, reply) in purges {
-        let query = match purge {
-            Purge::Before(before) => sqlx::query(query_file!("purge_idempotency")).bind(before),
-            Purge::Key(key) => sqlx::query(query_file!("forget_idempotency")).bind(key),
+    for (change, reply) in purges {
+        let query = match change {
+            KeyChange::PurgeBefore(before) => {
+                sqlx::query(query_file!("purge_idempotency")).bind(before)
+            }
+            KeyChange::Forget(key) => sqlx::query(query_file!("forget_idempotency")).bind(key),
+            KeyChange::Settle(key) => sqlx::query(query_file!("settle_idempotency")).bind(key),
         };
         let n = query.execute(&mut *tx).await?.rows_affected();
         answers.push(Answer::Count(reply, n));
@@ -461,5 +468,6 @@ pub(super) fn idempotency_row(row: &SqliteRow) -> Result<IdempotencyRecord, Stor
         request_hash: row.try_get(1)?,
         status: row.try_get::<i64, _>(2)? as u16,
         response: row.try_get(3)?,
+        pending_until: row.try_get(4)?,
     })
 }

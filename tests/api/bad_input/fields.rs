@@ -16,13 +16,14 @@ const ADDRESS_LISTS: [&str; 4] = ["to", "cc", "bcc", "reply_to"];
 
 /// Strings that are neither Unix seconds nor RFC 3339 (nor a time up to the year 9999), for
 /// `email_timestream` and `send_at`.
-const BAD_TIMES: [&str; 13] = [
+const BAD_TIMES: [&str; 14] = [
     "abc",
     "-1",
     "1e10",
     "0x10",
     "99999999999999999999",
     "253402300800",
+    "9999-12-31T23:59:60Z",
     "2023-13-01T00:00:00Z",
     "2023-02-30T00:00:00Z",
     "2023-11-14 22:13:20",

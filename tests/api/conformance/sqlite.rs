@@ -154,6 +154,7 @@ async fn sqlite_failed_batch_leaves_nothing() {
         request_hash: hash.into(),
         status: 202,
         response: "{}".into(),
+        pending_until: None,
     };
     let attempts = [(native(1), None), (native(2), Some(keyed("first")))];
     for (message, idempotency) in &attempts {

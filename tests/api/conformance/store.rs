@@ -163,6 +163,7 @@ pub async fn store_idempotency(store: &dyn Store) {
         request_hash: hash.into(),
         status: 202,
         response: "{\"message_id\":\"first\"}".into(),
+        pending_until: None,
     };
     let first = native(1);
     let a = store
@@ -234,6 +235,62 @@ where
     store_idempotency(fresh().await.as_ref()).await;
     store_cancel(fresh().await.as_ref()).await;
     store_claim(fresh().await.as_ref()).await;
+    store_pending_keys(fresh().await.as_ref()).await;
+}
+
+/// A key committed before an external queue took its messages is pending: a second request
+/// with it sees that (and is told to wait) until it is settled; once its time has passed
+/// without a settle (the accepting process died mid-push), the key is claimed afresh.
+pub async fn store_pending_keys(store: &dyn Store) {
+    let now = mailroom::store::now_ms();
+    let keyed = |key: &str, pending_until: Option<i64>| IdempotencyRecord {
+        key: key.into(),
+        request_hash: "h".into(),
+        status: 202,
+        response: "{}".into(),
+        pending_until,
+    };
+    let insert = |record: IdempotencyRecord| {
+        store.insert(
+            Acceptance {
+                messages: vec![native(1)],
+                idempotency: Some(record),
+            },
+            false,
+        )
+    };
+    let lookup = |key: &'static str| store.idempotency(key, Duration::from_secs(60));
+
+    let pushing = keyed("pushing", Some(now + 60_000));
+    assert_eq!(
+        insert(pushing.clone()).await.expect("insert"),
+        Accepted::Inserted
+    );
+    let seen = lookup("pushing").await.expect("lookup").expect("found");
+    assert!(seen.pending(mailroom::store::now_ms()), "{seen:?}");
+    assert_eq!(
+        insert(keyed("pushing", None)).await.expect("insert"),
+        Accepted::Replay(pushing),
+        "a second request finds it pending"
+    );
+    store.settle_idempotency("pushing").await.expect("settle");
+    assert_eq!(
+        lookup("pushing").await.expect("lookup"),
+        Some(keyed("pushing", None)),
+        "settled"
+    );
+
+    let died = keyed("died", Some(now - 1));
+    assert_eq!(insert(died).await.expect("insert"), Accepted::Inserted);
+    assert_eq!(
+        insert(keyed("died", None)).await.expect("insert"),
+        Accepted::Inserted,
+        "a key whose push never settled in time is claimed afresh"
+    );
+    assert_eq!(
+        lookup("died").await.expect("lookup"),
+        Some(keyed("died", None))
+    );
 }
 
 /// A queued message is cancelled once; afterwards no worker's change takes it back to pending
