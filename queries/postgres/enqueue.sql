@@ -8,7 +8,14 @@ WITH queued AS (
     UNION ALL
     SELECT (s ->> 'id')::uuid, (s ->> 'at')::bigint, (s ->> 'at')::bigint, 0, NULL::uuid
     FROM jsonb_array_elements($2::jsonb) AS s
-    ON CONFLICT (message_id) DO NOTHING
+    -- A message pushed again while its row is still here (a redrive landing between a worker's
+    -- `dead` record and its removal of the row) starts afresh, and the old lease no longer
+    -- settles it: removing the row then would strand the message `queued`.
+    ON CONFLICT (message_id) DO UPDATE SET
+        enqueued_at = excluded.enqueued_at,
+        available_at = excluded.available_at,
+        attempts = 0,
+        lease_token = NULL
     RETURNING 1
 )
 SELECT pg_notify('mailroom_queue', count(*)::text) FROM queued

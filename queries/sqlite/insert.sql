@@ -24,4 +24,11 @@ UNION ALL
 SELECT value ->> 'id', value ->> 'at', value ->> 'at', 0, NULL
 FROM jsonb_each(?5)
 WHERE true
-ON CONFLICT (message_id) DO NOTHING;
+-- A message pushed again while its row is still here (a redrive landing between a worker's
+-- `dead` record and its removal of the row) starts afresh, and the old lease no longer settles
+-- it: removing the row then would strand the message `queued` with nothing to deliver it.
+ON CONFLICT (message_id) DO UPDATE SET
+    enqueued_at = excluded.enqueued_at,
+    available_at = excluded.available_at,
+    attempts = 0,
+    lease_token = NULL;

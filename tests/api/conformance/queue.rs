@@ -140,6 +140,28 @@ pub async fn dead_leaves_the_queue(queue: &dyn Queue) {
     assert!(queue.pull(1).await.expect("pull").is_empty());
 }
 
+/// A message pushed again while a worker holds it (a redrive landing between the worker's dead
+/// record and its `dead` call) is not lost when that worker then dead-letters its old lease: it
+/// is pulled again, its attempts counted afresh.
+pub async fn pushed_again_outlives_its_old_lease(queue: &dyn Queue) {
+    let sent = push(queue, 1).await;
+    let old = pull_n(queue, 1, 1).await.pop().expect("one");
+    for r in queue.push(&sent).await {
+        r.expect("pushed again");
+    }
+    // A database queue's row started afresh, so the old lease no longer settles it; SQS and
+    // Kafka dead-letter the first copy and keep the second.
+    let settled = queue.dead(old, "550 no such user").await;
+    assert!(
+        matches!(settled, Ok(()) | Err(QueueError::LeaseLost(_))),
+        "{settled:?}"
+    );
+    let again = pull_n(queue, 1, 1).await.pop().expect("one");
+    assert_eq!(again.message.id, sent[0].id);
+    assert_eq!(again.attempt, 1, "attempts start afresh");
+    queue.ack(again).await.expect("ack");
+}
+
 /// A message with a later `send_at` stays invisible until its time (and does not age the queue
 /// meanwhile); one whose `send_at` has passed is due at once.
 pub async fn scheduled_waits_for_its_time(queue: &dyn Queue) {
@@ -233,6 +255,7 @@ where
     retry_and_release(fresh().await.as_ref()).await;
     expired_lease_is_redelivered(fresh().await.as_ref(), visibility).await;
     dead_leaves_the_queue(fresh().await.as_ref()).await;
+    pushed_again_outlives_its_old_lease(fresh().await.as_ref()).await;
     // SQS and Kafka cannot hold a message for later: the store's database queue holds it for
     // them (`mailroom::scheduler`; tested on SQS in `aws.rs`, on Kafka in `kafka.rs`).
     let queue = fresh().await;
