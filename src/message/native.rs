@@ -192,6 +192,8 @@ const RESERVED_HEADERS: &[&str] = &[
     "sender",
     "return-path",
     "received",
+    // Ties a delivered copy (and its bounces) to the message's record.
+    "x-mailroom-id",
 ];
 
 /// What a native message is checked against besides itself.

@@ -543,28 +543,12 @@ async fn a_message_a_worker_holds_from_sqs_cannot_be_cancelled_under_it() {
         raw.send_burst = 1;
     })
     .await;
-    let mut sent = Vec::new();
-    for i in 0..3 {
-        let to = unique_rcpt(&format!("claim-{i}"));
-        sent.push((app.send_to(&to).await, to));
-    }
     // One receive takes all three; at 2/s the last waits a second for its turn.
-    let cancels = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut answers = Vec::new();
-        for (id, _) in &sent {
-            let r = app.cancel(id).await;
-            let status = r.status().as_u16();
-            answers.push((status, r.text().await.expect("text")));
-        }
-        answers
-    };
-    let (_, answers) = tokio::join!(app.dispatch_all_pending(), cancels);
+    let outcomes = cancel_while_dispatching(&app, "claim", 3, Duration::from_millis(300)).await;
     let mut in_flight = 0;
-    for ((id, to), (status, body)) in sent.iter().zip(&answers) {
-        let got = app.relay.received_for(to).len();
-        let now = app.get_message(id).await["status"].clone();
-        match status {
+    for o in &outcomes {
+        let (id, got, now) = (&o.id, o.sent, &o.now);
+        match o.status {
             200 => assert!(
                 got == 0 && now == "cancelled",
                 "{id}: a 200, yet {got} sent, {now}"
@@ -573,13 +557,13 @@ async fn a_message_a_worker_holds_from_sqs_cannot_be_cancelled_under_it() {
                 got == 1 && now == "delivered",
                 "{id}: a 409, yet {got} sent, {now}"
             ),
-            other => panic!("{id}: {other} {body}"),
+            other => panic!("{id}: {other} {}", o.body),
         }
-        in_flight += usize::from(body.contains("being delivered"));
+        in_flight += usize::from(o.body.contains("being delivered"));
     }
     assert!(
         in_flight >= 1,
-        "a message waiting for the rate limit is claimed: {answers:?}"
+        "a message waiting for the rate limit is claimed: {outcomes:?}"
     );
 
     let to = unique_rcpt("fail-451-5");
@@ -612,13 +596,45 @@ async fn a_claim_lasts_as_long_as_the_wait_for_the_rate_limit() {
         raw.send_burst = 1;
     })
     .await;
+    let outcomes =
+        cancel_while_dispatching(&app, "long-claim", 6, Duration::from_millis(3_500)).await;
+    for o in &outcomes {
+        assert!(
+            o.status == 409 && o.sent == 1 && o.now == "delivered",
+            "{o:?}"
+        );
+    }
+    assert!(
+        outcomes.iter().any(|o| o.body.contains("being delivered")),
+        "a message still waited for its turn 3.5 s in: {outcomes:?}"
+    );
+}
+
+/// One message's fate in [`cancel_while_dispatching`]: the cancel's answer, then how many
+/// copies the relay received and the status the message ended with.
+#[derive(Debug)]
+struct CancelOutcome {
+    id: String,
+    status: u16,
+    body: String,
+    sent: usize,
+    now: Value,
+}
+
+/// Sends `n` messages, then dispatches them all and, `after` into that, cancels each in turn.
+async fn cancel_while_dispatching(
+    app: &TestApp,
+    prefix: &str,
+    n: usize,
+    after: Duration,
+) -> Vec<CancelOutcome> {
     let mut sent = Vec::new();
-    for i in 0..6 {
-        let to = unique_rcpt(&format!("long-claim-{i}"));
+    for i in 0..n {
+        let to = unique_rcpt(&format!("{prefix}-{i}"));
         sent.push((app.send_to(&to).await, to));
     }
     let cancels = async {
-        tokio::time::sleep(Duration::from_millis(3_500)).await;
+        tokio::time::sleep(after).await;
         let mut answers = Vec::new();
         for (id, _) in &sent {
             let r = app.cancel(id).await;
@@ -628,20 +644,17 @@ async fn a_claim_lasts_as_long_as_the_wait_for_the_rate_limit() {
         answers
     };
     let (_, answers) = tokio::join!(app.dispatch_all_pending(), cancels);
-    let mut waiting = 0;
-    for ((id, to), (status, body)) in sent.iter().zip(&answers) {
-        let got = app.relay.received_for(to).len();
-        let now = app.get_message(id).await["status"].clone();
-        assert!(
-            *status == 409 && got == 1 && now == "delivered",
-            "{id}: {status} {body}, then {got} sent, {now}"
-        );
-        waiting += usize::from(body.contains("being delivered"));
+    let mut outcomes = Vec::new();
+    for ((id, to), (status, body)) in sent.into_iter().zip(answers) {
+        outcomes.push(CancelOutcome {
+            sent: app.relay.received_for(&to).len(),
+            now: app.get_message(&id).await["status"].clone(),
+            id,
+            status,
+            body,
+        });
     }
-    assert!(
-        waiting >= 1,
-        "a message still waited for its turn 3.5 s in: {answers:?}"
-    );
+    outcomes
 }
 
 /// The token comes from SSM; a rotation is picked up within the TTL without a restart; when

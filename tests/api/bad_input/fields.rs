@@ -298,6 +298,7 @@ pub fn native() -> Vec<Case> {
         "Sender",
         "Return-Path",
         "Received",
+        "X-Mailroom-ID",
     ] {
         let name = format!("reserved header {reserved}");
         cases.push(native_field(
