@@ -106,8 +106,8 @@ impl Intake {
                 Ok(results) => results,
                 Err(_) => {
                     let late = format!("the queue did not answer within {PUSH_WITHIN:?}");
-                    let late = || Err(crate::queue::QueueError::Unavailable(late.clone()));
-                    messages.iter().map(|_| late()).collect()
+                    let late = |_| Err(crate::queue::QueueError::Unavailable(late.clone()));
+                    messages.iter().map(late).collect()
                 }
             };
             let failure = results

@@ -264,8 +264,6 @@ async fn replay(
         .idempotency(key, state.idempotency_ttl)
         .await?
     {
-        // Held by an acceptance that died mid-push: the request claims the key afresh.
-        Some(first) if first.pending_until.is_some_and(|until| until <= now_ms()) => Ok(None),
         Some(first) => replayed(first, hash).map(Some),
         None => Ok(None),
     }

@@ -11,9 +11,9 @@
 //! variable holding `<script>` arrives as text), whichever file prints it: a `footer.txt` that
 //! `welcome.html` includes escapes there and not in `welcome.txt`. The subject and the text body
 //! print as they are. Block tags take their own line break with them (`trim_blocks`,
-//! `lstrip_blocks`), so a `{% for %}` in a plain-text body leaves no blank lines. Each part has a fuel budget and a size limit (the
-//! request body limit), so no template can loop without end, or print without end, over what a
-//! request sends.
+//! `lstrip_blocks`), so a `{% for %}` in a plain-text body leaves no blank lines. Each part has a
+//! fuel budget and a size limit (the request body limit), so no template can loop without end,
+//! or print without end, over what a request sends.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -216,7 +216,8 @@ pub trait Store: Send + Sync + 'static {
     /// only those due later (`send_at`), to hold until their time (`crate::scheduler`).
     async fn insert(&self, acceptance: Acceptance, enqueue: bool) -> Result<Accepted, StoreError>;
 
-    /// The first answer given to this idempotency key, if it is younger than `ttl`.
+    /// The first answer given to this idempotency key, if it is younger than `ttl` and not left
+    /// pending past its time (see [`IdempotencyRecord::pending`]): such a key is claimed afresh.
     async fn idempotency(
         &self,
         key: &str,

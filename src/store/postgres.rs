@@ -160,6 +160,7 @@ impl Store for PgStore {
                 let row = sqlx::query(query_file!("select_idempotency"))
                     .bind(&idem.key)
                     .bind(i64::MIN)
+                    .bind(i64::MIN)
                     .fetch_one(&mut *tx)
                     .await?;
                 let first = idempotency_row(&row)?;
@@ -180,6 +181,7 @@ impl Store for PgStore {
         let row = sqlx::query(query_file!("select_idempotency"))
             .bind(key)
             .bind(now_ms() - ttl.as_millis() as i64)
+            .bind(now_ms())
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(idempotency_row).transpose()

@@ -14,8 +14,7 @@ mod kafka;
 #[allow(dead_code)]
 mod helpers;
 mod messages;
-#[cfg(feature = "aws")]
-mod moto;
+
 mod properties;
 #[cfg(all(feature = "postgres", feature = "redis"))]
 mod scale;

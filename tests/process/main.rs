@@ -20,7 +20,7 @@ mod torture;
 mod helpers;
 #[cfg(all(feature = "aws", feature = "postgres"))]
 #[allow(dead_code)]
-#[path = "../api/moto.rs"]
+#[path = "../api/aws/moto.rs"]
 mod moto;
 
 use std::collections::HashMap;

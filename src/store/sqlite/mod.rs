@@ -241,6 +241,7 @@ impl Store for SqliteStore {
         let row = sqlx::query(query_file!("select_idempotency"))
             .bind(key)
             .bind(now_ms() - ttl.as_millis() as i64)
+            .bind(now_ms())
             .fetch_optional(&self.db.read)
             .await?;
         row.as_ref().map(idempotency_row).transpose()

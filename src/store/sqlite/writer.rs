@@ -286,6 +286,7 @@ async fn apply_in_tx(
             let row = sqlx::query(query_file!("select_idempotency"))
                 .bind(&idem.key)
                 .bind(i64::MIN)
+                .bind(i64::MIN)
                 .fetch_one(&mut *tx)
                 .await?;
             answers.push(Answer::Accept(

@@ -283,6 +283,11 @@ pub async fn store_pending_keys(store: &dyn Store) {
     let died = keyed("died", Some(now - 1));
     assert_eq!(insert(died).await.expect("insert"), Accepted::Inserted);
     assert_eq!(
+        lookup("died").await.expect("lookup"),
+        None,
+        "a key left pending past its time no longer holds"
+    );
+    assert_eq!(
         insert(keyed("died", None)).await.expect("insert"),
         Accepted::Inserted,
         "a key whose push never settled in time is claimed afresh"
