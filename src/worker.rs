@@ -70,6 +70,16 @@ pub fn backoff(retry: &RetrySettings, attempt: u32) -> Duration {
     half + half.mul_f64(rand::rng().random::<f64>())
 }
 
+/// A delivery task that panicked left its lease unsettled: the lease runs out and the message
+/// is taken again (dead-lettered once its attempts are used up). Said in the logs, with why.
+fn reap(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = joined
+        && e.is_panic()
+    {
+        tracing::error!(error = %e, "A delivery task panicked; its message will be taken again when its lease runs out.");
+    }
+}
+
 impl Worker {
     /// Runs until `shutdown` is cancelled: then stops pulling, lets in-flight deliveries finish
     /// within the grace period, and releases the leases of those that do not.
@@ -84,11 +94,13 @@ impl Worker {
             "Worker started."
         );
         while !shutdown.is_cancelled() {
-            while tasks.try_join_next().is_some() {}
+            while let Some(joined) = tasks.try_join_next() {
+                reap(joined);
+            }
             let room = self.concurrency.saturating_sub(tasks.len());
             if room == 0 {
                 tokio::select! {
-                    _ = tasks.join_next() => {}
+                    Some(joined) = tasks.join_next() => reap(joined),
                     _ = shutdown.cancelled() => break,
                 }
                 continue;
@@ -166,7 +178,9 @@ impl Worker {
             "Worker stopping: no more pulls; finishing in-flight deliveries."
         );
         let drained = tokio::time::timeout(self.shutdown_grace, async {
-            while tasks.join_next().await.is_some() {}
+            while let Some(joined) = tasks.join_next().await {
+                reap(joined);
+            }
         })
         .await;
         if drained.is_err() {
@@ -176,7 +190,9 @@ impl Worker {
             );
             hard_stop.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                while tasks.join_next().await.is_some() {}
+                while let Some(joined) = tasks.join_next().await {
+                    reap(joined);
+                }
             })
             .await;
         }
@@ -197,7 +213,9 @@ impl Worker {
             let never = never.clone();
             tasks.spawn(async move { this.process(lease, status, &never, &never).await });
         }
-        while tasks.join_next().await.is_some() {}
+        while let Some(joined) = tasks.join_next().await {
+            reap(joined);
+        }
         Ok(n)
     }
 
@@ -268,6 +286,16 @@ impl Worker {
             tracing::warn!(message_id = %lease.message.id, "Not delivered: the message was abandoned when it was accepted (its client was answered 503).");
             return self.queue.ack(lease).await;
         }
+        if lease.attempt > self.retry.max_attempts {
+            // Every attempt settles its lease, so only leases that ran out unsettled get here:
+            // their worker was killed, or failed, while it held the message. One that makes
+            // each attempt fail that way must not be taken again and again, for ever.
+            let used = lease.attempt - 1;
+            let error = format!(
+                "gave up after {used} attempts: the last ones never finished (the worker holding the message stopped or failed; see its logs)"
+            );
+            return self.dead_letter(lease, used, error).await;
+        }
         let email = match mime::build(&lease.message, &self.mime) {
             Ok(e) => e,
             Err(e) => return self.fail(lease, e).await,
@@ -315,8 +343,8 @@ impl Worker {
         Sent::Done(result)
     }
 
-    /// Keeps the lease from expiring while its message waits for a slot and is delivered, on
-    /// queues whose leases need it (SQS, Kafka), and the store's claim with it. Never returns.
+    /// Keeps the lease from expiring while its message waits for a slot and is delivered, and
+    /// the store's claim with it (SQS, Kafka). Never returns.
     async fn keep_alive(&self, lease: &Lease) -> std::convert::Infallible {
         if let Some(every) = self.queue.heartbeat() {
             loop {
@@ -448,6 +476,17 @@ impl Worker {
         } else {
             error.to_string()
         };
+        self.dead_letter(lease, attempts, text).await
+    }
+
+    /// Archives the dead outcome, records it and takes the message off the queue.
+    async fn dead_letter(
+        &self,
+        lease: Lease,
+        attempts: u32,
+        text: String,
+    ) -> Result<(), QueueError> {
+        let id = lease.message.id;
         let outcome = Outcome {
             status: Status::Dead,
             at: Utc::now(),

@@ -125,8 +125,9 @@ pub trait Queue: Send + Sync + 'static {
     }
 
     /// How often a delivery that is still running should call [`Queue::extend`]; `None` when
-    /// leases need no keeping alive (the database queues lease for the whole visibility timeout,
-    /// and the limiter books no further ahead than a third of it).
+    /// leases need no keeping alive. Every queue here needs it: a message can wait for its turn
+    /// at the rate limit far longer than one visibility timeout (32 messages at 1/s wait up to
+    /// 32 s), and a lease that ran out meanwhile would let another worker send it too.
     fn heartbeat(&self) -> Option<Duration> {
         None
     }

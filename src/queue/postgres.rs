@@ -170,6 +170,24 @@ impl Queue for PostgresQueue {
         self.settle(lease, query_file!("delete_leased"), None).await
     }
 
+    fn heartbeat(&self) -> Option<Duration> {
+        Some(self.visibility / 3)
+    }
+
+    async fn extend(&self, lease: &Lease) -> Result<(), QueueError> {
+        let id = lease.message.id;
+        let token = Uuid::parse_str(&lease.receipt).map_err(|_| QueueError::LeaseLost(id))?;
+        sqlx::query(query_file!("extend_leased"))
+            .bind(id)
+            .bind(token)
+            .bind(self.visibility.as_millis() as i64)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .map(|_| ())
+            .ok_or(QueueError::LeaseLost(id))
+    }
+
     async fn depth(&self) -> Result<Depth, QueueError> {
         let row = sqlx::query(query_file!("depth"))
             .fetch_one(&self.pool)

@@ -34,9 +34,9 @@ impl SqliteQueue {
         }
     }
 
-    async fn settle(&self, lease: Lease, settle: Settle) -> Result<(), QueueError> {
+    async fn settle(&self, lease: &Lease, settle: Settle) -> Result<(), QueueError> {
         let id = lease.message.id;
-        if self.db.settle(id, lease.receipt, settle).await? {
+        if self.db.settle(id, lease.receipt.clone(), settle).await? {
             Ok(())
         } else {
             Err(QueueError::LeaseLost(id))
@@ -77,13 +77,13 @@ impl Queue for SqliteQueue {
     }
 
     async fn ack(&self, lease: Lease) -> Result<(), QueueError> {
-        self.settle(lease, Settle::Remove).await
+        self.settle(&lease, Settle::Remove).await
     }
 
     async fn retry(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
         let available_at = now_ms() + delay.as_millis() as i64;
         self.settle(
-            lease,
+            &lease,
             Settle::Reschedule {
                 available_at,
                 uncount: false,
@@ -95,7 +95,7 @@ impl Queue for SqliteQueue {
     async fn release(&self, lease: Lease) -> Result<(), QueueError> {
         let available_at = now_ms();
         self.settle(
-            lease,
+            &lease,
             Settle::Reschedule {
                 available_at,
                 uncount: true,
@@ -106,7 +106,7 @@ impl Queue for SqliteQueue {
 
     async fn dead(&self, lease: Lease, _error: &str) -> Result<(), QueueError> {
         // The store keeps the dead letter (status dead, last error); the queue only lets go.
-        self.settle(lease, Settle::Remove).await
+        self.settle(&lease, Settle::Remove).await
     }
 
     async fn depth(&self) -> Result<Depth, QueueError> {
@@ -128,5 +128,14 @@ impl Queue for SqliteQueue {
 
     fn schedules(&self) -> bool {
         true
+    }
+
+    fn heartbeat(&self) -> Option<Duration> {
+        Some(self.visibility / 3)
+    }
+
+    async fn extend(&self, lease: &Lease) -> Result<(), QueueError> {
+        let available_at = now_ms() + self.visibility.as_millis() as i64;
+        self.settle(lease, Settle::Extend { available_at }).await
     }
 }

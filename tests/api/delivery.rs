@@ -354,6 +354,37 @@ async fn lease_of_dead_worker_is_recovered() {
     assert_eq!(app.relay.received_for(&to).len(), 1);
 }
 
+/// A message whose attempts never finish (each worker holding it killed, or failing, before it
+/// settles the lease) is not taken for ever: once its attempts are used up, the next one
+/// dead-letters it unsent, saying why, and an operator's redrive then delivers it.
+#[tokio::test]
+async fn a_message_whose_attempts_never_finish_is_dead_lettered() {
+    let app = spawn_app_with(|c| {
+        c.visibility_timeout_secs = 2;
+        c.smtp_timeout_secs = 1;
+        c.max_attempts = 1;
+    })
+    .await;
+    let to = unique_rcpt("never-finishes");
+    let id = app.send_to(&to).await;
+    let leases = app.queue.pull(10).await.expect("pull");
+    assert_eq!(leases.len(), 1);
+    std::mem::forget(leases); // the worker holding them is gone
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(app.dispatch_all_pending().await, 1);
+    let m = app.get_message(&id).await;
+    assert_eq!((&m["status"], &m["attempts"]), (&json!("dead"), &json!(1)));
+    let err = m["last_error"].as_str().expect("error");
+    assert!(
+        err.contains("gave up after 1 attempts: the last ones never finished"),
+        "{err}"
+    );
+    assert!(app.relay.received_for(&to).is_empty(), "not sent");
+    assert_eq!(app.redrive(&id).await.status(), 202);
+    app.dispatch_until(&id, "delivered").await;
+    assert_eq!(app.relay.received_for(&to).len(), 1);
+}
+
 /// STARTTLS with AUTH, and implicit TLS with AUTH, deliver; a wrong password defers (an
 /// operator's mistake must not dead-letter messages).
 #[tokio::test]
@@ -416,6 +447,48 @@ async fn rate_ceiling_holds_across_concurrent_deliveries() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// A message waiting for its turn longer than the visibility timeout keeps its lease: at 2/s
+/// the last of eight taken together waits about 3.5 s, the visibility timeout is 2 s, and a
+/// second worker loop pulls all the while. Each message goes out once, at its first attempt.
+#[tokio::test]
+async fn a_lease_lasts_as_long_as_the_wait_for_the_rate_limit() {
+    let app = spawn_app_with(|c| {
+        c.send_rate_per_second = 2.0;
+        c.worker_concurrency = 8;
+        c.visibility_timeout_secs = 2;
+        c.smtp_timeout_secs = 1;
+    })
+    .await;
+    let mut sent = Vec::new();
+    for i in 0..8 {
+        let to = unique_rcpt(&format!("long-lease-{i}"));
+        sent.push((app.send_to(&to).await, to));
+    }
+    let stop = CancellationToken::new();
+    let first = tokio::spawn(app.worker.clone().run(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = tokio::spawn(app.worker.clone().run(stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for (id, _) in &sent {
+        while app.get_message(id).await["status"] != "delivered" {
+            assert!(Instant::now() < deadline, "{id} never delivered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Time for a second copy, had a lease run out, to pass the limiter.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    stop.cancel();
+    let _ = tokio::join!(first, second);
+    for (id, to) in &sent {
+        let m = app.get_message(id).await;
+        assert_eq!(
+            (app.relay.received_for(to).len(), &m["attempts"]),
+            (1, &json!(1)),
+            "{id}: {m}"
+        );
+    }
 }
 
 /// On shutdown the worker stops pulling and releases leases still waiting for the rate limit:

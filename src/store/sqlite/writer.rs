@@ -33,6 +33,8 @@ pub(crate) enum Settle {
     Remove,
     /// Due again at this time; `uncount` gives the attempt back.
     Reschedule { available_at: i64, uncount: bool },
+    /// Still held (a heartbeat): the lease lasts until this time.
+    Extend { available_at: i64 },
 }
 
 pub(super) enum Op {
@@ -236,7 +238,11 @@ async fn apply_in_tx(
                         uncount,
                     } => reschedules.push(json!({
                         "id": id, "token": token,
-                        "available_at": available_at, "uncount": i64::from(uncount),
+                        "available_at": available_at, "uncount": i64::from(uncount), "keep": 0,
+                    })),
+                    Settle::Extend { available_at } => reschedules.push(json!({
+                        "id": id, "token": token,
+                        "available_at": available_at, "uncount": 0, "keep": 1,
                     })),
                 }
                 settle_answers.push((id, reply));

@@ -131,6 +131,26 @@ pub async fn expired_lease_is_redelivered(queue: &dyn Queue, visibility: Duratio
     queue.ack(fresh).await.expect("the current holder settles");
 }
 
+/// A lease its holder keeps alive (the worker's heartbeat while a message waits for its turn)
+/// outlasts the visibility timeout: no one else leases the message, and the holder settles it.
+pub async fn extended_lease_is_kept(queue: &dyn Queue, visibility: Duration) {
+    push(queue, 1).await;
+    let lease = pull_n(queue, 1, 1).await.pop().expect("one");
+    let beat = queue
+        .heartbeat()
+        .expect("every queue's leases are kept alive");
+    let until = tokio::time::Instant::now() + visibility + visibility / 2;
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(beat).await;
+        queue
+            .extend(&lease)
+            .await
+            .expect("the holder extends its lease");
+    }
+    assert!(queue.pull(1).await.expect("pull").is_empty(), "still held");
+    queue.ack(lease).await.expect("the holder settles");
+}
+
 /// Dead-lettering takes the message off the queue.
 pub async fn dead_leaves_the_queue(queue: &dyn Queue) {
     push(queue, 1).await;
@@ -254,6 +274,7 @@ where
     push_pull_ack(fresh().await.as_ref()).await;
     retry_and_release(fresh().await.as_ref()).await;
     expired_lease_is_redelivered(fresh().await.as_ref(), visibility).await;
+    extended_lease_is_kept(fresh().await.as_ref(), visibility).await;
     dead_leaves_the_queue(fresh().await.as_ref()).await;
     pushed_again_outlives_its_old_lease(fresh().await.as_ref()).await;
     // SQS and Kafka cannot hold a message for later: the store's database queue holds it for
