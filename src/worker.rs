@@ -38,11 +38,13 @@ pub struct Worker {
     /// Rung by the intake after a commit, so a new message does not wait for the poll interval.
     pub wake: Arc<Notify>,
     pub shutdown_grace: Duration,
-    /// With an external queue (SQS, Kafka), which a cancel cannot reach: how long the store
-    /// claims a pulled message for this worker ([`Store::claim`]), so that a cancel while it
-    /// waits for the rate limit or is being sent is refused. `None` with the database queue,
-    /// whose lease a cancel already sees.
-    pub claim_for: Option<Duration>,
+    /// How long a lease lasts (`VISIBILITY_TIMEOUT_SECS`), and with it a store claim.
+    pub visibility: Duration,
+    /// With an external queue (SQS, Kafka), which a cancel cannot reach: the store claims a
+    /// pulled message for this worker ([`Store::claim`]), so that a cancel while it waits for
+    /// the rate limit or is being sent is refused. Not with the database queue, whose lease a
+    /// cancel already sees.
+    pub claims: bool,
 }
 
 /// How often a paused delivery backend is asked whether it may send again.
@@ -57,7 +59,13 @@ enum Sent {
     Done(Result<crate::delivery::Receipt, DeliveryError>),
     /// Shutdown came first: the lease goes back.
     Stopped,
+    /// The lease was lost before the message was handed over: not sent, nothing to settle.
+    Lost,
 }
+
+/// The longest pause between two tries to write a delivery's outcome to the store, or to read
+/// the statuses of a pulled batch, while the store is unreachable.
+const STORE_PAUSE_MAX: Duration = Duration::from_secs(10);
 
 /// Delay before attempt `attempt + 1`: exponential from `base`, capped at `max`, with "equal
 /// jitter" (half fixed, half random) so retries of one outage spread out.
@@ -87,6 +95,7 @@ impl Worker {
         let hard_stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let mut pull_errors = 0u32;
+        let mut store_errors = 0u32;
         tracing::info!(
             queue = self.queue.name(),
             delivery = self.delivery.name(),
@@ -164,7 +173,16 @@ impl Worker {
                 }
                 continue;
             }
-            let statuses = self.known_statuses(&leases).await;
+            let Some(statuses) = self.known_statuses(&leases).await else {
+                self.give_back(leases).await;
+                store_errors = store_errors.saturating_add(1);
+                tokio::select! {
+                    _ = tokio::time::sleep(self.store_pause(store_errors)) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            };
+            store_errors = 0;
             for lease in leases {
                 let status = statuses.get(&lease.message.id).copied();
                 let this = self.clone();
@@ -204,7 +222,10 @@ impl Worker {
     pub async fn run_once(self: &Arc<Self>) -> Result<usize, QueueError> {
         let leases = self.queue.pull(self.concurrency).await?;
         let n = leases.len();
-        let statuses = self.known_statuses(&leases).await;
+        let Some(statuses) = self.known_statuses(&leases).await else {
+            self.give_back(leases).await;
+            return Ok(0);
+        };
         let never = CancellationToken::new();
         let mut tasks = JoinSet::new();
         for lease in leases {
@@ -219,22 +240,36 @@ impl Worker {
         Ok(n)
     }
 
-    /// What the store already knows of these messages: a delivered or cancelled one is not sent
-    /// (again). With an external queue the store claims them for this worker at the same time.
-    async fn known_statuses(&self, leases: &[Lease]) -> HashMap<uuid::Uuid, Status> {
+    /// What the store already knows of these messages: a delivered, cancelled, abandoned or
+    /// dead one is not sent (again). With an external queue the store claims them for this
+    /// worker at the same time. `None` when the store cannot be reached.
+    async fn known_statuses(&self, leases: &[Lease]) -> Option<HashMap<uuid::Uuid, Status>> {
         let ids: Vec<_> = leases.iter().map(|l| l.message.id).collect();
-        let known = match self.claim_for {
-            Some(ttl) => self.store.claim(&ids, ttl).await,
-            None => self.store.statuses(&ids).await,
+        let known = if self.claims {
+            self.store.claim(&ids, self.visibility).await
+        } else {
+            self.store.statuses(&ids).await
         };
-        match known {
-            Ok(s) => s,
-            Err(e) => {
-                // Without statuses every message is treated as new: at least once, never lost.
-                tracing::warn!(error = %e, "Could not read message statuses before delivery.");
-                HashMap::new()
+        known
+            .inspect_err(|e| tracing::warn!(error = %e, "Could not read message statuses before delivery; giving the messages back."))
+            .ok()
+    }
+
+    /// Gives leases back unsent and uncounted. Without the store a message's status is unknown
+    /// (it may be cancelled, or sent already) and its outcome could not be recorded: sending it
+    /// would break a cancel and, at each visibility timeout, send it again.
+    async fn give_back(&self, leases: Vec<Lease>) {
+        for lease in leases {
+            if let Err(e) = self.queue.release(lease).await {
+                tracing::warn!(error = %e, "Could not give a lease back; it will run out.");
             }
         }
+    }
+
+    /// How long to wait before the `n`th try after the store failed: the retry backoff, at
+    /// most [`STORE_PAUSE_MAX`].
+    fn store_pause(&self, n: u32) -> Duration {
+        backoff(&self.retry, n).min(STORE_PAUSE_MAX)
     }
 
     async fn process(
@@ -308,21 +343,31 @@ impl Worker {
             };
             return self.finish(lease, Status::Archived, detail.into()).await;
         };
-        let sent = tokio::select! {
-            sent = self.send(&email, soft_stop, hard_stop) => sent,
-            never = self.keep_alive(&lease) => match never {},
+        let sent = {
+            // Kept alive from here to the end of the send; it ends only if the lease is lost.
+            let kept = self.keep_alive(&lease);
+            tokio::pin!(kept);
+            self.send(&email, kept, soft_stop, hard_stop).await
         };
         match sent {
             Sent::Stopped => self.queue.release(lease).await,
+            Sent::Lost => {
+                // Another worker may hold the message now, and a cancel may have been answered
+                // 200: its next holder decides.
+                tracing::warn!(message_id = %lease.message.id, "Lease lost while waiting for the rate limit; not sent by this worker.");
+                Ok(())
+            }
             Sent::Done(Ok(receipt)) => self.finish(lease, Status::Delivered, receipt.detail).await,
             Sent::Done(Err(e)) => self.fail(lease, e).await,
         }
     }
 
-    /// Waits for a slot of the global rate, then delivers.
+    /// Waits for a slot of the global rate, then delivers, unless the lease `kept` alive is
+    /// lost before the message is handed over.
     async fn send(
         &self,
         email: &lettre::Message,
+        mut kept: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
         soft_stop: &CancellationToken,
         hard_stop: &CancellationToken,
     ) -> Sent {
@@ -330,13 +375,22 @@ impl Worker {
             let waited = tokio::select! {
                 w = limiter::acquire(limiter.as_ref()) => w,
                 _ = soft_stop.cancelled() => return Sent::Stopped,
+                () = &mut kept => return Sent::Lost,
             };
             metrics::histogram!("mailroom_rate_limit_wait_seconds").record(waited.as_secs_f64());
         }
         let started = Instant::now();
+        let deliver = self.delivery.deliver(email);
+        tokio::pin!(deliver);
         let result = tokio::select! {
-            r = self.delivery.deliver(email) => r,
+            r = &mut deliver => r,
             _ = hard_stop.cancelled() => return Sent::Stopped,
+            // Lost while the relay has it: cutting the session off now could not take the
+            // message back. It finishes; settling then finds the lease gone.
+            () = &mut kept => tokio::select! {
+                r = &mut deliver => r,
+                _ = hard_stop.cancelled() => return Sent::Stopped,
+            },
         };
         metrics::histogram!("mailroom_delivery_duration_seconds")
             .record(started.elapsed().as_secs_f64());
@@ -344,34 +398,49 @@ impl Worker {
     }
 
     /// Keeps the lease from expiring while its message waits for a slot and is delivered, and
-    /// the store's claim with it (SQS, Kafka). Never returns.
-    async fn keep_alive(&self, lease: &Lease) -> std::convert::Infallible {
-        if let Some(every) = self.queue.heartbeat() {
-            loop {
-                tokio::time::sleep(every).await;
-                match self.queue.extend(lease).await {
-                    Ok(()) => self.renew_claim(lease).await,
-                    Err(e @ QueueError::LeaseLost(_)) => {
-                        tracing::warn!(message_id = %lease.message.id, error = %e, "Lease lost while delivering.");
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(message_id = %lease.message.id, error = %e, "Could not extend a lease; trying again.")
-                    }
+    /// the store's claim with it (SQS, Kafka). Returns only when the lease is lost: the queue
+    /// says so, or no heartbeat has gone through for a whole visibility timeout (the lease, or
+    /// the claim that keeps a cancel out, may have run out meanwhile).
+    async fn keep_alive(&self, lease: &Lease) {
+        let Some(every) = self.queue.heartbeat() else {
+            return std::future::pending().await;
+        };
+        let id = lease.message.id;
+        let mut kept_until = tokio::time::Instant::now() + self.visibility;
+        loop {
+            tokio::time::sleep(every).await;
+            let beat = tokio::time::Instant::now();
+            match self.queue.extend(lease).await {
+                Ok(()) if self.renew_claim(lease).await => kept_until = beat + self.visibility,
+                Ok(()) => {}
+                Err(e @ QueueError::LeaseLost(_)) => {
+                    tracing::warn!(message_id = %id, error = %e, "Lease lost while delivering.");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(message_id = %id, error = %e, "Could not extend a lease; trying again.")
                 }
             }
+            if tokio::time::Instant::now() + every >= kept_until {
+                tracing::warn!(message_id = %id, "No heartbeat went through for a visibility timeout; taking the lease as lost.");
+                return;
+            }
         }
-        std::future::pending().await
     }
 
     /// A claim lasts one visibility timeout, as the lease did when it was taken; a wait for the
     /// rate limit plus a send can take longer (32 messages at 1/s wait up to 32 s). Renewed with
     /// the lease, it keeps a cancel from being answered 200 while the message is still sent.
-    async fn renew_claim(&self, lease: &Lease) {
-        let Some(ttl) = self.claim_for else { return };
-        if let Err(e) = self.store.claim(&[lease.message.id], ttl).await {
-            tracing::warn!(message_id = %lease.message.id, error = %e, "Could not renew a message's claim; a cancel may be answered 200 while it is sent.");
+    /// Whether it holds (trivially, without claims).
+    async fn renew_claim(&self, lease: &Lease) -> bool {
+        if !self.claims {
+            return true;
         }
+        self.store
+            .claim(&[lease.message.id], self.visibility)
+            .await
+            .inspect_err(|e| tracing::warn!(message_id = %lease.message.id, error = %e, "Could not renew a message's claim."))
+            .is_ok()
     }
 
     /// Success: record, archive, ack.
@@ -388,7 +457,7 @@ impl Worker {
                 detail: detail.clone(),
             },
         };
-        self.store.record(id, transition).await?;
+        self.record_outcome(&lease, transition).await?;
         let outcome = Outcome {
             status,
             at: Utc::now(),
@@ -407,6 +476,36 @@ impl Worker {
         tracing::info!(message_id = %id, attempts, outcome, "Message {outcome}.");
         metrics::counter!("mailroom_deliveries_total", "outcome" => outcome).increment(1);
         Ok(())
+    }
+
+    /// Records a delivery's outcome. The message has gone out: a store that is briefly
+    /// unreachable must not make it go out again (the lease would run out unsettled), so the
+    /// write is tried again, the lease kept alive meanwhile, until it goes through or the lease
+    /// is lost.
+    async fn record_outcome(
+        &self,
+        lease: &Lease,
+        transition: Transition,
+    ) -> Result<(), QueueError> {
+        let id = lease.message.id;
+        let retried = async {
+            let mut failures = 0u32;
+            loop {
+                match self.store.record(id, transition.clone()).await {
+                    Ok(_) => return,
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        let pause = self.store_pause(failures);
+                        tracing::error!(message_id = %id, error = %e, retry_in_ms = pause.as_millis() as u64, "Could not record a delivery; trying again.");
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            () = retried => Ok(()),
+            () = self.keep_alive(lease) => Err(QueueError::LeaseLost(id)),
+        }
     }
 
     async fn archive(

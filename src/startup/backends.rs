@@ -169,7 +169,8 @@ impl Backends {
             poll_interval: s.poll_interval,
             wake: self.wake.clone(),
             shutdown_grace: s.shutdown_grace,
-            claim_for: (!self.intake.queue_in_store).then_some(s.visibility_timeout),
+            visibility: s.visibility_timeout,
+            claims: !self.intake.queue_in_store,
         })
     }
 }

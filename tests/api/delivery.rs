@@ -1,9 +1,12 @@
 //! The worker against the real SMTP relay: delivery, archive, retries, dead letters, leases,
 //! TLS and AUTH, the rate ceiling and shutdown.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mailroom::message::Status;
+use mailroom::message::{Message, Status};
+use mailroom::queue::{Depth, Lease, Queue, QueueError};
+use mailroom::worker::Worker;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -489,6 +492,87 @@ async fn a_lease_lasts_as_long_as_the_wait_for_the_rate_limit() {
             "{id}: {m}"
         );
     }
+}
+
+/// A queue whose leases are lost at their first heartbeat, as a Kafka rebalance loses those of
+/// the partitions it moves, or a database lease that ran out while its extensions failed.
+struct LosesLeases(Arc<dyn Queue>);
+
+#[async_trait::async_trait]
+impl Queue for LosesLeases {
+    async fn push(&self, messages: &[Message]) -> Vec<Result<(), QueueError>> {
+        self.0.push(messages).await
+    }
+    async fn pull(&self, max: usize) -> Result<Vec<Lease>, QueueError> {
+        self.0.pull(max).await
+    }
+    async fn ack(&self, lease: Lease) -> Result<(), QueueError> {
+        self.0.ack(lease).await
+    }
+    async fn retry(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
+        self.0.retry(lease, delay).await
+    }
+    async fn release(&self, lease: Lease) -> Result<(), QueueError> {
+        self.0.release(lease).await
+    }
+    async fn dead(&self, lease: Lease, error: &str) -> Result<(), QueueError> {
+        self.0.dead(lease, error).await
+    }
+    async fn depth(&self) -> Result<Depth, QueueError> {
+        self.0.depth().await
+    }
+    fn name(&self) -> &'static str {
+        "loses-leases"
+    }
+    fn heartbeat(&self) -> Option<Duration> {
+        Some(Duration::from_millis(300))
+    }
+    async fn extend(&self, lease: &Lease) -> Result<(), QueueError> {
+        Err(QueueError::LeaseLost(lease.message.id))
+    }
+}
+
+/// A worker whose lease is lost while the message waits for its turn does not send it: the
+/// message's next holder does (or drops it, if it was cancelled meanwhile). At 1/s, the first of
+/// three goes at once, the others wait past the first heartbeat, which finds their leases gone.
+#[tokio::test]
+async fn a_lease_lost_while_waiting_is_not_sent() {
+    let app = spawn_app_with(|c| {
+        c.send_rate_per_second = 1.0;
+        c.worker_concurrency = 3;
+    })
+    .await;
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        let to = unique_rcpt(&format!("lost-lease-{i}"));
+        sent.push((app.send_to(&to).await, to));
+    }
+    let worker = Arc::new(Worker {
+        queue: Arc::new(LosesLeases(app.queue.clone())),
+        store: app.worker.store.clone(),
+        delivery: app.worker.delivery.clone(),
+        archive: app.worker.archive.clone(),
+        limiter: app.worker.limiter.clone(),
+        mime: app.worker.mime.clone(),
+        retry: app.worker.retry.clone(),
+        concurrency: 3,
+        poll_interval: app.worker.poll_interval,
+        wake: app.worker.wake.clone(),
+        shutdown_grace: app.worker.shutdown_grace,
+        visibility: app.worker.visibility,
+        claims: false,
+    });
+    assert_eq!(worker.run_once().await.expect("pull"), 3);
+    let mut delivered = 0;
+    for (id, to) in &sent {
+        let (got, m) = (app.relay.received_for(to).len(), app.get_message(id).await);
+        match got {
+            1 => delivered += 1,
+            0 => assert_eq!(m["status"], "queued", "{m}"),
+            n => panic!("{id}: sent {n} times"),
+        }
+    }
+    assert_eq!(delivered, 1, "only the one whose slot came at once");
 }
 
 /// On shutdown the worker stops pulling and releases leases still waiting for the rate limit:

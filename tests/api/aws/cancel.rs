@@ -110,6 +110,51 @@ async fn a_claim_lasts_as_long_as_the_wait_for_the_rate_limit() {
     );
 }
 
+/// A worker that cannot reach the store does not send what it receives: it cannot tell a
+/// cancelled message from a queued one, nor record what it sent. It gives the messages back
+/// uncounted, and once the store is back the cancelled one is dropped and the other sent once.
+#[tokio::test]
+async fn a_worker_without_its_store_sends_nothing() {
+    use sqlx::Connection;
+    let moto = Moto::start().await;
+    let (url, _) = moto.queue_with_dlq("no-store", 5, None).await;
+    let app = spawn_app_with(|raw| on_aws(raw, &moto, &url)).await;
+    let (kept, withdrawn) = (unique_rcpt("no-store"), unique_rcpt("no-store-cancelled"));
+    let kept_id = app.send_to(&kept).await;
+    let withdrawn_id = app.send_to(&withdrawn).await;
+    assert_eq!(app.cancel(&withdrawn_id).await.status(), 200);
+
+    let db = app.app_data.path().join("mailroom.db");
+    let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open");
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut blocker)
+        .await
+        .expect("lock");
+    assert_eq!(
+        app.worker.run_once().await.expect("SQS answers"),
+        0,
+        "received, then given back"
+    );
+    assert!(app.relay.received_for(&kept).is_empty());
+    assert!(app.relay.received_for(&withdrawn).is_empty(), "cancelled");
+    sqlx::query("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .expect("unlock");
+
+    app.dispatch_until(&kept_id, "delivered").await;
+    assert_eq!(app.relay.received_for(&kept).len(), 1);
+    assert_eq!(
+        app.get_message(&kept_id).await["attempts"],
+        1,
+        "giving back is no attempt"
+    );
+    assert!(app.relay.received_for(&withdrawn).is_empty(), "never sent");
+    assert_eq!(app.get_message(&withdrawn_id).await["status"], "cancelled");
+}
+
 /// One message's fate in [`cancel_while_dispatching`]: the cancel's answer, then how many
 /// copies the relay received and the status the message ended with.
 #[derive(Debug)]
