@@ -160,13 +160,25 @@ impl Intake {
         }
     }
 
-    /// Puts a dead letter back in the queue.
+    /// Puts a dead letter back in the queue. Run apart from the request, as an acceptance is:
+    /// a client that hangs up between the record and the push must not leave the message
+    /// `queued` with nothing on the queue.
     pub async fn redrive(&self, id: Uuid) -> Result<(), IntakeError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.redrive_now(id).await })
+            .await
+            .map_err(|e| IntakeError::Unavailable(format!("redrive task failed: {e}")))?
+    }
+
+    async fn redrive_now(&self, id: Uuid) -> Result<(), IntakeError> {
         let record = self.store.get(id).await?.ok_or(IntakeError::NotFound(id))?;
         if record.status != Status::Dead {
             return Err(IntakeError::NotDead(id, record.status.as_str()));
         }
-        self.store.record(id, Transition::Redriven).await?;
+        if !self.store.record(id, Transition::Redriven).await? {
+            // Another redrive queued it in the meantime: once is enough.
+            return Err(IntakeError::NotDead(id, Status::Queued.as_str()));
+        }
         if let Some(Err(e)) = self
             .queue
             .push(std::slice::from_ref(&record.message))

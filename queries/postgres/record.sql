@@ -2,10 +2,12 @@
 -- stale worker whose lease ran out. A cancelled one only becomes delivered or archived (an
 -- attempt already under way when it was cancelled, on a queue that cannot withdraw it). A status
 -- change ends a worker's claim (claim.sql): a deferred message can be cancelled until its next
--- attempt. $1 id, $2 status, $3 at, $4 attempts or NULL, $5 error or NULL
+-- attempt. Only a dead letter is queued again (a redrive), so two redrives at once queue it once.
+-- $1 id, $2 status, $3 at, $4 attempts or NULL, $5 error or NULL
 UPDATE messages
 SET status = $2, updated_at = $3, attempts = coalesce($4, attempts), last_error = coalesce($5, last_error),
     claimed_until = NULL
 WHERE id = $1
   AND NOT (status IN ('delivered', 'archived', 'cancelled') AND $2 NOT IN ('delivered', 'archived'))
+  AND ($2 <> 'queued' OR status = 'dead')
 RETURNING id

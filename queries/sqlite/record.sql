@@ -2,7 +2,8 @@
 -- goes back to an unfinished status: that would be a stale worker whose lease ran out. A
 -- cancelled one only becomes delivered or archived (an attempt already under way when it was
 -- cancelled, on a queue that cannot withdraw it), never due again. A status change ends a
--- worker's claim (claim.sql): a deferred message can be cancelled until its next attempt.
+-- worker's claim (claim.sql): a deferred message can be cancelled until its next attempt. Only
+-- a dead letter is queued again (a redrive), so two redrives at once queue it once.
 UPDATE messages AS m
 SET status = t.status,
     updated_at = t.at,
@@ -17,4 +18,5 @@ FROM (
 WHERE m.id = t.id
   AND NOT (m.status IN ('delivered', 'archived', 'cancelled')
            AND t.status NOT IN ('delivered', 'archived'))
+  AND (t.status <> 'queued' OR m.status = 'dead')
 RETURNING id

@@ -388,11 +388,11 @@ impl RawConfig {
             value
                 .as_deref()
                 .map(|v| {
-                    v.parse::<lettre::message::Mailbox>().map_err(|_| {
+                    crate::message::deliverable(v).map_err(|_| {
                         ConfigError::invalid(
                             var,
                             v,
-                            "expected an email address, optionally as Name <address>",
+                            "expected an email address, optionally as Name <address>, with an ASCII part before the @ and a host name after it",
                         )
                     })
                 })

@@ -6,7 +6,7 @@ use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 
 use super::DeliveryError;
-use crate::message::{Content, Message};
+use crate::message::{Content, Message, deliverable};
 
 /// What building a message needs from the configuration.
 #[derive(Debug, Clone, Default)]
@@ -25,7 +25,7 @@ pub fn build(
     let bad = |what: &str, e: &dyn std::fmt::Display| {
         DeliveryError::Permanent(format!("cannot build the message: {what}: {e}"))
     };
-    let parse = |field: &str, value: &str| value.parse::<Mailbox>().map_err(|e| bad(field, &e));
+    let parse = |field: &str, value: &str| deliverable(value).map_err(|e| bad(field, &e));
     let id_header = HeaderName::new_from_ascii_str("X-Mailroom-Id");
     let mut builder = lettre::Message::builder()
         .raw_header(HeaderValue::new(id_header, message.id.to_string()))
@@ -162,6 +162,27 @@ mod tests {
             .map(|a| a.to_string())
             .collect();
         assert_eq!(rcpt, ["a@example.com", "hidden@example.com"]);
+    }
+
+    /// A message accepted without `from` carries the API's DEFAULT_FROM: a worker configured
+    /// without one (another process, or a changed setting while it waited for its `send_at`)
+    /// still builds it.
+    #[test]
+    fn default_from_travels_with_the_message() {
+        let templates = crate::message::Templates::default();
+        let default_from: Mailbox = "Shop <noreply@example.com>".parse().expect("an address");
+        let rules = crate::message::NativeRules {
+            default_from: Some(&default_from),
+            templates: &templates,
+        };
+        let body = serde_json::json!({"to": ["a@example.com"], "subject": "s", "text": "t"});
+        let n = NativeEmail::parse(body, "", rules).expect("valid");
+        let m = Message::new(Content::Native(Box::new(n)));
+        let email = build(&m, &MimeSettings::default())
+            .expect("builds without the worker's DEFAULT_FROM")
+            .expect("has recipients");
+        let text = String::from_utf8(email.formatted()).expect("utf-8");
+        assert!(text.contains("From: Shop <noreply@example.com>"), "{text}");
     }
 
     /// Attachments make the message multipart/mixed: the alternatives first, then each file with

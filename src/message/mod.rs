@@ -278,12 +278,41 @@ fn mailbox(field: &str, value: &str) -> Result<Mailbox, FieldError> {
     if value.chars().count() > MAX_NAME_CHARS + 256 {
         return Err(FieldError::new(field, "is too long for an address"));
     }
-    value.parse::<Mailbox>().map_err(|e| {
-        FieldError::new(
-            field,
-            format!("is not a valid email address ({e}); expected address or Name <address>"),
+    deliverable(value).map_err(|why| FieldError::new(field, why))
+}
+
+/// An address as it goes out. lettre takes any Unicode and any atext in a domain, but a relay
+/// without SMTPUTF8, and SES, take only ASCII: an internationalised domain goes out in its ASCII
+/// form (`bücher.de` as `xn--bcher-kva.de`). A domain that is no host name (`ex$ample.com`) and
+/// a local part that is not ASCII (`ü@example.com`, which needs SMTPUTF8) are refused up front,
+/// rather than accepted and then retried at every attempt until they are dead-lettered.
+pub fn deliverable(value: &str) -> Result<Mailbox, String> {
+    let mailbox: Mailbox = value.parse().map_err(|e| {
+        format!("is not a valid email address ({e}); expected address or Name <address>")
+    })?;
+    let (user, domain) = (mailbox.email.user(), mailbox.email.domain());
+    if !user.is_ascii() {
+        return Err(
+            "has a part before the @ that is not ASCII; sending it needs SMTPUTF8, which relays and SES do not all offer"
+                .into(),
+        );
+    }
+    if domain.starts_with('[') {
+        // An address literal (`[192.0.2.1]`), which lettre has checked.
+        return Ok(mailbox);
+    }
+    let ascii = idna::domain_to_ascii_strict(domain).map_err(|_| {
+        format!(
+            "has a domain that is not a host name ({domain:?}): letters, digits and hyphens between dots, or an internationalised name"
         )
-    })
+    })?;
+    if ascii == domain {
+        return Ok(mailbox);
+    }
+    let email = lettre::Address::new(user, &ascii).map_err(|e| {
+        format!("has a domain whose ASCII form {ascii:?} is not valid in an address ({e})")
+    })?;
+    Ok(Mailbox::new(mailbox.name, email))
 }
 
 #[cfg(test)]

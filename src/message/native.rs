@@ -177,6 +177,9 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
 }
 
 /// Header names a client may not set: mailroom writes them itself.
+/// The longest attachment content type: its parameters included, well within one header line.
+const MAX_CONTENT_TYPE_BYTES: usize = 255;
+
 const RESERVED_HEADERS: &[&str] = &[
     "from",
     "to",
@@ -241,6 +244,11 @@ impl NativeEmail {
         email
             .validate(prefix, rules.default_from)
             .map_err(|e| email.blame_template(prefix, e))?;
+        // The message carries its sender from here on: the worker that builds it, maybe another
+        // process, maybe days later for a scheduled one, may not have the same DEFAULT_FROM.
+        if email.from.is_none() {
+            email.from = rules.default_from.map(ToString::to_string);
+        }
         Ok(email)
     }
 
@@ -439,6 +447,23 @@ impl NativeEmail {
             required_text(&field("filename"), &a.filename, MAX_FILENAME_CHARS)?;
             if let Some(given) = &a.content_type {
                 header_safe(&field("content_type"), given)?;
+                // lettre folds a header only at spaces: a longer one would pass the 998-byte
+                // line limit of RFC 5322, which strict relays refuse.
+                if given.len() > MAX_CONTENT_TYPE_BYTES || !given.is_ascii() {
+                    return Err(FieldError::new(
+                        field("content_type"),
+                        format!("must be ASCII, at most {MAX_CONTENT_TYPE_BYTES} bytes"),
+                    ));
+                }
+                // An attachment is one leaf part: a multipart or message type would declare a
+                // structure (boundaries, an enclosed message) its base64 content cannot have.
+                let kind = given.trim_start().to_ascii_lowercase();
+                if kind.starts_with("multipart/") || kind.starts_with("message/") {
+                    return Err(FieldError::new(
+                        field("content_type"),
+                        "must not be a multipart/ or message/ type: an attachment is one file",
+                    ));
+                }
             }
             a.mime_type().map_err(|e| {
                 FieldError::new(
@@ -446,6 +471,7 @@ impl NativeEmail {
                     format!("is not a MIME type like application/pdf ({e})"),
                 )
             })?;
+
             a.bytes().map_err(|e| {
                 FieldError::new(field("content"), format!("is not valid base64 ({e})"))
             })?;

@@ -54,6 +54,31 @@ async fn smtp_connections_are_reused() {
     assert_eq!(after.len(), 6, "delivered after the 5xx");
 }
 
+/// An internationalised domain goes out in its ASCII form, in the envelope and in the headers,
+/// so a relay without SMTPUTF8 takes it; the record keeps the address as it was written.
+#[tokio::test]
+async fn an_internationalised_domain_is_sent_in_its_ascii_form() {
+    let app = spawn_app().await;
+    let user = format!("idn-{}", uuid::Uuid::new_v4().simple());
+    let body = json!({
+        "from": "Bücher <verkauf@bücher.example>",
+        "to": [format!("{user}@bücher.example")],
+        "subject": "Ihre Bestellung",
+        "text": "Danke.",
+    });
+    let id = accepted_id(app.post_message(&body, None).await).await;
+    app.dispatch_until(&id, "delivered").await;
+    let ascii = format!("{user}@xn--bcher-kva.example");
+    let got = app.relay.received_for(&ascii);
+    assert_eq!(got.len(), 1, "one copy to {ascii}");
+    assert_eq!(got[0].mail_from, "verkauf@xn--bcher-kva.example");
+    let to = got[0].header("To").expect("a To header");
+    assert_eq!(to, ascii);
+    assert!(got[0].raw.is_ascii(), "{}", got[0].raw);
+    let m = app.get_message(&id).await;
+    assert_eq!(m["sender"], "Bücher <verkauf@bücher.example>");
+}
+
 /// A native message reaches the relay with the right headers and envelope, and is archived as
 /// JSON at `emails/YYYY/MM/DD/email-{ts}-{sender_hash}-{id}.json` with its outcome.
 #[tokio::test]
@@ -318,6 +343,27 @@ async fn permanent_failure_is_dead_lettered_then_redriven() {
     assert_eq!(app.relay.received_for(&to).len(), 1);
     let dl: Value = app.get_json("/v1/dead-letters").await;
     assert_eq!(dl["dead_letters"].as_array().expect("array").len(), 0);
+}
+
+/// Two redrives of one dead letter at once queue it once: one is a 202, the other a 409, and
+/// the message is delivered once.
+#[tokio::test]
+async fn a_dead_letter_redriven_twice_at_once_is_queued_once() {
+    let app = spawn_app().await;
+    let to = unique_rcpt("fail-550-1");
+    let id = app.send_to(&to).await;
+    app.dispatch_until(&id, "dead").await;
+    let (a, b) = tokio::join!(app.redrive(&id), app.redrive(&id));
+    let mut answers = [a.status().as_u16(), b.status().as_u16()];
+    answers.sort_unstable();
+    assert_eq!(answers, [202, 409]);
+    app.dispatch_until(&id, "delivered").await;
+    assert_eq!(app.relay.received_for(&to).len(), 1);
+    let m = app.get_message(&id).await;
+    assert_eq!(
+        event_kinds(&m),
+        ["accepted", "dead", "redriven", "delivered"]
+    );
 }
 
 /// After MAX_ATTEMPTS temporary failures the message is dead with its last error.

@@ -225,6 +225,12 @@ pub fn native() -> Vec<Case> {
         ("too long", &too_long),
         ("comma list", "a@example.com, b@example.com"),
         ("semicolon list", "a@example.com; b@example.com"),
+        // lettre takes these; a relay without SMTPUTF8, or SES, would refuse them at every
+        // attempt.
+        ("non-ASCII local part", "ü@example.com"),
+        ("dollar in domain", "a@ex$ample.com"),
+        ("slash in domain", "a@foo/bar.com"),
+        ("label ending in a hyphen", "a@example-.com"),
     ] {
         cases.extend(bad_address(kind, addr));
     }
@@ -256,10 +262,23 @@ pub fn native() -> Vec<Case> {
             "attachments[0].filename",
         ));
     }
-    for (inj, value) in injections("text/plain") {
+    let long_type = format!("application/pdf; x={}", "a".repeat(2_000));
+    let injected = injections("text/plain")
+        .into_iter()
+        .map(|(inj, value)| (format!("injection {inj}"), value));
+    // A header line over 998 bytes (lettre folds only at spaces), a leaf part that says it is
+    // multipart or an enclosed message, a non-ASCII parameter.
+    let unfit = [
+        ("2,000 bytes", long_type.as_str()),
+        ("multipart", "multipart/mixed"),
+        ("message", " Message/RFC822"),
+        ("non-ASCII", "application/pdf; name=\"é.pdf\""),
+    ]
+    .map(|(kind, v)| (kind.to_string(), v.to_string()));
+    for (kind, value) in injected.chain(unfit) {
         let file = json!([{"filename": "a.txt", "content_type": value, "content": "aGk="}]);
         cases.push(native_field(
-            &format!("attachment content_type injection {inj}"),
+            &format!("attachment content_type {kind}"),
             "attachments",
             file,
             "attachments[0].content_type",
