@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::config::Settings;
 use crate::message::{CompatEmail, Content, Message, NativeEmail, NativeRules, Status};
 use crate::startup::{Application, Backends, Roles, shutdown_on_signals};
-use crate::store::{Acceptance, ListFilter};
+use crate::store::{Acceptance, Accepted, ListFilter};
 use crate::telemetry;
 
 #[derive(Parser, Debug)]
@@ -226,19 +226,27 @@ async fn serve(settings: Settings, roles: Roles) -> anyhow::Result<()> {
 
 /// Parses one JSONL line: a native message, or a compat body.
 fn parse_line(value: Value, backends: &Backends) -> Result<Message, String> {
-    if value.get("data").is_some() {
+    let content = if value.get("data").is_some() {
         let (_, fields) = CompatEmail::parse(&value).map_err(|e| e.to_string())?;
-        return Ok(Message::new(Content::Compat(
-            fields.validate().map_err(|e| e.to_string())?,
-        )));
-    }
-    let templates = backends.templates.current();
-    let rules = NativeRules {
-        default_from: backends.settings.default_from.as_ref(),
-        templates: &templates,
+        Content::Compat(fields.validate().map_err(|e| e.to_string())?)
+    } else {
+        let templates = backends.templates.current();
+        let rules = NativeRules {
+            default_from: backends.settings.default_from.as_ref(),
+            templates: &templates,
+        };
+        let email = NativeEmail::parse(value, "", rules).map_err(|e| e.to_string())?;
+        Content::Native(Box::new(email))
     };
-    let email = NativeEmail::parse(value, "", rules).map_err(|e| e.to_string())?;
-    Ok(Message::new(Content::Native(Box::new(email))))
+    let message = Message::new(content);
+    // Over the queue's size limit (SQS, Kafka): refused as this line, as the API refuses it as
+    // its own request or batch entry, not as the whole chunk it would be queued with.
+    backends
+        .intake
+        .queue
+        .check(&message)
+        .map_err(|e| e.to_string())?;
+    Ok(message)
 }
 
 /// The URL a local client reaches `addr` at (127.0.0.1 for a wildcard bind).
@@ -307,7 +315,7 @@ async fn send(settings: Settings, args: SendArgs) -> anyhow::Result<()> {
             .map_err(|e| e.to_string())
             .and_then(|v| parse_line(v, &backends));
         match parsed {
-            Ok(m) => chunk.push(m),
+            Ok(m) => chunk.push((n + 1, m)),
             Err(e) => {
                 rejected += 1;
                 bar.suspend(|| eprintln!("line {}: {e}", n + 1));
@@ -315,13 +323,17 @@ async fn send(settings: Settings, args: SendArgs) -> anyhow::Result<()> {
             }
         }
         if chunk.len() == QUEUE_CHUNK {
-            accepted += queue_chunk(&backends, &mut chunk, n + 1).await?;
+            let not_queued = queue_chunk(&backends, &mut chunk, n + 1, &bar).await?;
+            accepted += QUEUE_CHUNK as u64 - not_queued;
+            rejected += not_queued;
             bar.inc(QUEUE_CHUNK as u64);
         }
     }
     // What is left after the last line (which may be blank or rejected).
-    let k = queue_chunk(&backends, &mut chunk, lines.len()).await?;
-    accepted += k;
+    let k = chunk.len() as u64;
+    let not_queued = queue_chunk(&backends, &mut chunk, lines.len(), &bar).await?;
+    accepted += k - not_queued;
+    rejected += not_queued;
     bar.inc(k);
     bar.finish();
     println!("{accepted} queued, {rejected} rejected");
@@ -334,25 +346,35 @@ async fn send(settings: Settings, args: SendArgs) -> anyhow::Result<()> {
 /// Messages of `send --file` accepted together: one transaction (and one queue call) each.
 const QUEUE_CHUNK: usize = 100;
 
-/// Accepts the messages in `chunk` (emptying it), read up to line `through`; how many.
+/// Accepts the messages in `chunk` (emptying it), each with its line number, read up to line
+/// `through`. Answers how many the queue did not take (each named by its line on stderr).
 async fn queue_chunk(
     backends: &Backends,
-    chunk: &mut Vec<Message>,
+    chunk: &mut Vec<(usize, Message)>,
     through: usize,
+    bar: &ProgressBar,
 ) -> anyhow::Result<u64> {
     if chunk.is_empty() {
         return Ok(0);
     }
-    let k = chunk.len() as u64;
-    backends
+    let (lines, messages): (Vec<usize>, Vec<Message>) = std::mem::take(chunk).into_iter().unzip();
+    let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
+    let accepted = backends
         .intake
         .accept(Acceptance {
-            messages: std::mem::take(chunk),
+            messages,
             idempotency: None,
         })
         .await
         .with_context(|| format!("Failed to queue the messages up to line {through}"))?;
-    Ok(k)
+    let Accepted::Partly(failed) = accepted else {
+        return Ok(0);
+    };
+    for (id, error) in &failed {
+        let line = ids.iter().position(|i| i == id).map_or(0, |i| lines[i]);
+        bar.suspend(|| eprintln!("line {line}: {error}"));
+    }
+    Ok(failed.len() as u64)
 }
 
 fn strip_nulls(value: Value) -> Value {

@@ -205,8 +205,12 @@ impl Store for EventingStore {
         self.inner.forget_idempotency(key).await
     }
 
-    async fn settle_idempotency(&self, key: &str) -> Result<(), StoreError> {
-        self.inner.settle_idempotency(key).await
+    async fn settle_idempotency(
+        &self,
+        key: &str,
+        answer: Option<(u16, String)>,
+    ) -> Result<(), StoreError> {
+        self.inner.settle_idempotency(key, answer).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

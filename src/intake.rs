@@ -113,6 +113,30 @@ impl Intake {
             let failure = results
                 .iter()
                 .find_map(|r| r.as_ref().err().map(|e| e.to_string()));
+            if failure.is_some() && results.iter().any(Result::is_ok) {
+                // Some are on the queue, where a worker may already be sending them: they stay
+                // accepted, and only those the queue did not take are abandoned, for the client
+                // to send again (a 503 for all would have it send the others twice).
+                let mut failed = Vec::new();
+                for (m, r) in messages.iter().zip(&results) {
+                    if let Err(e) = r {
+                        let error = format!("not queued: {e}");
+                        let _ = self
+                            .store
+                            .record(
+                                m.id,
+                                Transition::Abandoned {
+                                    error: error.clone(),
+                                },
+                            )
+                            .await;
+                        failed.push((m.id, error));
+                    }
+                }
+                // The caller settles the key, with the answer that says which were not queued.
+                self.wake.notify_one();
+                return Ok(Accepted::Partly(failed));
+            }
             if let Some(e) = failure {
                 // The client hears 503 and will send the whole request again, so no message of
                 // it may look pending: those the queue did take are abandoned too, and the worker
@@ -135,7 +159,7 @@ impl Intake {
                 return Err(IntakeError::Unavailable(e));
             }
             if let Some(key) = key
-                && let Err(e) = self.store.settle_idempotency(&key).await
+                && let Err(e) = self.store.settle_idempotency(&key, None).await
             {
                 // The key stays pending until PENDING_FOR has passed; a retry is told to wait
                 // until then, and after it accepted afresh (a second copy, never none).

@@ -76,6 +76,9 @@ pub enum Accepted {
     Inserted,
     /// The idempotency key was used before (maybe concurrently): this is what it was answered.
     Replay(IdempotencyRecord),
+    /// From the intake, never the store: all committed, but an external queue took only some of
+    /// them. These were not queued (and are abandoned): the client is to send them again.
+    Partly(Vec<(Uuid, String)>),
 }
 
 /// A change of status, with the event it records.
@@ -261,8 +264,13 @@ pub trait Store: Send + Sync + 'static {
     async fn forget_idempotency(&self, key: &str) -> Result<(), StoreError>;
 
     /// The queue took the messages this key guards: a retry with it is answered from the record
-    /// from now on, no longer told to wait ([`IdempotencyRecord::pending`]).
-    async fn settle_idempotency(&self, key: &str) -> Result<(), StoreError>;
+    /// from now on, no longer told to wait ([`IdempotencyRecord::pending`]). `answer` (status and
+    /// body) replaces the recorded answer when the queue took only some of them.
+    async fn settle_idempotency(
+        &self,
+        key: &str,
+        answer: Option<(u16, String)>,
+    ) -> Result<(), StoreError>;
 
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -333,9 +333,16 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn settle_idempotency(&self, key: &str) -> Result<(), StoreError> {
+    async fn settle_idempotency(
+        &self,
+        key: &str,
+        answer: Option<(u16, String)>,
+    ) -> Result<(), StoreError> {
+        let (status, response) = answer.unzip();
         sqlx::query(query_file!("settle_idempotency"))
             .bind(key)
+            .bind(status.map(i32::from))
+            .bind(response)
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -136,8 +136,12 @@ impl Store for RedisCachedStore {
         removed.map_err(|e| StoreError::Unavailable(format!("idempotency cache: {e}")))
     }
 
-    async fn settle_idempotency(&self, key: &str) -> Result<(), StoreError> {
-        self.inner.settle_idempotency(key).await
+    async fn settle_idempotency(
+        &self,
+        key: &str,
+        answer: Option<(u16, String)>,
+    ) -> Result<(), StoreError> {
+        self.inner.settle_idempotency(key, answer).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

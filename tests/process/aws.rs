@@ -241,3 +241,39 @@ async fn settings_from_ssm_and_secrets_manager() {
         "{err}"
     );
 }
+
+/// `send --file` on SQS refuses a line too large for the queue as that line, by its number, and
+/// queues every other line: not the whole chunk it would have been sent with.
+#[tokio::test]
+async fn send_file_refuses_a_line_sqs_cannot_carry_alone() {
+    let moto = Moto::start().await;
+    let (queue_url, _) = moto.queue_with_dlq("send-file", 2, Some(1_024)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env = aws_env(&moto.endpoint);
+    env.extend([
+        ("QUEUE_BACKEND", "sqs".into()),
+        ("SQS_QUEUE_URL", queue_url.clone()),
+        ("DELIVERY", "none".into()),
+    ]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let line = |text: &str| {
+        serde_json::json!({"from": "a@example.com", "to": "b@example.com", "subject": "s", "text": text})
+            .to_string()
+    };
+    let file = dir.path().join("messages.jsonl");
+    let lines = [line("one"), line(&"x".repeat(2_000)), line("three")];
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    let path = file.to_str().expect("utf-8");
+    let (ok, out, err) = cli(dir.path(), &env, &["send", "--file", path]).await;
+    assert!(!ok, "a refused line fails the command");
+    assert!(out.contains("2 queued, 1 rejected"), "{out}{err}");
+    assert!(err.contains("line 2:") && err.contains("at most"), "{err}");
+    let bodies: Vec<String> = moto
+        .drain(&queue_url)
+        .await
+        .into_iter()
+        .map(|(b, _)| b)
+        .collect();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert!(bodies.iter().all(|b| !b.contains("xxxx")), "{bodies:?}");
+}

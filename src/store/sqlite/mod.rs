@@ -351,8 +351,12 @@ impl Store for SqliteStore {
             .map(|_| ())
     }
 
-    async fn settle_idempotency(&self, key: &str) -> Result<(), StoreError> {
-        let change = KeyChange::Settle(key.to_string());
+    async fn settle_idempotency(
+        &self,
+        key: &str,
+        answer: Option<(u16, String)>,
+    ) -> Result<(), StoreError> {
+        let change = KeyChange::Settle(key.to_string(), answer);
         self.db
             .call(|reply| Op::Keys { change, reply })
             .await

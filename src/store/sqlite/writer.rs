@@ -90,8 +90,9 @@ pub(super) enum KeyChange {
     PurgeBefore(i64),
     /// Deletes this one key: its acceptance was not queued after all.
     Forget(String),
-    /// This key's messages were queued: it is no longer pending.
-    Settle(String),
+    /// This key's messages were queued: it is no longer pending; with the request's final
+    /// answer when the queue took only some of them.
+    Settle(String, Option<(u16, String)>),
 }
 
 /// The writer task: one transaction per batch of waiting writes.
@@ -425,7 +426,13 @@ async fn apply_in_tx(
                 sqlx::query(query_file!("purge_idempotency")).bind(before)
             }
             KeyChange::Forget(key) => sqlx::query(query_file!("forget_idempotency")).bind(key),
-            KeyChange::Settle(key) => sqlx::query(query_file!("settle_idempotency")).bind(key),
+            KeyChange::Settle(key, answer) => {
+                let (status, response) = answer.unzip();
+                sqlx::query(query_file!("settle_idempotency"))
+                    .bind(key)
+                    .bind(status.map(i64::from))
+                    .bind(response)
+            }
         };
         let n = query.execute(&mut *tx).await?.rows_affected();
         answers.push(Answer::Count(reply, n));

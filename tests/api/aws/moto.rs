@@ -216,6 +216,9 @@ pub enum Hold {
     For(std::time::Duration),
     /// Waits this long, then closes the connection: no answer at all.
     ThenDrop(std::time::Duration),
+    /// Closes a connection at once when what it sends holds this text; passes the rest on: a
+    /// queue that fails some calls and takes others.
+    DropIfHolds(&'static str),
 }
 
 /// A TCP proxy on 127.0.0.1 in front of the emulator that can hold back what clients send, for
@@ -261,6 +264,12 @@ impl SlowProxy {
                             Hold::ThenDrop(d) => {
                                 tokio::time::sleep(d).await;
                                 break;
+                            }
+                            Hold::DropIfHolds(text) => {
+                                let sent = String::from_utf8_lossy(&buf[..n]);
+                                if sent.contains(text) {
+                                    break;
+                                }
                             }
                         }
                         if server_out.write_all(&buf[..n]).await.is_err() {

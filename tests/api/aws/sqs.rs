@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::moto::{Hold, Moto, SlowProxy};
 use super::{on_aws, sqs_settings};
 use crate::conformance::{message, queue_suite};
-use crate::helpers::{accepted_id, spawn_app_with};
+use crate::helpers::{accepted_id, native_body, spawn_app_with, unique_rcpt};
 
 /// The queue suite passes on SQS, each function on a fresh queue with a redrive policy.
 #[tokio::test]
@@ -224,4 +224,73 @@ async fn a_retry_while_sqs_is_still_taking_the_message_is_told_to_wait() {
     let mut expected = vec![id, first_id];
     expected.sort();
     assert_eq!(queued, expected, "one message per key on the queue");
+}
+
+/// A batch SQS takes only part of is answered entry by entry: those it took are accepted (and
+/// delivered once), each it did not take is an `unavailable` error of its own entry, for the
+/// client to send again, never a 503 for all (whose resend would send the others twice). A
+/// retry with the same Idempotency-Key gets that answer again.
+#[tokio::test]
+async fn a_batch_sqs_takes_only_part_of_is_answered_entry_by_entry() {
+    let moto = Moto::start().await;
+    let (url, _) = moto.queue_with_dlq("partly", 5, None).await;
+    let proxy = SlowProxy::start(&moto.endpoint).await;
+    let app = spawn_app_with(|raw| {
+        on_aws(raw, &moto, &url);
+        raw.aws_endpoint_url = Some(proxy.endpoint.clone());
+    })
+    .await;
+    // Eleven make at least two SendMessageBatch calls; the one with the last fails.
+    let mut rcpts: Vec<String> = (0..11)
+        .map(|i| unique_rcpt(&format!("partly-{i}")))
+        .collect();
+    let mut entries: Vec<Value> = rcpts.iter().map(|to| native_body(to)).collect();
+    entries[10]["subject"] = json!("unqueueable");
+    let body = json!({ "messages": entries });
+    let post = || {
+        app.client
+            .post(app.url("/v1/messages/batch"))
+            .bearer_auth(&app.token)
+            .header("idempotency-key", "partly-1")
+            .json(&body)
+            .send()
+    };
+    proxy.hold(Hold::DropIfHolds("unqueueable"));
+    let r = post().await.expect("sent");
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.expect("JSON");
+    let results = v["results"].as_array().expect("results").clone();
+    let (mut queued, mut again) = (Vec::new(), Vec::new());
+    for (i, entry) in results.iter().enumerate() {
+        match entry["message_id"].as_str() {
+            Some(id) => queued.push((id.to_string(), rcpts[i].clone())),
+            None => {
+                assert_eq!(entry["error"]["code"], "unavailable", "{entry}");
+                again.push(i);
+            }
+        }
+    }
+    assert!(again.contains(&10), "the failed call's messages: {v}");
+    assert!(!queued.is_empty(), "the other call's messages: {v}");
+    assert_eq!(
+        (&v["accepted"], &v["rejected"]),
+        (&json!(queued.len()), &json!(again.len()))
+    );
+    let replay = post().await.expect("sent");
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay.json::<Value>().await.expect("JSON"), v);
+
+    proxy.hold(Hold::Nothing);
+    for i in &again {
+        let mut entry = body["messages"][*i].clone();
+        rcpts[*i] = unique_rcpt(&format!("partly-again-{i}"));
+        entry["to"] = json!([rcpts[*i]]);
+        let id = accepted_id(app.post_message(&entry, None).await).await;
+        queued.push((id, rcpts[*i].clone()));
+    }
+    app.dispatch_all_pending().await;
+    for (id, to) in &queued {
+        assert_eq!(app.relay.received_for(to).len(), 1, "{id}");
+        assert_eq!(app.get_message(id).await["status"], "delivered");
+    }
 }

@@ -273,11 +273,29 @@ pub async fn store_pending_keys(store: &dyn Store) {
         Accepted::Replay(pushing),
         "a second request finds it pending"
     );
-    store.settle_idempotency("pushing").await.expect("settle");
+    store
+        .settle_idempotency("pushing", None)
+        .await
+        .expect("settle");
     assert_eq!(
         lookup("pushing").await.expect("lookup"),
         Some(keyed("pushing", None)),
         "settled"
+    );
+    // The queue took only some: the key is settled with the answer that says so.
+    let partly = keyed("partly", Some(now + 60_000));
+    assert_eq!(insert(partly).await.expect("insert"), Accepted::Inserted);
+    let answer = r#"{"accepted":1,"rejected":1}"#;
+    store
+        .settle_idempotency("partly", Some((202, answer.into())))
+        .await
+        .expect("settle");
+    let mut settled = keyed("partly", None);
+    settled.response = answer.into();
+    assert_eq!(
+        lookup("partly").await.expect("lookup"),
+        Some(settled),
+        "settled with its final answer"
     );
 
     let died = keyed("died", Some(now - 1));
