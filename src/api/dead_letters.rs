@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use serde_json::Value;
 
-use super::messages::{ListQuery, list_filter, page, parse_id};
+use super::messages::{ListQuery, list_filter, page, path_id};
 use super::openapi::{AcceptedMessage, DeadLetterPage, ErrorBody, Refused};
 use super::{ApiError, AppState, Bearer, authenticate};
 use crate::message::Status;
@@ -25,9 +26,10 @@ use crate::message::Status;
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Bearer(token): Bearer,
-    Query(q): Query<ListQuery>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     authenticate(&state, token.as_deref()).await?;
+    let q = ListQuery::parse(query)?;
     page(&state, list_filter(q, Some(Status::Dead))?, "dead_letters").await
 }
 
@@ -44,10 +46,10 @@ pub async fn list(
 pub async fn redrive(
     State(state): State<Arc<AppState>>,
     Bearer(token): Bearer,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<(StatusCode, Json<AcceptedMessage>), ApiError> {
     authenticate(&state, token.as_deref()).await?;
-    let id = parse_id(&id)?;
+    let id = path_id(id)?;
     state.intake.redrive(id).await?;
     Ok((StatusCode::ACCEPTED, Json(AcceptedMessage::queued(id))))
 }

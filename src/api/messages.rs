@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -328,8 +328,12 @@ fn replayed(first: IdempotencyRecord, hash: &str) -> Result<Response, ApiError> 
     Ok(response)
 }
 
-pub fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| FieldError::new("id", "is not a message id (a UUID)").into())
+/// The `{id}` of a route, as a message id. Taken as a `Result` so that a path that is not even
+/// UTF-8 gets the same JSON 400 (after authentication), not axum's plain-text rejection.
+pub fn path_id(path: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
+    let not_an_id = || FieldError::new("id", "is not a message id (a UUID)");
+    let Path(raw) = path.map_err(|_| not_an_id())?;
+    Ok(Uuid::parse_str(&raw).map_err(|_| not_an_id())?)
 }
 
 /// A message as the API shows it.
@@ -369,10 +373,10 @@ pub fn summary(r: &Record) -> Value {
 pub async fn show(
     State(state): State<Arc<AppState>>,
     Bearer(token): Bearer,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authenticate(&state, token.as_deref()).await?;
-    let id = parse_id(&id)?;
+    let id = path_id(id)?;
     detail(&state, id).await.map(Json)
 }
 
@@ -401,19 +405,47 @@ async fn detail(state: &AppState, id: Uuid) -> Result<Value, ApiError> {
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
     Bearer(token): Bearer,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authenticate(&state, token.as_deref()).await?;
-    let id = parse_id(&id)?;
+    let id = path_id(id)?;
     state.intake.cancel(id).await?;
     detail(&state, id).await.map(Json)
 }
 
-#[derive(Deserialize)]
+/// The parameters of a list: `status`, `limit`, `before`.
+#[derive(Default)]
 pub struct ListQuery {
     status: Option<String>,
     limit: Option<String>,
     before: Option<String>,
+}
+
+impl ListQuery {
+    /// Reads the raw query string by hand rather than with axum's `Query`, whose rejections are
+    /// plain text, and which ignores a misspelt parameter (`?stauts=dead` would list every
+    /// message): an unknown or repeated parameter is a 400 naming it.
+    pub fn parse(raw: Option<String>) -> Result<Self, FieldError> {
+        let mut q = ListQuery::default();
+        let raw = raw.unwrap_or_default();
+        for (name, value) in url::form_urlencoded::parse(raw.as_bytes()) {
+            let slot = match name.as_ref() {
+                "status" => &mut q.status,
+                "limit" => &mut q.limit,
+                "before" => &mut q.before,
+                other => {
+                    return Err(FieldError::new(
+                        other,
+                        "is not a parameter of this list (status, limit, before)",
+                    ));
+                }
+            };
+            if slot.replace(value.into_owned()).is_some() {
+                return Err(FieldError::new(name, "is given more than once"));
+            }
+        }
+        Ok(q)
+    }
 }
 
 /// Parses `status`, `limit` (1 to 500, default 50) and `before` (a message id).
@@ -458,9 +490,10 @@ pub fn list_filter(q: ListQuery, status: Option<Status>) -> Result<ListFilter, A
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Bearer(token): Bearer,
-    Query(q): Query<ListQuery>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     authenticate(&state, token.as_deref()).await?;
+    let q = ListQuery::parse(query)?;
     page(&state, list_filter(q, None)?, "messages").await
 }
 

@@ -80,6 +80,7 @@ pub fn router(state: AppState) -> Router {
     }
     let routes = app
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // `track` labels by route template, which only exists once a route has matched, so it
         // is the one layer that wraps each route.
         .layer(middleware::from_fn(track))

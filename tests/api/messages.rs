@@ -229,6 +229,55 @@ async fn status_and_listing() {
     );
 }
 
+/// What axum would answer in plain text, or not at all, is a JSON error too: a repeated or
+/// unknown list parameter (a misspelt `stauts` would otherwise list every message), an id that
+/// is not even UTF-8 (after the token is checked), and a method a route does not take.
+#[tokio::test]
+async fn odd_queries_paths_and_methods_get_json_errors() {
+    let app = spawn_app().await;
+    for (path, field) in [
+        ("/v1/messages?status=queued&status=dead", "status"),
+        ("/v1/messages?limit=1&limit=2", "limit"),
+        ("/v1/messages?stauts=dead", "stauts"),
+        ("/v1/dead-letters?before=x&before=y", "before"),
+        ("/v1/dead-letters?page=2", "page"),
+        ("/v1/messages?status=%FF", "status"),
+        ("/v1/messages/%FF", "id"),
+    ] {
+        assert_eq!(
+            error_field(app.get(path).await, 400).await.1,
+            field,
+            "{path}"
+        );
+    }
+    let r = app.get_public("/v1/messages/%FF").await;
+    assert_eq!(error_field(r, 401).await.0, "unauthorized");
+    let r = app
+        .client
+        .post(app.url("/v1/dead-letters/%FF/redrive"))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(error_field(r, 400).await.1, "id");
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/v1/messages"),
+        (reqwest::Method::GET, "/api/email"),
+        (reqwest::Method::PUT, "/v1/messages/batch"),
+    ] {
+        let r = app
+            .client
+            .request(method.clone(), app.url(path))
+            .bearer_auth(&app.token)
+            .send()
+            .await
+            .expect("sent");
+        assert!(r.headers().contains_key("allow"), "{method} {path}");
+        let code = error_field(r, 405).await.0;
+        assert_eq!(code, "method_not_allowed", "{method} {path}");
+    }
+}
+
 /// Health, readiness and metrics answer without a token.
 #[tokio::test]
 async fn health_ready_and_metrics() {
