@@ -22,7 +22,7 @@ use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
-use lettre::transport::smtp::{PoolConfig, SMTP_PORT, SUBMISSION_PORT};
+use lettre::transport::smtp::{PoolConfig, SMTP_PORT, SUBMISSION_PORT, SUBMISSIONS_PORT};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::{Delivery, DeliveryError, Receipt};
@@ -164,11 +164,21 @@ impl Direct {
     }
 }
 
+/// The relay's host as a connect and a TLS server name take it: an IPv6 literal without the
+/// brackets a URL writes it in (`smtp://[2001:db8::25]`), which neither resolves nor names a
+/// server (lettre's own URL parsing keeps them, so it is not used for the host).
+fn relay_host(parsed: &url::Url) -> String {
+    match parsed.host() {
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        Some(host) => host.to_string(),
+        None => String::new(),
+    }
+}
+
 /// The STARTTLS or implicit-TLS parameters for the relay: its name, and the private CA in
 /// `ca_file` when one is given.
 fn tls_parameters(parsed: &url::Url) -> Result<TlsParameters, String> {
-    let host = parsed.host_str().unwrap_or_default().to_string();
-    let mut params = TlsParameters::builder(host);
+    let mut params = TlsParameters::builder(relay_host(parsed));
     if let Some(ca_file) = parsed
         .query_pairs()
         .find(|(k, _)| k == "ca_file")
@@ -190,27 +200,38 @@ impl SmtpDelivery {
             .query_pairs()
             .find(|(k, _)| k == "tls")
             .map(|(_, v)| v.into_owned());
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(Cow::into_owned)
+                .map_err(|e| format!("SMTP_URL user or password is not UTF-8: {e}"))
+        };
+        let credentials = match parsed.password() {
+            Some(password) => Some(Credentials::new(
+                decode(parsed.username())?,
+                decode(password)?,
+            )),
+            None => None,
+        };
+        // As lettre does: the URL's path, if any, is the name given in EHLO.
+        let hello = match parsed.path().trim_matches('/') {
+            "" => ClientId::default(),
+            name => ClientId::Domain(name.to_string()),
+        };
         let transport = if parsed.scheme() == "smtps" {
-            let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-                .map_err(|e| format!("invalid SMTP_URL: {e}"))?
-                .timeout(Some(timeout))
-                .pool_config(PoolConfig::new().max_size(pool_size.max(1)))
-                .tls(Tls::Wrapper(tls_parameters(&parsed)?));
+            // TLS from the first byte, which `builder_dangerous` leaves to the `tls` set here.
+            let mut builder =
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(relay_host(&parsed))
+                    .port(parsed.port().unwrap_or(SUBMISSIONS_PORT))
+                    .tls(Tls::Wrapper(tls_parameters(&parsed)?))
+                    .hello_name(hello)
+                    .timeout(Some(timeout))
+                    .pool_config(PoolConfig::new().max_size(pool_size.max(1)));
+            if let Some(credentials) = credentials {
+                builder = builder.credentials(credentials);
+            }
             Transport::Lettre(builder.build())
         } else {
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8()
-                    .map(Cow::into_owned)
-                    .map_err(|e| format!("SMTP_URL user or password is not UTF-8: {e}"))
-            };
-            let credentials = match parsed.password() {
-                Some(password) => Some(Credentials::new(
-                    decode(parsed.username())?,
-                    decode(password)?,
-                )),
-                None => None,
-            };
             let starttls = match tls_mode.as_deref() {
                 Some(mode) => Some((tls_parameters(&parsed)?, mode == "required")),
                 None => None,
@@ -220,13 +241,8 @@ impl SmtpDelivery {
             } else {
                 SMTP_PORT
             };
-            // As lettre does: the URL's path, if any, is the name given in EHLO.
-            let hello = match parsed.path().trim_matches('/') {
-                "" => ClientId::default(),
-                name => ClientId::Domain(name.to_string()),
-            };
             Transport::Direct(Direct {
-                host: parsed.host_str().unwrap_or_default().to_string(),
+                host: relay_host(&parsed),
                 port: parsed.port().unwrap_or(default_port),
                 hello,
                 starttls,
@@ -342,5 +358,18 @@ mod tests {
                 .unwrap_err()
                 .contains("colour")
         );
+    }
+
+    /// An IPv6 literal is the relay's address and TLS name without its brackets; implicit TLS
+    /// to one builds (it stopped start-up with "TLS settings" before).
+    #[tokio::test]
+    async fn ipv6_literals() {
+        let host = |u: &str| relay_host(&url::Url::parse(u).expect("a URL"));
+        assert_eq!(host("smtp://[2001:db8::25]:25"), "2001:db8::25");
+        assert_eq!(host("smtp://relay.example.com"), "relay.example.com");
+        assert_eq!(host("smtp://192.0.2.25:25"), "192.0.2.25");
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let built = SmtpDelivery::new("smtps://u:p@[2001:db8::25]", Duration::from_secs(1), 1);
+        assert!(built.is_ok(), "{:?}", built.err());
     }
 }

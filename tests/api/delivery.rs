@@ -477,6 +477,21 @@ async fn tls_and_auth() {
     );
 }
 
+/// A relay named by an IPv6 literal is reached: the URL's brackets are not part of the address
+/// (before, every attempt failed to resolve `[::ffff:127.0.0.1]`). The IPv4-mapped form reaches
+/// the test relay, which listens on 127.0.0.1 only.
+#[tokio::test]
+async fn a_relay_named_by_an_ipv6_literal_is_reached() {
+    let relay = crate::helpers::Relay::from_env();
+    let url = format!("smtp://[::ffff:127.0.0.1]:{}", relay.port);
+    let app = spawn_app_with(move |c| c.smtp_url = Some(url.into())).await;
+    let to = unique_rcpt("ipv6");
+    let id = app.send_to(&to).await;
+    app.dispatch_all_pending().await;
+    assert_eq!(app.get_message(&id).await["status"], "delivered");
+    assert_eq!(app.relay.received_for(&to).len(), 1);
+}
+
 /// With a ceiling of 20/s, 21 deliveries cannot finish in less than one second (burst 1), however
 /// many run concurrently.
 #[tokio::test]
