@@ -136,6 +136,13 @@ impl Settings {
     }
 }
 
+/// The longest retry delay: 12 hours, as long as SQS can hide a message (and a due time far
+/// beyond any use stays far from overflowing the queues' millisecond clocks).
+const MAX_RETRY_MS: u64 = 12 * 3600 * 1000;
+
+/// The most sends at once after an idle spell.
+const MAX_BURST: u32 = 10_000;
+
 impl RawConfig {
     /// Checks every value and turns it into its typed form.
     pub fn into_settings(self) -> Result<Settings, ConfigError> {
@@ -285,7 +292,12 @@ impl RawConfig {
                 "expected 1 to 43200 seconds",
             ));
         }
-        if self.smtp_timeout_secs == 0 || self.smtp_timeout_secs >= self.visibility_timeout_secs {
+        // Only an SMTP relay is bound by it: with another delivery, a short visibility timeout
+        // is not refused for the sake of a default that is never used.
+        let smtp = self.delivery == "smtp";
+        if self.smtp_timeout_secs == 0
+            || (smtp && self.smtp_timeout_secs >= self.visibility_timeout_secs)
+        {
             return Err(ConfigError::invalid(
                 "SMTP_TIMEOUT_SECS",
                 self.smtp_timeout_secs,
@@ -353,8 +365,12 @@ impl RawConfig {
                 "expected a number of messages per second, or 0 for no ceiling",
             ));
         }
-        if self.send_burst == 0 {
-            return Err(ConfigError::invalid("SEND_BURST", 0, "expected 1 or more"));
+        if self.send_burst == 0 || self.send_burst > MAX_BURST {
+            return Err(ConfigError::invalid(
+                "SEND_BURST",
+                self.send_burst,
+                format!("expected 1 to {MAX_BURST}"),
+            ));
         }
         if self.max_attempts == 0 || self.max_attempts > 100 {
             return Err(ConfigError::invalid(
@@ -363,11 +379,16 @@ impl RawConfig {
                 "expected 1 to 100",
             ));
         }
-        if self.retry_base_ms == 0 || self.retry_max_ms < self.retry_base_ms {
+        if self.retry_base_ms == 0
+            || self.retry_max_ms < self.retry_base_ms
+            || self.retry_max_ms > MAX_RETRY_MS
+        {
             return Err(ConfigError::invalid(
                 "RETRY_MAX_MS",
                 self.retry_max_ms,
-                "expected RETRY_BASE_MS >= 1 and RETRY_MAX_MS >= RETRY_BASE_MS",
+                format!(
+                    "expected RETRY_BASE_MS >= 1 and RETRY_BASE_MS <= RETRY_MAX_MS <= {MAX_RETRY_MS} (12 hours, the longest SQS can hide a message)"
+                ),
             ));
         }
         if self.worker_concurrency == 0 || self.worker_concurrency > 10_000 {
@@ -526,6 +547,41 @@ mod tests {
             s.archive_url.expect("archive on by default").as_str(),
             "file:///tmp/mailroom-test/archive/"
         );
+    }
+
+    /// SMTP_TIMEOUT_SECS must be below the visibility timeout only where a relay is used: a
+    /// short visibility timeout with the file delivery is not refused for its default.
+    #[test]
+    fn smtp_timeout_binds_only_smtp() {
+        let short = |delivery: &str| RawConfig {
+            delivery: delivery.into(),
+            smtp_url: Some("smtp://127.0.0.1:2525".to_string().into()),
+            visibility_timeout_secs: 10,
+            ..raw()
+        };
+        assert!(short("file").into_settings().is_ok());
+        let err = short("smtp").into_settings().unwrap_err().to_string();
+        assert!(
+            err.contains("SMTP_TIMEOUT_SECS") && err.contains("VISIBILITY_TIMEOUT_SECS (10)"),
+            "{err}"
+        );
+    }
+
+    /// Retry delays and bursts have a ceiling: a due time past any use, or a burst that books
+    /// years of slots at once, is refused with its variable's name.
+    #[test]
+    fn retry_and_burst_have_ceilings() {
+        let err = |raw: RawConfig| raw.into_settings().unwrap_err().to_string();
+        let e = err(RawConfig {
+            retry_max_ms: u64::MAX,
+            ..raw()
+        });
+        assert!(e.contains("RETRY_MAX_MS") && e.contains("43200000"), "{e}");
+        let e = err(RawConfig {
+            send_burst: u32::MAX,
+            ..raw()
+        });
+        assert!(e.contains("SEND_BURST") && e.contains("1 to 10000"), "{e}");
     }
 
     /// A bad value names its variable and what is accepted.

@@ -376,8 +376,16 @@ impl NativeEmail {
                 format!("{} headers; the limit is {MAX_HEADERS}", self.headers.len()),
             ));
         }
+        let mut seen = std::collections::HashSet::new();
         for (name, value) in &self.headers {
             let field = f(&format!("headers.{name}"));
+            // Header names are case-insensitive: lettre would keep only the last of the two.
+            if !seen.insert(name.to_ascii_lowercase()) {
+                return Err(FieldError::new(
+                    field,
+                    "is given twice (header names are case-insensitive)",
+                ));
+            }
             let valid_name = !name.is_empty()
                 && name.len() <= 76
                 && name.bytes().all(|b| (33..=126).contains(&b) && b != b':');

@@ -302,6 +302,14 @@ pub fn native() -> Vec<Case> {
             "headers",
         ));
     }
+    // One header twice, in two cases: lettre would send only one of them. The map is sorted,
+    // so `X-Tag` is met first and `x-tag` is blamed.
+    cases.push(native_field(
+        "header given twice in two cases",
+        "headers",
+        json!({"X-Tag": "a", "x-tag": "b"}),
+        "headers.x-tag",
+    ));
     for reserved in [
         "From",
         "to",
