@@ -166,8 +166,8 @@ variable "send_burst" {
   default     = 1
 
   validation {
-    condition     = var.send_burst >= 1 && floor(var.send_burst) == var.send_burst
-    error_message = "send_burst must be a whole number of 1 or more (mailroom refuses SEND_BURST=0)."
+    condition     = var.send_burst >= 1 && var.send_burst <= 10000 && floor(var.send_burst) == var.send_burst
+    error_message = "send_burst must be a whole number from 1 to 10000 (mailroom refuses other SEND_BURST values)."
   }
 }
 
