@@ -42,6 +42,40 @@ impl From<StoreError> for IntakeError {
     }
 }
 
+/// What a client is told when the store or the queue cannot take its message (the cause is
+/// logged, not told).
+pub const UNAVAILABLE: &str = "mailroom cannot store or queue messages right now; retry later";
+
+/// A batch answer (`{"accepted", "rejected", "results": [...]}`) whose queue took only some of
+/// its messages: each entry of a message it did not take becomes an `unavailable` error, for
+/// the client to send that one again, and the counts follow. Any other answer is left as it is.
+pub fn without_unqueued(
+    mut response: serde_json::Value,
+    failed: &[(Uuid, String)],
+) -> serde_json::Value {
+    let failed: std::collections::HashSet<String> =
+        failed.iter().map(|(id, _)| id.to_string()).collect();
+    let error = serde_json::json!({"code": "unavailable", "message": UNAVAILABLE});
+    if let Some(results) = response["results"].as_array_mut() {
+        for entry in results.iter_mut() {
+            if entry["message_id"]
+                .as_str()
+                .is_some_and(|id| failed.contains(id))
+            {
+                *entry = serde_json::json!({"index": entry["index"], "error": error});
+            }
+        }
+        let accepted = results
+            .iter()
+            .filter(|e| e.get("message_id").is_some())
+            .count();
+        let rejected = results.len() - accepted;
+        response["accepted"] = accepted.into();
+        response["rejected"] = rejected.into();
+    }
+    response
+}
+
 #[derive(Clone)]
 pub struct Intake {
     pub store: Arc<dyn Store>,
@@ -92,12 +126,14 @@ impl Intake {
                 held.into_iter().map(|m| m.id).collect(),
             )
         };
+        // The key, and the answer recorded with it (rewritten should the queue take only some).
         let key = acceptance.idempotency.as_mut().map(|i| {
             // Its answer is not one to give a retry until the queue has taken the messages.
             if !messages.is_empty() {
                 i.pending_until = Some(now_ms() + PENDING_FOR.as_millis() as i64);
+                return (i.key.clone(), Some((i.status, i.response.clone())));
             }
-            i.key.clone()
+            (i.key.clone(), None)
         });
         let accepted = self.store.insert(acceptance, self.queue_in_store).await?;
         if accepted == Accepted::Inserted && !messages.is_empty() {
@@ -133,7 +169,20 @@ impl Intake {
                         failed.push((m.id, error));
                     }
                 }
-                // The caller settles the key, with the answer that says which were not queued.
+                // Settled here, not by the request (whose client may have hung up by now), with
+                // the answer that says which were not queued: a retry is given that answer.
+                if let Some((key, Some((status, response)))) = key {
+                    let answer = serde_json::from_str(&response)
+                        .map(|r| without_unqueued(r, &failed).to_string())
+                        .unwrap_or(response);
+                    if let Err(e) = self
+                        .store
+                        .settle_idempotency(&key, Some((status, answer)))
+                        .await
+                    {
+                        tracing::error!(error = %e, "Could not settle the Idempotency-Key of a partly queued request.");
+                    }
+                }
                 self.wake.notify_one();
                 return Ok(Accepted::Partly(failed));
             }
@@ -151,14 +200,14 @@ impl Intake {
                 for (id, error) in outcomes.chain(held.iter().map(|id| (*id, others()))) {
                     let _ = self.store.record(id, Transition::Abandoned { error }).await;
                 }
-                if let Some(key) = key
+                if let Some((key, _)) = key
                     && let Err(forget) = self.store.forget_idempotency(&key).await
                 {
                     tracing::error!(error = %forget, "Could not let go of the Idempotency-Key of a request that was not queued.");
                 }
                 return Err(IntakeError::Unavailable(e));
             }
-            if let Some(key) = key
+            if let Some((key, _)) = key
                 && let Err(e) = self.store.settle_idempotency(&key, None).await
             {
                 // The key stays pending until PENDING_FOR has passed; a retry is told to wait

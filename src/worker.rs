@@ -59,8 +59,19 @@ enum Sent {
     Done(Result<crate::delivery::Receipt, DeliveryError>),
     /// Shutdown came first: the lease goes back.
     Stopped,
-    /// The lease was lost before the message was handed over: not sent, nothing to settle.
-    Lost,
+    /// The lease or the claim was lost before the message was handed over: not sent.
+    Lost(Lost),
+}
+
+/// How long a delivery's outcome is tried again while the store cannot take it.
+const RECORD_FOR: Duration = Duration::from_secs(600);
+
+/// Why a lease kept alive ended.
+enum Lost {
+    /// The lease ran out or went to another consumer: the message is no longer this worker's.
+    Lease,
+    /// The store's claim ran out (SQS, Kafka): a cancel may have been answered 200 since.
+    Claim,
 }
 
 /// The longest pause between two tries to write a delivery's outcome to the store, or to read
@@ -345,17 +356,23 @@ impl Worker {
         };
         let sent = {
             // Kept alive from here to the end of the send; it ends only if the lease is lost.
-            let kept = self.keep_alive(&lease);
+            let kept = self.keep_alive(&lease, true);
             tokio::pin!(kept);
             self.send(&email, kept, soft_stop, hard_stop).await
         };
         match sent {
             Sent::Stopped => self.queue.release(lease).await,
-            Sent::Lost => {
+            Sent::Lost(Lost::Lease) => {
                 // Another worker may hold the message now, and a cancel may have been answered
                 // 200: its next holder decides.
                 tracing::warn!(message_id = %lease.message.id, "Lease lost while waiting for the rate limit; not sent by this worker.");
                 Ok(())
+            }
+            Sent::Lost(Lost::Claim) => {
+                // Still this worker's, but a cancel may have been answered 200 meanwhile: back
+                // to the queue, uncounted, for an attempt that reads the status afresh.
+                tracing::warn!(message_id = %lease.message.id, "Claim lost while waiting for the rate limit; not sent, given back.");
+                self.queue.release(lease).await
             }
             Sent::Done(Ok(receipt)) => self.finish(lease, Status::Delivered, receipt.detail).await,
             Sent::Done(Err(e)) => self.fail(lease, e).await,
@@ -367,7 +384,7 @@ impl Worker {
     async fn send(
         &self,
         email: &lettre::Message,
-        mut kept: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+        mut kept: std::pin::Pin<&mut impl std::future::Future<Output = Lost>>,
         soft_stop: &CancellationToken,
         hard_stop: &CancellationToken,
     ) -> Sent {
@@ -375,7 +392,7 @@ impl Worker {
             let waited = tokio::select! {
                 w = limiter::acquire(limiter.as_ref()) => w,
                 _ = soft_stop.cancelled() => return Sent::Stopped,
-                () = &mut kept => return Sent::Lost,
+                lost = &mut kept => return Sent::Lost(lost),
             };
             metrics::histogram!("mailroom_rate_limit_wait_seconds").record(waited.as_secs_f64());
         }
@@ -387,7 +404,7 @@ impl Worker {
             _ = hard_stop.cancelled() => return Sent::Stopped,
             // Lost while the relay has it: cutting the session off now could not take the
             // message back. It finishes; settling then finds the lease gone.
-            () = &mut kept => tokio::select! {
+            _ = &mut kept => tokio::select! {
                 r = &mut deliver => r,
                 _ = hard_stop.cancelled() => return Sent::Stopped,
             },
@@ -397,33 +414,46 @@ impl Worker {
         Sent::Done(result)
     }
 
-    /// Keeps the lease from expiring while its message waits for a slot and is delivered, and
-    /// the store's claim with it (SQS, Kafka). Returns only when the lease is lost: the queue
-    /// says so, or no heartbeat has gone through for a whole visibility timeout (the lease, or
-    /// the claim that keeps a cancel out, may have run out meanwhile).
-    async fn keep_alive(&self, lease: &Lease) {
+    /// Keeps the lease from expiring while its message waits for a slot and is delivered, and,
+    /// with `claim`, the store's claim with it (SQS, Kafka). Returns only when one is lost: the
+    /// queue says the lease is gone, or a lease or claim was not renewed in time (a call that
+    /// hangs past the end of what it renews counts as not renewed).
+    async fn keep_alive(&self, lease: &Lease, claim: bool) -> Lost {
         let Some(every) = self.queue.heartbeat() else {
             return std::future::pending().await;
         };
         let id = lease.message.id;
-        let mut kept_until = tokio::time::Instant::now() + self.visibility;
+        let claim = claim && self.claims;
+        let started = tokio::time::Instant::now();
+        let (mut lease_until, mut claim_until) =
+            (started + self.visibility, started + self.visibility);
         loop {
             tokio::time::sleep(every).await;
             let beat = tokio::time::Instant::now();
-            match self.queue.extend(lease).await {
-                Ok(()) if self.renew_claim(lease).await => kept_until = beat + self.visibility,
-                Ok(()) => {}
-                Err(e @ QueueError::LeaseLost(_)) => {
+            match tokio::time::timeout_at(lease_until, self.queue.extend(lease)).await {
+                Ok(Ok(())) => lease_until = beat + self.visibility,
+                Ok(Err(e @ QueueError::LeaseLost(_))) => {
                     tracing::warn!(message_id = %id, error = %e, "Lease lost while delivering.");
-                    return;
+                    return Lost::Lease;
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::warn!(message_id = %id, error = %e, "Could not extend a lease; trying again.")
                 }
+                Err(_) => {}
             }
-            if tokio::time::Instant::now() + every >= kept_until {
-                tracing::warn!(message_id = %id, "No heartbeat went through for a visibility timeout; taking the lease as lost.");
-                return;
+            let renewed = async { claim && self.renew_claim(lease).await };
+            if let Ok(true) = tokio::time::timeout_at(claim_until, renewed).await {
+                claim_until = beat + self.visibility;
+            }
+            // The next beat would come after the lease (or the claim) has run out.
+            let next = tokio::time::Instant::now() + every;
+            if next >= lease_until {
+                tracing::warn!(message_id = %id, "The lease could not be renewed for a visibility timeout; taking it as lost.");
+                return Lost::Lease;
+            }
+            if claim && next >= claim_until {
+                tracing::warn!(message_id = %id, "The claim could not be renewed for a visibility timeout; a cancel may now be answered 200.");
+                return Lost::Claim;
             }
         }
     }
@@ -431,11 +461,8 @@ impl Worker {
     /// A claim lasts one visibility timeout, as the lease did when it was taken; a wait for the
     /// rate limit plus a send can take longer (32 messages at 1/s wait up to 32 s). Renewed with
     /// the lease, it keeps a cancel from being answered 200 while the message is still sent.
-    /// Whether it holds (trivially, without claims).
+    /// Whether it was renewed.
     async fn renew_claim(&self, lease: &Lease) -> bool {
-        if !self.claims {
-            return true;
-        }
         self.store
             .claim(&[lease.message.id], self.visibility)
             .await
@@ -479,9 +506,10 @@ impl Worker {
     }
 
     /// Records a delivery's outcome. The message has gone out: a store that is briefly
-    /// unreachable must not make it go out again (the lease would run out unsettled), so the
-    /// write is tried again, the lease kept alive meanwhile, until it goes through or the lease
-    /// is lost.
+    /// unreachable must not make it go out again, so the write is tried again, for up to
+    /// [`RECORD_FOR`], with the lease kept alive meanwhile (not the claim: it is the same store,
+    /// and the message is past cancelling). Should the lease be lost, the write still goes in:
+    /// whoever takes the message next finds it delivered and does not send it again.
     async fn record_outcome(
         &self,
         lease: &Lease,
@@ -489,10 +517,15 @@ impl Worker {
     ) -> Result<(), QueueError> {
         let id = lease.message.id;
         let retried = async {
+            let started = tokio::time::Instant::now();
             let mut failures = 0u32;
             loop {
                 match self.store.record(id, transition.clone()).await {
-                    Ok(_) => return,
+                    Ok(_) => return Ok(()),
+                    Err(e) if started.elapsed() >= RECORD_FOR => {
+                        tracing::error!(message_id = %id, error = %e, "Could not record a delivery; giving up, the message may be sent again.");
+                        return Err(QueueError::from(e));
+                    }
                     Err(e) => {
                         failures = failures.saturating_add(1);
                         let pause = self.store_pause(failures);
@@ -502,9 +535,13 @@ impl Worker {
                 }
             }
         };
+        tokio::pin!(retried);
         tokio::select! {
-            () = retried => Ok(()),
-            () = self.keep_alive(lease) => Err(QueueError::LeaseLost(id)),
+            recorded = &mut retried => recorded,
+            _ = self.keep_alive(lease, false) => {
+                retried.await?;
+                Err(QueueError::LeaseLost(id))
+            }
         }
     }
 

@@ -74,9 +74,7 @@ impl ApiError {
     pub fn body(&self) -> serde_json::Value {
         let (_, code) = self.parts();
         let message = match self {
-            ApiError::Unavailable(_) => {
-                "mailroom cannot store or queue messages right now; retry later".to_string()
-            }
+            ApiError::Unavailable(_) => crate::intake::UNAVAILABLE.to_string(),
             ApiError::Internal(_) => "internal error".to_string(),
             other => other.to_string(),
         };

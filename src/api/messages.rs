@@ -197,7 +197,6 @@ async fn accept(
     response: Value,
     count: u64,
 ) -> Result<Response, ApiError> {
-    let settle_key = key.clone();
     let idempotency = key.map(|key| IdempotencyRecord {
         key,
         request_hash: hash.clone(),
@@ -221,47 +220,14 @@ async fn accept(
         }
         // The same key was claimed concurrently: answer as the first request was answered.
         Accepted::Replay(first) => replayed(first, &hash),
+        // The intake has settled the key with the same answer.
         Accepted::Partly(failed) => {
-            let response = without_unqueued(response, &failed);
-            if let Some(key) = settle_key {
-                let answer = Some((status.as_u16(), response.to_string()));
-                if let Err(e) = state.intake.store.settle_idempotency(&key, answer).await {
-                    // Pending until its time passes: a retry is told to wait, then accepted
-                    // afresh (a second copy of what was queued, never none).
-                    tracing::error!(error = %e, "Could not settle the Idempotency-Key of a partly queued request.");
-                }
-            }
+            let response = crate::intake::without_unqueued(response, &failed);
             metrics::counter!("mailroom_messages_accepted_total", "api" => "native")
                 .increment(count.saturating_sub(failed.len() as u64));
             Ok((status, Json(response)).into_response())
         }
     }
-}
-
-/// A batch whose queue took only some of its messages: each it did not take becomes an error
-/// of its own entry (`unavailable`), for the client to send again, and the counts follow.
-fn without_unqueued(mut response: Value, failed: &[(uuid::Uuid, String)]) -> Value {
-    let failed: std::collections::HashSet<String> =
-        failed.iter().map(|(id, _)| id.to_string()).collect();
-    let error = ApiError::Unavailable(String::new()).body()["error"].clone();
-    if let Some(results) = response["results"].as_array_mut() {
-        for entry in results.iter_mut() {
-            if entry["message_id"]
-                .as_str()
-                .is_some_and(|id| failed.contains(id))
-            {
-                *entry = json!({"index": entry["index"], "error": error});
-            }
-        }
-        let accepted = results
-            .iter()
-            .filter(|e| e.get("message_id").is_some())
-            .count();
-        let rejected = results.len() - accepted;
-        response["accepted"] = json!(accepted);
-        response["rejected"] = json!(rejected);
-    }
-    response
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {

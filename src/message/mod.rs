@@ -301,7 +301,17 @@ pub fn deliverable(value: &str) -> Result<Mailbox, String> {
         // An address literal (`[192.0.2.1]`), which lettre has checked.
         return Ok(mailbox);
     }
-    let ascii = idna::domain_to_ascii_strict(domain).map_err(|_| {
+    // Host-name rules (STD3: letters, digits, hyphens), no hyphen first or last in a label;
+    // `--` in the third and fourth place, which RFC 5321 allows (`mx--1.example`), stays.
+    let ascii = idna::uts46::Uts46::new()
+        .to_ascii(
+            domain.as_bytes(),
+            idna::AsciiDenyList::STD3,
+            idna::uts46::Hyphens::CheckFirstLast,
+            idna::uts46::DnsLength::Verify,
+        )
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|_| {
         format!(
             "has a domain that is not a host name ({domain:?}): letters, digits and hyphens between dots, or an internationalised name"
         )
@@ -318,6 +328,26 @@ pub fn deliverable(value: &str) -> Result<Mailbox, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Addresses as they go out: an internationalised domain in ASCII, host-name rules for the
+    /// rest (a hyphen pair inside a label is allowed, one at either end is not).
+    #[test]
+    fn deliverable_addresses() {
+        let sent = |a: &str| deliverable(a).map(|m| m.email.to_string());
+        assert_eq!(sent("u@ab--cd.example").as_deref(), Ok("u@ab--cd.example"));
+        assert_eq!(
+            sent("u@Bücher.example").as_deref(),
+            Ok("u@xn--bcher-kva.example")
+        );
+        for bad in [
+            "u@-ab.example",
+            "u@ab-.example",
+            "u@ex$ample.com",
+            "ü@example.com",
+        ] {
+            assert!(deliverable(bad).is_err(), "{bad}");
+        }
+    }
 
     fn rules(templates: &Templates) -> NativeRules<'_> {
         NativeRules {

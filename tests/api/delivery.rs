@@ -556,31 +556,35 @@ async fn a_lease_lasts_as_long_as_the_wait_for_the_rate_limit() {
 }
 
 /// A queue whose leases are lost at their first heartbeat, as a Kafka rebalance loses those of
-/// the partitions it moves, or a database lease that ran out while its extensions failed.
-struct LosesLeases(Arc<dyn Queue>);
+/// the partitions it moves, or a database lease that ran out while its extensions failed; or,
+/// with `hangs`, whose heartbeat never answers (a connection to a failed-over database).
+struct LosesLeases {
+    inner: Arc<dyn Queue>,
+    hangs: bool,
+}
 
 #[async_trait::async_trait]
 impl Queue for LosesLeases {
     async fn push(&self, messages: &[Message]) -> Vec<Result<(), QueueError>> {
-        self.0.push(messages).await
+        self.inner.push(messages).await
     }
     async fn pull(&self, max: usize) -> Result<Vec<Lease>, QueueError> {
-        self.0.pull(max).await
+        self.inner.pull(max).await
     }
     async fn ack(&self, lease: Lease) -> Result<(), QueueError> {
-        self.0.ack(lease).await
+        self.inner.ack(lease).await
     }
     async fn retry(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
-        self.0.retry(lease, delay).await
+        self.inner.retry(lease, delay).await
     }
     async fn release(&self, lease: Lease) -> Result<(), QueueError> {
-        self.0.release(lease).await
+        self.inner.release(lease).await
     }
     async fn dead(&self, lease: Lease, error: &str) -> Result<(), QueueError> {
-        self.0.dead(lease, error).await
+        self.inner.dead(lease, error).await
     }
     async fn depth(&self) -> Result<Depth, QueueError> {
-        self.0.depth().await
+        self.inner.depth().await
     }
     fn name(&self) -> &'static str {
         "loses-leases"
@@ -589,51 +593,66 @@ impl Queue for LosesLeases {
         Some(Duration::from_millis(300))
     }
     async fn extend(&self, lease: &Lease) -> Result<(), QueueError> {
+        if self.hangs {
+            std::future::pending::<()>().await;
+        }
         Err(QueueError::LeaseLost(lease.message.id))
     }
 }
 
 /// A worker whose lease is lost while the message waits for its turn does not send it: the
-/// message's next holder does (or drops it, if it was cancelled meanwhile). At 1/s, the first of
-/// three goes at once, the others wait past the first heartbeat, which finds their leases gone.
+/// message's next holder does (or drops it, if it was cancelled meanwhile). At 0.4/s the first
+/// of three goes at once and the others wait 2.5 and 5 s. A heartbeat that says the lease is
+/// gone (at 300 ms), or one that hangs past the 2 s visibility timeout, stops them both.
 #[tokio::test]
 async fn a_lease_lost_while_waiting_is_not_sent() {
-    let app = spawn_app_with(|c| {
-        c.send_rate_per_second = 1.0;
-        c.worker_concurrency = 3;
-    })
-    .await;
-    let mut sent = Vec::new();
-    for i in 0..3 {
-        let to = unique_rcpt(&format!("lost-lease-{i}"));
-        sent.push((app.send_to(&to).await, to));
-    }
-    let worker = Arc::new(Worker {
-        queue: Arc::new(LosesLeases(app.queue.clone())),
-        store: app.worker.store.clone(),
-        delivery: app.worker.delivery.clone(),
-        archive: app.worker.archive.clone(),
-        limiter: app.worker.limiter.clone(),
-        mime: app.worker.mime.clone(),
-        retry: app.worker.retry.clone(),
-        concurrency: 3,
-        poll_interval: app.worker.poll_interval,
-        wake: app.worker.wake.clone(),
-        shutdown_grace: app.worker.shutdown_grace,
-        visibility: app.worker.visibility,
-        claims: false,
-    });
-    assert_eq!(worker.run_once().await.expect("pull"), 3);
-    let mut delivered = 0;
-    for (id, to) in &sent {
-        let (got, m) = (app.relay.received_for(to).len(), app.get_message(id).await);
-        match got {
-            1 => delivered += 1,
-            0 => assert_eq!(m["status"], "queued", "{m}"),
-            n => panic!("{id}: sent {n} times"),
+    for hangs in [false, true] {
+        let app = spawn_app_with(|c| {
+            c.send_rate_per_second = 0.4;
+            c.worker_concurrency = 3;
+            c.visibility_timeout_secs = 2;
+            c.smtp_timeout_secs = 1;
+        })
+        .await;
+        let mut sent = Vec::new();
+        for i in 0..3 {
+            let to = unique_rcpt(&format!("lost-lease-{i}"));
+            sent.push((app.send_to(&to).await, to));
         }
+        let queue = LosesLeases {
+            inner: app.queue.clone(),
+            hangs,
+        };
+        let worker = Arc::new(Worker {
+            queue: Arc::new(queue),
+            store: app.worker.store.clone(),
+            delivery: app.worker.delivery.clone(),
+            archive: app.worker.archive.clone(),
+            limiter: app.worker.limiter.clone(),
+            mime: app.worker.mime.clone(),
+            retry: app.worker.retry.clone(),
+            concurrency: 3,
+            poll_interval: app.worker.poll_interval,
+            wake: app.worker.wake.clone(),
+            shutdown_grace: app.worker.shutdown_grace,
+            visibility: app.worker.visibility,
+            claims: false,
+        });
+        assert_eq!(worker.run_once().await.expect("pull"), 3);
+        let mut delivered = 0;
+        for (id, to) in &sent {
+            let (got, m) = (app.relay.received_for(to).len(), app.get_message(id).await);
+            match got {
+                1 => delivered += 1,
+                0 => assert_eq!(m["status"], "queued", "{m}"),
+                n => panic!("{id}: sent {n} times"),
+            }
+        }
+        assert_eq!(
+            delivered, 1,
+            "hangs {hangs}: only the one whose slot came at once"
+        );
     }
-    assert_eq!(delivered, 1, "only the one whose slot came at once");
 }
 
 /// On shutdown the worker stops pulling and releases leases still waiting for the rate limit:

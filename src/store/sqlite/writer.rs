@@ -181,6 +181,7 @@ async fn apply_in_tx(
     let mut record_answers = Vec::new();
     let mut removals = Vec::new();
     let mut reschedules = Vec::new();
+    let mut extensions = Vec::new();
     let mut settle_answers = Vec::new();
     let mut leases = Vec::new();
     let mut claims = Vec::new();
@@ -241,7 +242,7 @@ async fn apply_in_tx(
                         "id": id, "token": token,
                         "available_at": available_at, "uncount": i64::from(uncount), "keep": 0,
                     })),
-                    Settle::Extend { available_at } => reschedules.push(json!({
+                    Settle::Extend { available_at } => extensions.push(json!({
                         "id": id, "token": token,
                         "available_at": available_at, "uncount": 0, "keep": 1,
                     })),
@@ -326,6 +327,17 @@ async fn apply_in_tx(
     if !settle_answers.is_empty() {
         // A set: a batch settles up to MAX_BATCH leases, each looked up once below.
         let mut settled: HashSet<String> = HashSet::new();
+        // Heartbeats first: one left over from a delivery that has just ended (its future was
+        // dropped with the op already sent) must not undo the release or retry that follows it
+        // in the same batch, as a second source row for one queue row in one UPDATE could.
+        if !extensions.is_empty() {
+            settled.extend(
+                sqlx::query_scalar::<_, String>(query_file!("reschedule_leased"))
+                    .bind(serde_json::Value::Array(extensions).to_string())
+                    .fetch_all(&mut *tx)
+                    .await?,
+            );
+        }
         if !removals.is_empty() {
             settled.extend(
                 sqlx::query_scalar::<_, String>(query_file!("delete_leased"))

@@ -216,9 +216,9 @@ pub enum Hold {
     For(std::time::Duration),
     /// Waits this long, then closes the connection: no answer at all.
     ThenDrop(std::time::Duration),
-    /// Closes a connection at once when what it sends holds this text; passes the rest on: a
-    /// queue that fails some calls and takes others.
-    DropIfHolds(&'static str),
+    /// Closes a connection, after this long, when what it sends holds this text; passes the
+    /// rest on at once: a queue that fails some calls and takes others.
+    DropIfHolds(&'static str, std::time::Duration),
 }
 
 /// A TCP proxy on 127.0.0.1 in front of the emulator that can hold back what clients send, for
@@ -265,9 +265,10 @@ impl SlowProxy {
                                 tokio::time::sleep(d).await;
                                 break;
                             }
-                            Hold::DropIfHolds(text) => {
+                            Hold::DropIfHolds(text, d) => {
                                 let sent = String::from_utf8_lossy(&buf[..n]);
                                 if sent.contains(text) {
+                                    tokio::time::sleep(d).await;
                                     break;
                                 }
                             }

@@ -241,7 +241,7 @@ async fn a_batch_sqs_takes_only_part_of_is_answered_entry_by_entry() {
     })
     .await;
     // Eleven make at least two SendMessageBatch calls; the one with the last fails.
-    let mut rcpts: Vec<String> = (0..11)
+    let rcpts: Vec<String> = (0..11)
         .map(|i| unique_rcpt(&format!("partly-{i}")))
         .collect();
     let mut entries: Vec<Value> = rcpts.iter().map(|to| native_body(to)).collect();
@@ -255,7 +255,7 @@ async fn a_batch_sqs_takes_only_part_of_is_answered_entry_by_entry() {
             .json(&body)
             .send()
     };
-    proxy.hold(Hold::DropIfHolds("unqueueable"));
+    proxy.hold(Hold::DropIfHolds("unqueueable", Duration::ZERO));
     let r = post().await.expect("sent");
     assert_eq!(r.status(), 202);
     let v: Value = r.json().await.expect("JSON");
@@ -280,17 +280,83 @@ async fn a_batch_sqs_takes_only_part_of_is_answered_entry_by_entry() {
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     assert_eq!(replay.json::<Value>().await.expect("JSON"), v);
 
+    // A client that hangs up before the answer: the key is settled all the same, and its
+    // retry is given the entry-by-entry answer, never a second copy of what SQS took.
+    proxy.hold(Hold::DropIfHolds("unqueueable", Duration::from_millis(700)));
+    let hung_up = app
+        .client
+        .post(app.url("/v1/messages/batch"))
+        .bearer_auth(&app.token)
+        .header("idempotency-key", "partly-2")
+        .timeout(Duration::from_millis(300))
+        .json(&body)
+        .send()
+        .await;
+    assert!(hung_up.is_err(), "the client gave up first");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let replay = loop {
+        let r = app
+            .client
+            .post(app.url("/v1/messages/batch"))
+            .bearer_auth(&app.token)
+            .header("idempotency-key", "partly-2")
+            .json(&body)
+            .send()
+            .await
+            .expect("sent");
+        if r.status() != 409 {
+            break r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the key stayed pending"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(replay.status(), 202);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let second: Value = replay.json().await.expect("JSON");
+    assert_eq!(
+        second["results"][10]["error"]["code"], "unavailable",
+        "{second}"
+    );
+    let taken: Vec<String> = second["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|e| e["message_id"].as_str().map(str::to_string))
+        .collect();
+    assert!(!taken.is_empty(), "{second}");
+
     proxy.hold(Hold::Nothing);
-    for i in &again {
-        let mut entry = body["messages"][*i].clone();
-        rcpts[*i] = unique_rcpt(&format!("partly-again-{i}"));
-        entry["to"] = json!([rcpts[*i]]);
-        let id = accepted_id(app.post_message(&entry, None).await).await;
-        queued.push((id, rcpts[*i].clone()));
+    // What the client sends again: the entries of the second batch SQS did not take.
+    let mut resent = Vec::new();
+    for (i, entry) in second["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .enumerate()
+    {
+        if entry.get("message_id").is_none() {
+            let mut again = body["messages"][i].clone();
+            let to = unique_rcpt(&format!("partly-again-{i}"));
+            again["to"] = json!([to]);
+            resent.push((accepted_id(app.post_message(&again, None).await).await, to));
+        }
     }
     app.dispatch_all_pending().await;
-    for (id, to) in &queued {
+    // Each recipient gets one copy per batch that had its message taken, none of the rest.
+    for (i, to) in rcpts.iter().enumerate() {
+        let taken_in = [&v, &second]
+            .iter()
+            .filter(|b| b["results"][i].get("message_id").is_some())
+            .count();
+        assert_eq!(app.relay.received_for(to).len(), taken_in, "entry {i}");
+    }
+    for (id, to) in &resent {
         assert_eq!(app.relay.received_for(to).len(), 1, "{id}");
-        assert_eq!(app.get_message(id).await["status"], "delivered");
+    }
+    for id in queued.iter().map(|(id, _)| id).chain(&taken) {
+        assert_eq!(app.get_message(id).await["status"], "delivered", "{id}");
     }
 }
