@@ -211,7 +211,8 @@ impl Intake {
                 && let Err(e) = self.store.settle_idempotency(&key, None).await
             {
                 // The key stays pending until PENDING_FOR has passed; a retry is told to wait
-                // until then, and after it accepted afresh (a second copy, never none).
+                // until then, and after it accepted afresh, this request's messages abandoned
+                // unless already under way (one copy, or two, never none).
                 tracing::error!(error = %e, "Could not settle the Idempotency-Key of a queued request.");
             }
         }

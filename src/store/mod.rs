@@ -302,6 +302,27 @@ pub(crate) fn migrator(migrations: &[(&'static str, &'static str)]) -> Migrator 
 /// Idempotency keys are honoured this long (DESIGN.md: 24 h).
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// Why the messages of a request whose process died mid-push are abandoned once the request is
+/// sent again with its Idempotency-Key (abandon_unpushed.sql).
+pub(crate) const SENT_AGAIN: &str = "not sent: its request was sent again with the same Idempotency-Key after the process accepting it stopped while the queue was taking it; the new copy is sent instead";
+
+/// The message ids a recorded answer gave its client: `message_id`, or each entry's in a
+/// batch's `results`.
+pub(crate) fn answered_ids(response: &str) -> Vec<Uuid> {
+    let Ok(answer) = serde_json::from_str::<serde_json::Value>(response) else {
+        return Vec::new();
+    };
+    let entries = match answer["results"].as_array() {
+        Some(results) => results.iter().collect(),
+        None => vec![&answer],
+    };
+    entries
+        .into_iter()
+        .filter_map(|e| e["message_id"].as_str())
+        .filter_map(|id| Uuid::parse_str(id).ok())
+        .collect()
+}
+
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::{
     Acceptance, Accepted, CANCELLED_DETAIL, Cancel, Event, IDEMPOTENCY_TTL, IdempotencyRecord,
-    ListFilter, NewRows, Record, Store, StoreError, Transition, cancel_refusal, event_row,
-    json_array, ms_to_time, now_ms, record_from,
+    ListFilter, NewRows, Record, SENT_AGAIN, Store, StoreError, Transition, answered_ids,
+    cancel_refusal, event_row, json_array, ms_to_time, now_ms, record_from,
 };
 use crate::message::Status;
 
@@ -144,6 +144,11 @@ impl Store for PgStore {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         if let Some(idem) = &acceptance.idempotency {
+            let stale: Option<String> = sqlx::query_scalar(query_file!("stale_pending"))
+                .bind(&idem.key)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
             // A concurrent claim of the same key waits here for the first one to commit, then
             // finds it and replays its answer.
             let claimed = sqlx::query(query_file!("claim_idempotency"))
@@ -166,6 +171,23 @@ impl Store for PgStore {
                 let first = idempotency_row(&row)?;
                 tx.rollback().await?;
                 return Ok(Accepted::Replay(first));
+            }
+            if let Some(response) = stale {
+                // Taken over from a request that died mid-push: its copies go unsent.
+                let abandoned: Vec<Uuid> = sqlx::query_scalar(query_file!("abandon_unpushed"))
+                    .bind(answered_ids(&response))
+                    .bind(now)
+                    .bind(SENT_AGAIN)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let events: Vec<String> = abandoned
+                    .into_iter()
+                    .map(|id| event_row(id, now, "abandoned", Some(SENT_AGAIN)))
+                    .collect();
+                sqlx::query(query_file!("insert_events"))
+                    .bind(json_array(&events))
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         insert_messages(&mut tx, &acceptance.messages, enqueue).await?;

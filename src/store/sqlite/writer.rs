@@ -16,8 +16,8 @@ use uuid::Uuid;
 use super::status_map;
 use crate::message::Status;
 use crate::store::{
-    Accepted, CANCELLED_DETAIL, Cancel, IDEMPOTENCY_TTL, IdempotencyRecord, NewRows, StoreError,
-    Transition, cancel_refusal, event_row, now_ms,
+    Accepted, CANCELLED_DETAIL, Cancel, IDEMPOTENCY_TTL, IdempotencyRecord, NewRows, SENT_AGAIN,
+    StoreError, Transition, answered_ids, cancel_refusal, event_row, now_ms,
 };
 
 /// Most writes committed in one transaction.
@@ -277,6 +277,11 @@ async fn apply_in_tx(
     // Idempotency keys are claimed one by one: a key already claimed (maybe in this very batch)
     // turns its request into a replay of the first answer.
     for (idem, rows, enqueue, reply) in claims {
+        let stale: Option<String> = sqlx::query_scalar(query_file!("stale_pending"))
+            .bind(&idem.key)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
         let claimed = sqlx::query(query_file!("claim_idempotency"))
             .bind(&idem.key)
             .bind(&idem.request_hash)
@@ -288,6 +293,27 @@ async fn apply_in_tx(
             .fetch_optional(&mut *tx)
             .await?;
         if claimed.is_some() {
+            if let Some(response) = stale {
+                // Taken over from a request that died mid-push: its copies go unsent.
+                let ids: Vec<String> = answered_ids(&response)
+                    .iter()
+                    .map(Uuid::to_string)
+                    .collect();
+                let abandoned: Vec<String> = sqlx::query_scalar(query_file!("abandon_unpushed"))
+                    .bind(
+                        serde_json::to_string(&ids)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    )
+                    .bind(now)
+                    .bind(SENT_AGAIN)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                for id in abandoned {
+                    let id =
+                        Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    new.push_event(event_row(id, now, "abandoned", Some(SENT_AGAIN)));
+                }
+            }
             new.extend(rows, enqueue);
             answers.push(Answer::Accept(reply, Accepted::Inserted));
         } else {

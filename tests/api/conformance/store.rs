@@ -298,8 +298,21 @@ pub async fn store_pending_keys(store: &dyn Store) {
         "settled with its final answer"
     );
 
-    let died = keyed("died", Some(now - 1));
-    assert_eq!(insert(died).await.expect("insert"), Accepted::Inserted);
+    // The request that died mid-push answered (or would have) with its message's id.
+    let first = native(2);
+    let mut died = keyed("died", Some(now - 1));
+    died.response = serde_json::json!({"message_id": first.id, "status": "queued"}).to_string();
+    let accepted = store
+        .insert(
+            Acceptance {
+                messages: vec![first.clone()],
+                idempotency: Some(died),
+            },
+            false,
+        )
+        .await
+        .expect("insert");
+    assert_eq!(accepted, Accepted::Inserted);
     assert_eq!(
         lookup("died").await.expect("lookup"),
         None,
@@ -310,6 +323,18 @@ pub async fn store_pending_keys(store: &dyn Store) {
         Accepted::Inserted,
         "a key whose push never settled in time is claimed afresh"
     );
+    // The first request's copy, which the queue may have taken after all, goes unsent: the
+    // resent request's copy is the one.
+    let r = store.get(first.id).await.expect("get").expect("found");
+    assert_eq!(r.status, Status::Abandoned);
+    let kinds: Vec<String> = store
+        .events(first.id)
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["accepted", "abandoned"]);
     assert_eq!(
         lookup("died").await.expect("lookup"),
         Some(keyed("died", None))
