@@ -177,16 +177,8 @@ async fn malformed_bodies_are_4xx() {
 /// timeout), the API answers 503 with Retry-After, never a 202, and nothing is recorded.
 #[tokio::test]
 async fn store_unavailable_is_503_never_202() {
-    use sqlx::Connection;
     let app = spawn_app().await;
-    let db = app.app_data.path().join("mailroom.db");
-    let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .expect("open");
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut blocker)
-        .await
-        .expect("lock");
+    let blocker = app.lock_store().await;
     let r = app.post_compat(&compat_body(&app.token)).await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "5");
@@ -194,10 +186,7 @@ async fn store_unavailable_is_503_never_202() {
     assert_eq!(v["error"]["code"], "unavailable");
     let r = app.get_public("/ready").await;
     assert_eq!(r.status(), 200, "reads still work while writes wait");
-    sqlx::query("ROLLBACK")
-        .execute(&mut blocker)
-        .await
-        .expect("unlock");
+    app.unlock_store(blocker).await;
     assert_eq!(app.message_count().await, 0);
     assert_eq!(
         app.post_compat(&compat_body(&app.token)).await.status(),

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{
-    accepted_id, compat_body, event_kinds, spawn_app, spawn_app_with, unique_rcpt,
+    TestApp, accepted_id, compat_body, event_kinds, spawn_app, spawn_app_with, unique_rcpt,
 };
 
 /// Messages sent one after another travel on one SMTP connection (the pool keeps it); after a
@@ -380,6 +380,20 @@ async fn attempts_exhausted_is_dead_lettered() {
     );
 }
 
+/// Accepts a message to a recipient of its own and leases it as a worker that then dies would:
+/// never settled. Returns (id, recipient) once the lease has run out (the app's visibility
+/// timeout is to be 2 s).
+async fn leased_by_a_dead_worker(app: &TestApp, prefix: &str) -> (String, String) {
+    let to = unique_rcpt(prefix);
+    let id = app.send_to(&to).await;
+    let leases = app.queue.pull(10).await.expect("pull");
+    assert_eq!(leases.len(), 1);
+    std::mem::forget(leases); // the worker holding them is gone
+    assert_eq!(app.dispatch_all_pending().await, 0, "still leased");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    (id, to)
+}
+
 /// A lease whose worker died (taken, never settled) becomes visible again after the visibility
 /// timeout, and the message is delivered on the next attempt.
 #[tokio::test]
@@ -389,13 +403,7 @@ async fn lease_of_dead_worker_is_recovered() {
         c.smtp_timeout_secs = 1;
     })
     .await;
-    let to = unique_rcpt("lease");
-    let id = app.send_to(&to).await;
-    let leases = app.queue.pull(10).await.expect("pull");
-    assert_eq!(leases.len(), 1);
-    std::mem::forget(leases); // the worker holding them is gone
-    assert_eq!(app.dispatch_all_pending().await, 0, "still leased");
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (id, to) = leased_by_a_dead_worker(&app, "lease").await;
     assert_eq!(app.dispatch_all_pending().await, 1);
     let m = app.get_message(&id).await;
     assert_eq!(m["status"], "delivered");
@@ -414,12 +422,7 @@ async fn a_message_whose_attempts_never_finish_is_dead_lettered() {
         c.max_attempts = 1;
     })
     .await;
-    let to = unique_rcpt("never-finishes");
-    let id = app.send_to(&to).await;
-    let leases = app.queue.pull(10).await.expect("pull");
-    assert_eq!(leases.len(), 1);
-    std::mem::forget(leases); // the worker holding them is gone
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (id, to) = leased_by_a_dead_worker(&app, "never-finishes").await;
     assert_eq!(app.dispatch_all_pending().await, 1);
     let m = app.get_message(&id).await;
     assert_eq!((&m["status"], &m["attempts"]), (&json!("dead"), &json!(1)));
@@ -525,11 +528,7 @@ async fn a_lease_lasts_as_long_as_the_wait_for_the_rate_limit() {
         c.smtp_timeout_secs = 1;
     })
     .await;
-    let mut sent = Vec::new();
-    for i in 0..8 {
-        let to = unique_rcpt(&format!("long-lease-{i}"));
-        sent.push((app.send_to(&to).await, to));
-    }
+    let sent = app.send_to_each("long-lease", 8).await;
     let stop = CancellationToken::new();
     let first = tokio::spawn(app.worker.clone().run(stop.clone()));
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -614,11 +613,7 @@ async fn a_lease_lost_while_waiting_is_not_sent() {
             c.smtp_timeout_secs = 1;
         })
         .await;
-        let mut sent = Vec::new();
-        for i in 0..3 {
-            let to = unique_rcpt(&format!("lost-lease-{i}"));
-            sent.push((app.send_to(&to).await, to));
-        }
+        let sent = app.send_to_each("lost-lease", 3).await;
         let queue = LosesLeases {
             inner: app.queue.clone(),
             hangs,

@@ -358,6 +358,39 @@ impl TestApp {
         accepted_id(self.post_message(&native_body(to), None).await).await
     }
 
+    /// Accepts `n` native messages, each to a recipient of its own; returns (id, recipient).
+    pub async fn send_to_each(&self, prefix: &str, n: usize) -> Vec<(String, String)> {
+        let mut sent = Vec::with_capacity(n);
+        for i in 0..n {
+            let to = unique_rcpt(&format!("{prefix}-{i}"));
+            sent.push((self.send_to(&to).await, to));
+        }
+        sent
+    }
+
+    /// Holds the SQLite store's write lock (another process's `BEGIN EXCLUSIVE`) until the
+    /// returned connection is given to [`TestApp::unlock_store`]: writes wait out the busy
+    /// timeout and fail, reads go on.
+    pub async fn lock_store(&self) -> sqlx::SqliteConnection {
+        use sqlx::Connection;
+        let db = self.app_data.path().join("mailroom.db");
+        let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .expect("open");
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut blocker)
+            .await
+            .expect("lock");
+        blocker
+    }
+
+    pub async fn unlock_store(&self, mut blocker: sqlx::SqliteConnection) {
+        sqlx::query("ROLLBACK")
+            .execute(&mut blocker)
+            .await
+            .expect("unlock");
+    }
+
     /// Runs the worker until no message is due; returns how many leases it processed.
     pub async fn dispatch_all_pending(&self) -> usize {
         let mut total = 0;

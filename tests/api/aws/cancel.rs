@@ -115,7 +115,6 @@ async fn a_claim_lasts_as_long_as_the_wait_for_the_rate_limit() {
 /// uncounted, and once the store is back the cancelled one is dropped and the other sent once.
 #[tokio::test]
 async fn a_worker_without_its_store_sends_nothing() {
-    use sqlx::Connection;
     let moto = Moto::start().await;
     let (url, _) = moto.queue_with_dlq("no-store", 5, None).await;
     let app = spawn_app_with(|raw| on_aws(raw, &moto, &url)).await;
@@ -124,14 +123,7 @@ async fn a_worker_without_its_store_sends_nothing() {
     let withdrawn_id = app.send_to(&withdrawn).await;
     assert_eq!(app.cancel(&withdrawn_id).await.status(), 200);
 
-    let db = app.app_data.path().join("mailroom.db");
-    let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .expect("open");
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut blocker)
-        .await
-        .expect("lock");
+    let blocker = app.lock_store().await;
     assert_eq!(
         app.worker.run_once().await.expect("SQS answers"),
         0,
@@ -139,10 +131,7 @@ async fn a_worker_without_its_store_sends_nothing() {
     );
     assert!(app.relay.received_for(&kept).is_empty());
     assert!(app.relay.received_for(&withdrawn).is_empty(), "cancelled");
-    sqlx::query("ROLLBACK")
-        .execute(&mut blocker)
-        .await
-        .expect("unlock");
+    app.unlock_store(blocker).await;
 
     app.dispatch_until(&kept_id, "delivered").await;
     assert_eq!(app.relay.received_for(&kept).len(), 1);
@@ -173,11 +162,7 @@ async fn cancel_while_dispatching(
     n: usize,
     after: Duration,
 ) -> Vec<CancelOutcome> {
-    let mut sent = Vec::new();
-    for i in 0..n {
-        let to = unique_rcpt(&format!("{prefix}-{i}"));
-        sent.push((app.send_to(&to).await, to));
-    }
+    let sent = app.send_to_each(prefix, n).await;
     let cancels = async {
         tokio::time::sleep(after).await;
         let mut answers = Vec::new();
