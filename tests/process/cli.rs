@@ -374,3 +374,88 @@ async fn rendered_subject(
     let m = crate::get_json(http, &format!("{url}/v1/messages/{id}"), token).await;
     Ok(m["subject"].as_str().expect("a subject").to_string())
 }
+
+/// Even with every log on (`RUST_LOG=trace`), a delivery through a relay with AUTH leaves
+/// neither the relay's password nor the base64 `AUTH PLAIN` argument that carries it in the
+/// logs, nor the API token.
+#[tokio::test]
+async fn no_secret_reaches_the_logs_at_trace_level() {
+    use base64::Engine;
+    use tokio::io::AsyncReadExt;
+    let relay = Relay::from_env();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = "trace-token-0123456789abcdef";
+    let smtp_url = format!(
+        "smtp://{}:{}@127.0.0.1:{}?tls=required&ca_file={}",
+        relay.user, relay.password, relay.tls_port, relay.ca
+    );
+    let to = unique_rcpt("trace");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .arg("serve")
+        .env_clear()
+        .env("PORT", "0")
+        .env("DATA_DIR", dir.path())
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "trace")
+        .env("API_TOKEN", token)
+        .env("DELIVERY", "smtp")
+        .env("SMTP_URL", &smtp_url)
+        .env("COMPAT_RECIPIENT", &to)
+        .env("DEFAULT_FROM", "noreply@example.com")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts");
+    let mut stderr = child.stderr.take().expect("piped");
+    let logs = tokio::spawn(async move {
+        let mut all = Vec::new();
+        let _ = stderr.read_to_end(&mut all).await;
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut printed = Vec::new();
+    let url = loop {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(20), stdout.read(&mut chunk))
+            .await
+            .expect("the address within 20 s")
+            .expect("stdout");
+        assert!(n > 0, "stdout closed before the address");
+        printed.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&printed);
+        if let Some(url) = text.split_whitespace().find(|w| w.starts_with("http://")) {
+            break url.to_string();
+        }
+    };
+    tokio::spawn(async move { while stdout.read(&mut [0u8; 4096]).await.is_ok_and(|n| n > 0) {} });
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{url}/api/email"))
+        .json(&compat_body(token))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 202);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while relay.received_for(&to).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never delivered");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        relay.received_for(&to)[0].login.as_deref(),
+        Some(relay.user.as_str())
+    );
+    child.kill().await.expect("killed");
+    let logs = logs.await.expect("logs read");
+    assert!(
+        logs.len() > 10_000,
+        "trace logs were written: {} bytes",
+        logs.len()
+    );
+    let plain = base64::engine::general_purpose::STANDARD
+        .encode(format!("\0{}\0{}", relay.user, relay.password));
+    for secret in [relay.password.as_str(), plain.as_str(), token] {
+        assert!(!logs.contains(secret), "a secret is in the logs");
+    }
+}
