@@ -74,7 +74,9 @@ impl RateLimiter for LocalLimiter {
             .tat
             .lock()
             .expect("the lock is never poisoned: no panics inside");
-        *tat = (*tat).max(until);
+        // With a burst, a slot is free `tolerance` before the schedule's time: the pause must
+        // cover that too, or a burst would go out inside it.
+        *tat = (*tat).max(until + self.tolerance_us);
         Ok(())
     }
 }
@@ -115,6 +117,16 @@ mod tests {
         for w in times.windows(2) {
             assert!(w[1] - w[0] >= Duration::from_micros(141_857), "{w:?}");
         }
+    }
+
+    /// A provider's "slow down" pauses every slot, a burst's included: at 7/s with a burst of
+    /// 14, no slot is handed out within a 1 s pause.
+    #[tokio::test(start_paused = true)]
+    async fn hold_off_pauses_the_burst_too() {
+        let l = LocalLimiter::new(7.0, 14, Duration::from_secs(60)).expect("valid");
+        l.hold_off(Duration::from_secs(1)).await.expect("held off");
+        let wait = l.reserve().await.expect("fits");
+        assert!(wait >= Duration::from_secs(1), "{wait:?}");
     }
 
     /// Bookings beyond the horizon are refused with the time until one fits.

@@ -12,33 +12,47 @@ use super::{LimitError, RateLimiter};
 /// KEYS[1]: the schedule's key. ARGV: emission interval, burst tolerance, horizon (all µs).
 /// Returns {1, wait} with a booked slot `wait` µs ahead, or {0, retry} when the schedule is
 /// booked past the horizon.
+///
+/// The key is kept for a day after its last use, so an idle schedule is still there (its time
+/// in the past). A missing key is a schedule Redis lost (a restart without persistence, a
+/// failover, an eviction) while slots up to the horizon may still be booked and waited for:
+/// none is booked again before the horizon has passed, or the rate would double meanwhile.
 const GCRA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local horizon = tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or 0)
+local stored = redis.call('GET', KEYS[1])
+local tat = now + horizon + tolerance
+if stored then
+  tat = tonumber(stored)
+end
 local next = math.max(tat, now)
 local slot = math.max(next - tolerance, now)
 local wait = slot - now
 if wait > horizon then
   return {0, wait - horizon}
 end
-redis.call('SET', KEYS[1], next + interval, 'PX', math.ceil((next + interval - now) / 1000) + 1000)
+redis.call('SET', KEYS[1], next + interval, 'PX', 86400000)
 return {1, wait}
 "#;
 
-/// KEYS[1]: the schedule's key. ARGV[1]: a pause in µs. No slot is free before now + pause.
+/// KEYS[1]: the schedule's key. ARGV[1]: a pause in µs, ARGV[2]: the burst tolerance (µs). No
+/// slot is free before now + pause, the burst included.
 const HOLD_OFF: &str = r#"
 local t = redis.call('TIME')
-local until_ = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[1])
+local until_ = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[1]) + tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or 0)
 if until_ > tat then
-  redis.call('SET', KEYS[1], until_, 'PX', math.ceil(tonumber(ARGV[1]) / 1000) + 1000)
+  redis.call('SET', KEYS[1], until_, 'PX', 86400000)
 end
 return 1
 "#;
+
+/// The furthest ahead a shared schedule books: what a schedule Redis loses can still have
+/// booked, and so how long sending pauses after such a loss (see [`GCRA`]).
+const HORIZON_MAX: Duration = Duration::from_secs(2);
 
 /// A connection that is made on first use and remade after a loss, with short timeouts: a
 /// Redis outage must surface as an error quickly, not as a hung delivery.
@@ -80,7 +94,7 @@ impl RedisLimiter {
             key: key.to_string(),
             interval_us,
             tolerance_us: interval_us * u64::from(burst.max(1) - 1),
-            horizon_us: horizon.as_micros() as u64,
+            horizon_us: horizon.min(HORIZON_MAX).as_micros() as u64,
             rate,
         }
     }
@@ -114,6 +128,7 @@ impl RateLimiter for RedisLimiter {
         self.hold_off
             .key(&self.key)
             .arg(pause.as_micros() as u64)
+            .arg(self.tolerance_us)
             .invoke_async::<u8>(&mut conn)
             .await
             .map(|_| ())

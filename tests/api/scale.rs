@@ -251,6 +251,41 @@ async fn redis_limiter_is_shared_by_replicas() {
     );
 }
 
+/// A schedule Redis loses (a restart without persistence, a failover, an eviction) while slots
+/// are booked does not start a second one beside them: no slot is booked again before the
+/// horizon has passed, so the sends already booked are not joined by new ones at twice the rate.
+#[tokio::test]
+async fn a_schedule_redis_loses_is_not_doubled() {
+    let key = format!("mailroom-test:{}", uuid::Uuid::new_v4());
+    let mut conn = connect(&redis_url()).expect("url");
+    let limiter = RedisLimiter::new(conn.clone(), &key, 10.0, 1, Duration::from_secs(10));
+    // An idle schedule: its time is in the past.
+    redis::cmd("SET")
+        .arg(&key)
+        .arg(0)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("set");
+    let started = Instant::now();
+    let mut booked = Vec::new();
+    for _ in 0..10 {
+        let wait = limiter.reserve().await.expect("within the horizon");
+        booked.push(started.elapsed() + wait);
+    }
+    redis::cmd("DEL")
+        .arg(&key)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("del");
+    let last = *booked.iter().max().expect("booked");
+    let wait = limiter.reserve().await.expect("within the horizon");
+    let next = started.elapsed() + wait;
+    assert!(
+        next >= last,
+        "a slot at {next:?} beside those booked up to {last:?}"
+    );
+}
+
 /// With Redis unreachable the limiter says so quickly instead of granting permits, and the API
 /// keeps accepting while `/ready` reports the limiter as degraded.
 #[tokio::test]
