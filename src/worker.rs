@@ -441,7 +441,10 @@ impl Worker {
                 }
                 Err(_) => {}
             }
-            let renewed = async { claim && self.renew_claim(lease).await };
+            // The claim is a store write: renewed once a third of it has passed, however often
+            // the queue's heartbeat comes (Kafka's is a quarter of a second).
+            let due = claim && beat + self.visibility * 2 / 3 >= claim_until;
+            let renewed = async { due && self.renew_claim(lease).await };
             if let Ok(true) = tokio::time::timeout_at(claim_until, renewed).await {
                 claim_until = beat + self.visibility;
             }

@@ -349,8 +349,12 @@ impl Queue for KafkaQueue {
         Ok(())
     }
 
+    /// A lease here is this process's own, in memory, and a rebalance that takes its partition
+    /// away drops it: checked often (it costs a lock), a delivery still waiting for its turn
+    /// learns of that within a quarter of a second, before the partition's new owner can have
+    /// fetched the record again, and does not send it too.
     fn heartbeat(&self) -> Option<Duration> {
-        Some(self.visibility / 3)
+        Some((self.visibility / 3).min(Duration::from_millis(250)))
     }
 
     async fn extend(&self, lease: &Lease) -> Result<(), QueueError> {
