@@ -4,9 +4,15 @@
 //! again every `SSM_TOKEN_TTL_SECS` in the background, so a rotated token is picked up without
 //! a restart and no request waits on SSM. When SSM cannot be reached the last token read keeps
 //! working; `/ready` reports the outage and `mailroom_token_source_up` drops to 0.
+//!
+//! A rotation reaches each replica at its own moment, and clients switch over at theirs: for
+//! two TTLs after a replica sees a new token, the one it replaced is accepted too, and a token
+//! it does not know makes it read SSM again (at most once every [`RECHECK_EVERY`], or TTL if
+//! shorter), so neither a
+//! client still on the old token nor one already on the new one is refused meanwhile.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_ssm::Client;
@@ -15,10 +21,21 @@ use secrecy::SecretString;
 
 use super::{AuthError, StaticToken, TokenVerifier};
 
+/// How often an unknown token may make a replica read SSM again, at most.
+const RECHECK_EVERY: Duration = Duration::from_secs(10);
+
 pub struct SsmToken {
     client: Client,
     parameter: String,
     current: RwLock<StaticToken>,
+    /// The token the current one replaced, accepted until this time.
+    previous: RwLock<Option<(StaticToken, Instant)>>,
+    /// How long a replaced token is accepted: two TTLs.
+    grace: Duration,
+    /// When an unknown token last made this replica read SSM; one such read at a time, at most
+    /// every `recheck_every`.
+    rechecked: tokio::sync::Mutex<Option<Instant>>,
+    recheck_every: Duration,
     /// Why the last read failed; `None` after a good read.
     last_error: RwLock<Option<String>>,
 }
@@ -36,6 +53,10 @@ impl SsmToken {
             client,
             parameter,
             current: RwLock::new(StaticToken::new(&token)),
+            previous: RwLock::new(None),
+            grace: ttl * 2,
+            rechecked: tokio::sync::Mutex::new(None),
+            recheck_every: ttl.min(RECHECK_EVERY),
             last_error: RwLock::new(None),
         });
         let weak = Arc::downgrade(&this);
@@ -55,7 +76,15 @@ impl SsmToken {
     async fn refresh(&self) {
         match read(&self.client, &self.parameter).await {
             Ok(token) => {
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = StaticToken::new(&token);
+                let fresh = StaticToken::new(&token);
+                let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+                if !current.matches(secrecy::ExposeSecret::expose_secret(&token)) {
+                    let replaced = std::mem::replace(&mut *current, fresh);
+                    *self.previous.write().unwrap_or_else(|p| p.into_inner()) =
+                        Some((replaced, Instant::now() + self.grace));
+                    tracing::info!(parameter = %self.parameter, "API token rotated; the previous one is accepted for {:?} more.", self.grace);
+                }
+                drop(current);
                 *self.last_error.write().unwrap_or_else(|p| p.into_inner()) = None;
                 metrics::gauge!("mailroom_token_source_up").set(1.0);
             }
@@ -66,6 +95,23 @@ impl SsmToken {
                 metrics::counter!("mailroom_token_refresh_failures_total").increment(1);
             }
         }
+    }
+}
+
+impl SsmToken {
+    /// The current token, or the one it replaced within its grace; both compared, in constant
+    /// time, whichever matches.
+    fn known(&self, presented: &str) -> bool {
+        let current = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .matches(presented);
+        let previous = match &*self.previous.read().unwrap_or_else(|p| p.into_inner()) {
+            Some((token, until)) => token.matches(presented) && Instant::now() < *until,
+            None => false,
+        };
+        current | previous
     }
 }
 
@@ -91,8 +137,19 @@ async fn read(client: &Client, parameter: &str) -> Result<SecretString, AuthErro
 #[async_trait]
 impl TokenVerifier for SsmToken {
     async fn verify(&self, presented: &str) -> Result<bool, AuthError> {
-        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
-        Ok(current.matches(presented))
+        if self.known(presented) {
+            return Ok(true);
+        }
+        // Maybe a token this replica has not read yet: read SSM again, once at a time and at
+        // most every `recheck_every`, so that wrong tokens cannot make it hammer SSM.
+        if let Ok(mut last) = self.rechecked.try_lock()
+            && last.is_none_or(|t| t.elapsed() >= self.recheck_every)
+        {
+            *last = Some(Instant::now());
+            self.refresh().await;
+            return Ok(self.known(presented));
+        }
+        Ok(false)
     }
 
     fn health(&self) -> Result<(), String> {

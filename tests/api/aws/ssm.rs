@@ -31,7 +31,9 @@ async fn api_token_from_ssm_rotates_and_survives_an_outage() {
     assert_eq!(status(&app, "second-token-value").await, 401);
     moto.put_parameter("/mailroom/test/api-token", "second-token-value")
         .await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The replaced token is accepted for two TTLs after the replica saw the new one (within
+    // one TTL), then refused.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(
         status(&app, "second-token-value").await,
         200,
@@ -60,4 +62,32 @@ async fn api_token_from_ssm_rotates_and_survives_an_outage() {
             .contains("cached"),
         "{ready}"
     );
+}
+
+/// A rotation as clients live it: a client already on the new token is accepted at once (an
+/// unknown token makes the replica read SSM again, without waiting for its TTL of 5 minutes),
+/// and one still on the old token too, for two TTLs; a wrong token stays refused.
+#[tokio::test]
+async fn a_rotated_token_is_accepted_at_once_and_the_old_one_for_a_while() {
+    let moto = Moto::start().await;
+    let (url, _) = moto.queue_with_dlq("rotation", 5, None).await;
+    moto.put_parameter("/mailroom/test/rotation", "old-token-value")
+        .await;
+    let app = spawn_app_with(|raw| {
+        on_aws(raw, &moto, &url);
+        raw.api_token = None;
+        raw.ssm_token_parameter = Some("/mailroom/test/rotation".into());
+        raw.ssm_token_ttl_secs = 300;
+    })
+    .await;
+    let status = |app: &TestApp, token: &'static str| {
+        let req = app.client.get(app.url("/v1/messages")).bearer_auth(token);
+        async move { req.send().await.expect("sent").status().as_u16() }
+    };
+    assert_eq!(status(&app, "old-token-value").await, 200);
+    moto.put_parameter("/mailroom/test/rotation", "new-token-value")
+        .await;
+    assert_eq!(status(&app, "new-token-value").await, 200, "read at once");
+    assert_eq!(status(&app, "old-token-value").await, 200, "still accepted");
+    assert_eq!(status(&app, "wrong-token-value").await, 401);
 }
