@@ -13,20 +13,7 @@ use crate::helpers::{TestApp, spawn_app_with};
 #[tokio::test]
 async fn api_token_from_ssm_rotates_and_survives_an_outage() {
     let moto = Moto::start().await;
-    let (url, _) = moto.queue_with_dlq("token", 5, None).await;
-    moto.put_parameter("/mailroom/test/api-token", "first-token-value")
-        .await;
-    let app = spawn_app_with(|raw| {
-        on_aws(raw, &moto, &url);
-        raw.api_token = None;
-        raw.ssm_token_parameter = Some("/mailroom/test/api-token".into());
-        raw.ssm_token_ttl_secs = 1;
-    })
-    .await;
-    let status = |app: &TestApp, token: &'static str| {
-        let req = app.client.get(app.url("/v1/messages")).bearer_auth(token);
-        async move { req.send().await.expect("sent").status().as_u16() }
-    };
+    let app = app_with_ssm_token(&moto, "api-token", "first-token-value", 1).await;
     assert_eq!(status(&app, "first-token-value").await, 200);
     assert_eq!(status(&app, "second-token-value").await, 401);
     moto.put_parameter("/mailroom/test/api-token", "second-token-value")
@@ -70,24 +57,32 @@ async fn api_token_from_ssm_rotates_and_survives_an_outage() {
 #[tokio::test]
 async fn a_rotated_token_is_accepted_at_once_and_the_old_one_for_a_while() {
     let moto = Moto::start().await;
-    let (url, _) = moto.queue_with_dlq("rotation", 5, None).await;
-    moto.put_parameter("/mailroom/test/rotation", "old-token-value")
-        .await;
-    let app = spawn_app_with(|raw| {
-        on_aws(raw, &moto, &url);
-        raw.api_token = None;
-        raw.ssm_token_parameter = Some("/mailroom/test/rotation".into());
-        raw.ssm_token_ttl_secs = 300;
-    })
-    .await;
-    let status = |app: &TestApp, token: &'static str| {
-        let req = app.client.get(app.url("/v1/messages")).bearer_auth(token);
-        async move { req.send().await.expect("sent").status().as_u16() }
-    };
+    let app = app_with_ssm_token(&moto, "rotation", "old-token-value", 300).await;
     assert_eq!(status(&app, "old-token-value").await, 200);
     moto.put_parameter("/mailroom/test/rotation", "new-token-value")
         .await;
     assert_eq!(status(&app, "new-token-value").await, 200, "read at once");
     assert_eq!(status(&app, "old-token-value").await, 200, "still accepted");
     assert_eq!(status(&app, "wrong-token-value").await, 401);
+}
+
+/// An app whose API token is the SSM parameter `/mailroom/test/{name}`, first set to `token`,
+/// re-read every `ttl_secs`.
+async fn app_with_ssm_token(moto: &Moto, name: &str, token: &str, ttl_secs: u64) -> TestApp {
+    let (url, _) = moto.queue_with_dlq(name, 5, None).await;
+    let parameter = format!("/mailroom/test/{name}");
+    moto.put_parameter(&parameter, token).await;
+    spawn_app_with(|raw| {
+        on_aws(raw, moto, &url);
+        raw.api_token = None;
+        raw.ssm_token_parameter = Some(parameter.clone());
+        raw.ssm_token_ttl_secs = ttl_secs;
+    })
+    .await
+}
+
+/// The status `GET /v1/messages` answers with this bearer token.
+async fn status(app: &TestApp, token: &str) -> u16 {
+    let req = app.client.get(app.url("/v1/messages")).bearer_auth(token);
+    req.send().await.expect("sent").status().as_u16()
 }

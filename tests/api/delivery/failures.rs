@@ -1,0 +1,128 @@
+//! Failures carry their decision: a 4xx is retried with backoff, a 5xx and exhausted attempts
+//! are dead-lettered, and a dead letter is redriven once.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::helpers::{event_kinds, spawn_app, spawn_app_with, unique_rcpt};
+
+/// A 4xx from the relay is retried with growing backoff, then the message is delivered.
+#[tokio::test]
+async fn temporary_failure_is_retried_with_backoff_then_delivered() {
+    let app = spawn_app_with(|c| {
+        c.retry_base_ms = 100;
+        c.retry_max_ms = 10_000;
+    })
+    .await;
+    let to = unique_rcpt("fail-451-2");
+    let id = app.send_to(&to).await;
+    let started = Instant::now();
+    let m = app.dispatch_until(&id, "delivered").await;
+    // Two waits: at least 50 ms (half of 100, the jitter floor) and 100 ms (half of 200).
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(m["attempts"], 3);
+    let events: Vec<&Value> = m["events"].as_array().expect("events").iter().collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(kinds, ["accepted", "deferred", "deferred", "delivered"]);
+    let delay = |e: &Value| -> u64 {
+        let d = e["detail"].as_str().expect("detail");
+        assert!(d.contains("451"), "{d}");
+        d.split("next attempt in ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|s| s.parse().ok())
+            .expect("a delay")
+    };
+    let (first, second) = (delay(events[1]), delay(events[2]));
+    assert!(
+        (50..=100).contains(&first) && (100..=200).contains(&second),
+        "{first} then {second}"
+    );
+    assert_eq!(app.relay.received_for(&to).len(), 1);
+    assert!(
+        m["last_error"]
+            .as_str()
+            .expect("last error kept")
+            .contains("451")
+    );
+}
+
+/// A 5xx is dead-lettered at once; redriven, it is delivered.
+#[tokio::test]
+async fn permanent_failure_is_dead_lettered_then_redriven() {
+    let app = spawn_app().await;
+    let to = unique_rcpt("fail-550-1");
+    let id = app.send_to(&to).await;
+    app.dispatch_all_pending().await;
+    let m = app.get_message(&id).await;
+    assert_eq!(m["status"], "dead");
+    assert_eq!(m["attempts"], 1);
+    assert!(m["last_error"].as_str().expect("error").contains("550"));
+    let dl: Value = app.get_json("/v1/dead-letters").await;
+    assert_eq!(dl["dead_letters"][0]["id"], id.as_str());
+
+    let r = app.redrive(&id).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        app.redrive(&id).await.status(),
+        409,
+        "only dead letters can be redriven"
+    );
+    assert_eq!(
+        app.redrive(&uuid::Uuid::new_v4().to_string())
+            .await
+            .status(),
+        404
+    );
+    app.dispatch_all_pending().await;
+    let m = app.get_message(&id).await;
+    assert_eq!(m["status"], "delivered");
+    let kinds = event_kinds(&m);
+    assert_eq!(kinds, ["accepted", "dead", "redriven", "delivered"]);
+    assert_eq!(app.relay.received_for(&to).len(), 1);
+    let dl: Value = app.get_json("/v1/dead-letters").await;
+    assert_eq!(dl["dead_letters"].as_array().expect("array").len(), 0);
+}
+
+/// Two redrives of one dead letter at once queue it once: one is a 202, the other a 409, and
+/// the message is delivered once.
+#[tokio::test]
+async fn a_dead_letter_redriven_twice_at_once_is_queued_once() {
+    let app = spawn_app().await;
+    let to = unique_rcpt("fail-550-1");
+    let id = app.send_to(&to).await;
+    app.dispatch_until(&id, "dead").await;
+    let (a, b) = tokio::join!(app.redrive(&id), app.redrive(&id));
+    let mut answers = [a.status().as_u16(), b.status().as_u16()];
+    answers.sort_unstable();
+    assert_eq!(answers, [202, 409]);
+    app.dispatch_until(&id, "delivered").await;
+    assert_eq!(app.relay.received_for(&to).len(), 1);
+    let m = app.get_message(&id).await;
+    assert_eq!(
+        event_kinds(&m),
+        ["accepted", "dead", "redriven", "delivered"]
+    );
+}
+
+/// After MAX_ATTEMPTS temporary failures the message is dead with its last error.
+#[tokio::test]
+async fn attempts_exhausted_is_dead_lettered() {
+    let app = spawn_app_with(|c| c.max_attempts = 3).await;
+    let id = app.send_to(&unique_rcpt("fail-421-always")).await;
+    let m = app.dispatch_until(&id, "dead").await;
+    assert_eq!(m["attempts"], 3);
+    let err = m["last_error"].as_str().expect("error");
+    assert!(
+        err.contains("gave up after 3 attempts") && err.contains("421"),
+        "{err}"
+    );
+}

@@ -1,0 +1,262 @@
+//! Leases: one whose worker died comes back, one kept alive lasts as long as the wait for the
+//! rate limit, a lost one is not sent, attempts that never finish end in the dead letters, the
+//! rate ceiling over concurrent deliveries, and shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mailroom::message::{Message, Status};
+use mailroom::queue::{Depth, Lease, Queue, QueueError};
+use mailroom::worker::Worker;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{TestApp, spawn_app_with, unique_rcpt};
+
+/// Accepts a message to a recipient of its own and leases it as a worker that then dies would:
+/// never settled. Returns (id, recipient) once the lease has run out (the app's visibility
+/// timeout is to be 2 s).
+async fn leased_by_a_dead_worker(app: &TestApp, prefix: &str) -> (String, String) {
+    let to = unique_rcpt(prefix);
+    let id = app.send_to(&to).await;
+    let leases = app.queue.pull(10).await.expect("pull");
+    assert_eq!(leases.len(), 1);
+    std::mem::forget(leases); // the worker holding them is gone
+    assert_eq!(app.dispatch_all_pending().await, 0, "still leased");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    (id, to)
+}
+
+/// A lease whose worker died (taken, never settled) becomes visible again after the visibility
+/// timeout, and the message is delivered on the next attempt.
+#[tokio::test]
+async fn lease_of_dead_worker_is_recovered() {
+    let app = spawn_app_with(|c| {
+        c.visibility_timeout_secs = 2;
+        c.smtp_timeout_secs = 1;
+    })
+    .await;
+    let (id, to) = leased_by_a_dead_worker(&app, "lease").await;
+    assert_eq!(app.dispatch_all_pending().await, 1);
+    let m = app.get_message(&id).await;
+    assert_eq!(m["status"], "delivered");
+    assert_eq!(m["attempts"], 2);
+    assert_eq!(app.relay.received_for(&to).len(), 1);
+}
+
+/// A message whose attempts never finish (each worker holding it killed, or failing, before it
+/// settles the lease) is not taken for ever: once its attempts are used up, the next one
+/// dead-letters it unsent, saying why, and an operator's redrive then delivers it.
+#[tokio::test]
+async fn a_message_whose_attempts_never_finish_is_dead_lettered() {
+    let app = spawn_app_with(|c| {
+        c.visibility_timeout_secs = 2;
+        c.smtp_timeout_secs = 1;
+        c.max_attempts = 1;
+    })
+    .await;
+    let (id, to) = leased_by_a_dead_worker(&app, "never-finishes").await;
+    assert_eq!(app.dispatch_all_pending().await, 1);
+    let m = app.get_message(&id).await;
+    assert_eq!((&m["status"], &m["attempts"]), (&json!("dead"), &json!(1)));
+    let err = m["last_error"].as_str().expect("error");
+    assert!(
+        err.contains("gave up after 1 attempts: the last ones never finished"),
+        "{err}"
+    );
+    assert!(app.relay.received_for(&to).is_empty(), "not sent");
+    assert_eq!(app.redrive(&id).await.status(), 202);
+    app.dispatch_until(&id, "delivered").await;
+    assert_eq!(app.relay.received_for(&to).len(), 1);
+}
+
+/// With a ceiling of 20/s, 21 deliveries cannot finish in less than one second (burst 1), however
+/// many run concurrently.
+#[tokio::test]
+async fn rate_ceiling_holds_across_concurrent_deliveries() {
+    let app = spawn_app_with(|c| {
+        c.send_rate_per_second = 20.0;
+        c.worker_concurrency = 32;
+    })
+    .await;
+    for _ in 0..21 {
+        app.send_to(&unique_rcpt("rate")).await;
+    }
+    let started = Instant::now();
+    assert_eq!(app.dispatch_all_pending().await, 21);
+    assert!(
+        started.elapsed() >= Duration::from_millis(980),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A message waiting for its turn longer than the visibility timeout keeps its lease: at 2/s
+/// the last of eight taken together waits about 3.5 s, the visibility timeout is 2 s, and a
+/// second worker loop pulls all the while. Each message goes out once, at its first attempt.
+#[tokio::test]
+async fn a_lease_lasts_as_long_as_the_wait_for_the_rate_limit() {
+    let app = spawn_app_with(|c| {
+        c.send_rate_per_second = 2.0;
+        c.worker_concurrency = 8;
+        c.visibility_timeout_secs = 2;
+        c.smtp_timeout_secs = 1;
+    })
+    .await;
+    let sent = app.send_to_each("long-lease", 8).await;
+    let stop = CancellationToken::new();
+    let first = tokio::spawn(app.worker.clone().run(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = tokio::spawn(app.worker.clone().run(stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for (id, _) in &sent {
+        while app.get_message(id).await["status"] != "delivered" {
+            assert!(Instant::now() < deadline, "{id} never delivered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Time for a second copy, had a lease run out, to pass the limiter.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    stop.cancel();
+    let _ = tokio::join!(first, second);
+    for (id, to) in &sent {
+        let m = app.get_message(id).await;
+        assert_eq!(
+            (app.relay.received_for(to).len(), &m["attempts"]),
+            (1, &json!(1)),
+            "{id}: {m}"
+        );
+    }
+}
+
+/// A queue whose leases are lost at their first heartbeat, as a Kafka rebalance loses those of
+/// the partitions it moves, or a database lease that ran out while its extensions failed; or,
+/// with `hangs`, whose heartbeat never answers (a connection to a failed-over database).
+struct LosesLeases {
+    inner: Arc<dyn Queue>,
+    hangs: bool,
+}
+
+#[async_trait::async_trait]
+impl Queue for LosesLeases {
+    async fn push(&self, messages: &[Message]) -> Vec<Result<(), QueueError>> {
+        self.inner.push(messages).await
+    }
+    async fn pull(&self, max: usize) -> Result<Vec<Lease>, QueueError> {
+        self.inner.pull(max).await
+    }
+    async fn ack(&self, lease: Lease) -> Result<(), QueueError> {
+        self.inner.ack(lease).await
+    }
+    async fn retry(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
+        self.inner.retry(lease, delay).await
+    }
+    async fn release(&self, lease: Lease) -> Result<(), QueueError> {
+        self.inner.release(lease).await
+    }
+    async fn dead(&self, lease: Lease, error: &str) -> Result<(), QueueError> {
+        self.inner.dead(lease, error).await
+    }
+    async fn depth(&self) -> Result<Depth, QueueError> {
+        self.inner.depth().await
+    }
+    fn name(&self) -> &'static str {
+        "loses-leases"
+    }
+    fn heartbeat(&self) -> Option<Duration> {
+        Some(Duration::from_millis(300))
+    }
+    async fn extend(&self, lease: &Lease) -> Result<(), QueueError> {
+        if self.hangs {
+            std::future::pending::<()>().await;
+        }
+        Err(QueueError::LeaseLost(lease.message.id))
+    }
+}
+
+/// A worker whose lease is lost while the message waits for its turn does not send it: the
+/// message's next holder does (or drops it, if it was cancelled meanwhile). At 0.4/s the first
+/// of three goes at once and the others wait 2.5 and 5 s. A heartbeat that says the lease is
+/// gone (at 300 ms), or one that hangs past the 2 s visibility timeout, stops them both.
+#[tokio::test]
+async fn a_lease_lost_while_waiting_is_not_sent() {
+    for hangs in [false, true] {
+        let app = spawn_app_with(|c| {
+            c.send_rate_per_second = 0.4;
+            c.worker_concurrency = 3;
+            c.visibility_timeout_secs = 2;
+            c.smtp_timeout_secs = 1;
+        })
+        .await;
+        let sent = app.send_to_each("lost-lease", 3).await;
+        let queue = LosesLeases {
+            inner: app.queue.clone(),
+            hangs,
+        };
+        let worker = Arc::new(Worker {
+            queue: Arc::new(queue),
+            store: app.worker.store.clone(),
+            delivery: app.worker.delivery.clone(),
+            archive: app.worker.archive.clone(),
+            limiter: app.worker.limiter.clone(),
+            mime: app.worker.mime.clone(),
+            retry: app.worker.retry.clone(),
+            concurrency: 3,
+            poll_interval: app.worker.poll_interval,
+            wake: app.worker.wake.clone(),
+            shutdown_grace: app.worker.shutdown_grace,
+            visibility: app.worker.visibility,
+            claims: false,
+        });
+        assert_eq!(worker.run_once().await.expect("pull"), 3);
+        let mut delivered = 0;
+        for (id, to) in &sent {
+            let (got, m) = (app.relay.received_for(to).len(), app.get_message(id).await);
+            match got {
+                1 => delivered += 1,
+                0 => assert_eq!(m["status"], "queued", "{m}"),
+                n => panic!("{id}: sent {n} times"),
+            }
+        }
+        assert_eq!(
+            delivered, 1,
+            "hangs {hangs}: only the one whose slot came at once"
+        );
+    }
+}
+
+/// On shutdown the worker stops pulling and releases leases still waiting for the rate limit:
+/// no lease stays taken, and the released attempts do not count.
+#[tokio::test]
+async fn shutdown_releases_waiting_leases() {
+    let app = spawn_app_with(|c| {
+        c.send_rate_per_second = 2.0;
+        c.worker_concurrency = 8;
+        c.shutdown_grace_secs = 5;
+    })
+    .await;
+    for _ in 0..8 {
+        app.send_to(&unique_rcpt("shutdown")).await;
+    }
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(app.worker.clone().run(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.cancel();
+    let started = Instant::now();
+    run.await.expect("the worker exits cleanly");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let counts = app.backends_store.counts().await.expect("counts");
+    let delivered = counts.get(&Status::Delivered).copied().unwrap_or(0);
+    assert!((1..=3).contains(&delivered), "delivered {delivered}");
+    // Everything else is due again at once, with its attempt given back.
+    let leases = app.queue.pull(100).await.expect("pull");
+    assert_eq!(leases.len() as u64, 8 - delivered);
+    assert!(
+        leases.iter().all(|l| l.attempt == 1),
+        "released attempts do not count"
+    );
+}

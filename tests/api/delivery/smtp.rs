@@ -1,0 +1,333 @@
+//! What reaches the relay: headers, envelope, attachments, the archive object, compat
+//! messages, pooled connections, TLS and AUTH, an IPv6 relay address, a relay that stalls.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    accepted_id, compat_body, event_kinds, spawn_app, spawn_app_with, unique_rcpt,
+};
+
+/// Messages sent one after another travel on one SMTP connection (the pool keeps it); after a
+/// 5xx (lettre closes that session) the next message still goes out.
+#[tokio::test]
+async fn smtp_connections_are_reused() {
+    let app = spawn_app().await;
+    let rcpt = unique_rcpt("reuse");
+    for _ in 0..5 {
+        app.send_to(&rcpt).await;
+        assert_eq!(app.dispatch_all_pending().await, 1);
+    }
+    let ports: std::collections::HashSet<Option<u64>> = app
+        .relay
+        .received_for(&rcpt)
+        .iter()
+        .map(|m| m.peer_port)
+        .collect();
+    assert_eq!(
+        ports.len(),
+        1,
+        "one connection for five messages: {ports:?}"
+    );
+    assert!(
+        ports.iter().all(Option::is_some),
+        "the relay records the port"
+    );
+
+    let id = app.send_to(&unique_rcpt("fail-550-1")).await;
+    app.dispatch_all_pending().await;
+    assert_eq!(app.get_message(&id).await["status"], "dead");
+    app.send_to(&rcpt).await;
+    app.dispatch_all_pending().await;
+    let after: Vec<Option<u64>> = app
+        .relay
+        .received_for(&rcpt)
+        .iter()
+        .map(|m| m.peer_port)
+        .collect();
+    assert_eq!(after.len(), 6, "delivered after the 5xx");
+}
+
+/// An internationalised domain goes out in its ASCII form, in the envelope and in the headers,
+/// so a relay without SMTPUTF8 takes it; the record keeps the address as it was written.
+#[tokio::test]
+async fn an_internationalised_domain_is_sent_in_its_ascii_form() {
+    let app = spawn_app().await;
+    let user = format!("idn-{}", uuid::Uuid::new_v4().simple());
+    let body = json!({
+        "from": "Bücher <verkauf@bücher.example>",
+        "to": [format!("{user}@bücher.example")],
+        "subject": "Ihre Bestellung",
+        "text": "Danke.",
+    });
+    let id = accepted_id(app.post_message(&body, None).await).await;
+    app.dispatch_until(&id, "delivered").await;
+    let ascii = format!("{user}@xn--bcher-kva.example");
+    let got = app.relay.received_for(&ascii);
+    assert_eq!(got.len(), 1, "one copy to {ascii}");
+    assert_eq!(got[0].mail_from, "verkauf@xn--bcher-kva.example");
+    let to = got[0].header("To").expect("a To header");
+    assert_eq!(to, ascii);
+    assert!(got[0].raw.is_ascii(), "{}", got[0].raw);
+    let m = app.get_message(&id).await;
+    assert_eq!(m["sender"], "Bücher <verkauf@bücher.example>");
+}
+
+/// A native message reaches the relay with the right headers and envelope, and is archived as
+/// JSON at `emails/YYYY/MM/DD/email-{ts}-{sender_hash}-{id}.json` with its outcome.
+#[tokio::test]
+async fn delivered_with_headers_and_archived() {
+    let app = spawn_app().await;
+    let to = unique_rcpt("headers");
+    let hidden = unique_rcpt("bcc");
+    let body = json!({
+        "from": "Shop <shop@example.com>", "to": [to], "bcc": hidden,
+        "reply_to": "support@example.com", "subject": "Your receipt €",
+        "text": "Thanks.", "html": "<p>Thanks.</p>",
+        "headers": {"X-Campaign": "spring"}, "tags": ["receipt"],
+    });
+    let r = app.post_message(&body, None).await;
+    let id = accepted_id(r).await;
+    assert_eq!(app.dispatch_all_pending().await, 1);
+
+    let got = app.relay.received_for(&to);
+    assert_eq!(got.len(), 1, "exactly one delivery");
+    let mail = &got[0];
+    assert_eq!(mail.mail_from, "shop@example.com");
+    assert!(mail.rcpt_tos.contains(&hidden), "bcc is in the envelope");
+    assert!(!mail.raw.contains(&hidden), "bcc is not in the headers");
+    assert_eq!(
+        mail.header("From").as_deref(),
+        Some("Shop <shop@example.com>")
+    );
+    assert_eq!(mail.header("To").as_deref(), Some(to.as_str()));
+    assert_eq!(
+        mail.header("Reply-To").as_deref(),
+        Some("support@example.com")
+    );
+    assert_eq!(mail.header("X-Campaign").as_deref(), Some("spring"));
+    assert_eq!(mail.header("X-Mailroom-Id").as_deref(), Some(id.as_str()));
+    assert_eq!(
+        mail.header("Message-ID"),
+        Some(format!("<{id}@example.com>"))
+    );
+    let subject = mail.header("Subject").expect("subject");
+    assert!(
+        subject.is_ascii() && subject.to_ascii_lowercase().contains("=?utf-8?"),
+        "non-ASCII subject is encoded: {subject}"
+    );
+    assert!(mail.raw.contains("multipart/alternative"));
+
+    let m = app.get_message(&id).await;
+    assert_eq!(m["status"], "delivered");
+    assert_eq!(m["attempts"], 1);
+    let kinds = event_kinds(&m);
+    assert_eq!(kinds, ["accepted", "delivered"]);
+
+    let key = m["archive_key"].as_str().expect("archive_key");
+    let accepted = chrono::DateTime::parse_from_rfc3339(m["accepted_at"].as_str().expect("time"))
+        .expect("rfc3339");
+    let hash = mailroom::message::sender_hash("Shop <shop@example.com>");
+    assert_eq!(
+        key,
+        format!(
+            "emails/{}/email-{}-{hash}-{id}.json",
+            accepted.format("%Y/%m/%d"),
+            accepted.timestamp()
+        )
+    );
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(app.archive_dir().join(key)).expect("archived"))
+            .expect("JSON");
+    assert_eq!(doc["id"], id.as_str());
+    assert_eq!(doc["subject"], "Your receipt €");
+    assert_eq!(doc["outcome"]["status"], "delivered");
+    assert!(
+        doc["outcome"]["detail"]
+            .as_str()
+            .expect("detail")
+            .starts_with("250")
+    );
+}
+
+/// Attachments reach the relay as parts of a multipart/mixed message with their names, types
+/// and exact bytes, and stay in the archived JSON.
+#[tokio::test]
+async fn attachments_are_delivered_byte_for_byte() {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let app = spawn_app().await;
+    let to = unique_rcpt("attach");
+    let pdf: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let body = json!({
+        "from": "shop@example.com", "to": to, "subject": "Invoice", "text": "Attached.",
+        "attachments": [
+            {"filename": "invoice.pdf", "content_type": "application/pdf", "content": engine.encode(&pdf)},
+            {"filename": "notes.txt", "content_type": "text/plain; charset=utf-8", "content": engine.encode("ok")},
+        ],
+    });
+    let id = accepted_id(app.post_message(&body, None).await).await;
+    assert_eq!(app.dispatch_all_pending().await, 1);
+
+    let got = app.relay.received_for(&to);
+    assert_eq!(got.len(), 1);
+    let raw = &got[0].raw;
+    assert!(raw.contains("multipart/mixed"), "{raw}");
+    let part = &raw[raw
+        .find("filename=\"invoice.pdf\"")
+        .expect("the pdf part names its file")..];
+    let after_headers = &part[part.find("\r\n\r\n").expect("part body") + 4..];
+    let encoded: String = after_headers
+        .lines()
+        .take_while(|l| !l.starts_with("--"))
+        .collect();
+    assert_eq!(engine.decode(encoded.trim()).expect("base64"), pdf);
+    assert!(raw.contains("filename=\"notes.txt\""), "{raw}");
+
+    let m = app.get_message(&id).await;
+    assert_eq!(m["status"], "delivered");
+    let key = m["archive_key"].as_str().expect("archive_key");
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(app.archive_dir().join(key)).expect("archived"))
+            .expect("JSON");
+    assert_eq!(doc["attachments"][0]["filename"], "invoice.pdf");
+    assert_eq!(
+        doc["attachments"][0]["content"],
+        engine.encode(&pdf).as_str()
+    );
+}
+
+/// A compat message is archived under its own timestamp; with COMPAT_RECIPIENT it is also sent
+/// there, from the sender's display name at DEFAULT_FROM.
+#[tokio::test]
+async fn compat_message_archived_and_sent_to_compat_recipient() {
+    let rcpt = unique_rcpt("compat");
+    let r2 = rcpt.clone();
+    let app = spawn_app_with(move |c| {
+        c.compat_recipient = Some(r2);
+        c.default_from = Some("noreply@example.com".into());
+    })
+    .await;
+    let r = app.post_compat(&compat_body(&app.token)).await;
+    let id = accepted_id(r).await;
+    app.dispatch_all_pending().await;
+    let got = app.relay.received_for(&rcpt);
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].header("From").as_deref(),
+        Some("\"John doe\" <noreply@example.com>")
+    );
+    assert_eq!(got[0].header("Subject").as_deref(), Some("Welcome"));
+    assert!(
+        got[0]
+            .header("Date")
+            .expect("date")
+            .contains("14 Nov 2023 22:13:20")
+    );
+    let key = format!(
+        "emails/2023/11/14/email-1700000000-{}-{id}.json",
+        mailroom::message::sender_hash("John doe")
+    );
+    let doc: Value = serde_json::from_slice(
+        &std::fs::read(app.archive_dir().join(&key)).expect("archived at the compat key"),
+    )
+    .expect("JSON");
+    assert_eq!(doc["email_sender"], "John doe");
+    assert_eq!(doc["email_timestream"], "1700000000");
+    assert_eq!(doc["email_content"], "Hello from the compat API.");
+    assert_eq!(doc["outcome"]["status"], "delivered");
+}
+
+/// Without COMPAT_RECIPIENT a compat message is archived only.
+#[tokio::test]
+async fn compat_message_without_recipient_is_archived_only() {
+    let app = spawn_app().await;
+    let r = app.post_compat(&compat_body(&app.token)).await;
+    let id = accepted_id(r).await;
+    app.dispatch_all_pending().await;
+    let m = app.get_message(&id).await;
+    assert_eq!(m["status"], "archived");
+    assert!(
+        app.archive_dir()
+            .join(m["archive_key"].as_str().expect("key"))
+            .exists()
+    );
+}
+
+/// STARTTLS with AUTH, and implicit TLS with AUTH, deliver; a wrong password defers (an
+/// operator's mistake must not dead-letter messages).
+#[tokio::test]
+async fn tls_and_auth() {
+    let relay = crate::helpers::Relay::from_env();
+    let url = |scheme: &str, port: u16, password: &str, tls: &str| {
+        format!(
+            "{scheme}://{}:{password}@127.0.0.1:{port}?{tls}ca_file={}",
+            relay.user, relay.ca
+        )
+    };
+    for (name, smtp_url) in [
+        (
+            "starttls",
+            url("smtp", relay.tls_port, &relay.password, "tls=required&"),
+        ),
+        ("smtps", url("smtps", relay.smtps_port, &relay.password, "")),
+    ] {
+        let u = smtp_url.clone();
+        let app = spawn_app_with(move |c| c.smtp_url = Some(u.into())).await;
+        let to = unique_rcpt(name);
+        let id = app.send_to(&to).await;
+        app.dispatch_all_pending().await;
+        assert_eq!(app.get_message(&id).await["status"], "delivered", "{name}");
+        let got = app.relay.received_for(&to);
+        assert_eq!(got.len(), 1, "{name}");
+        assert_eq!(got[0].login.as_deref(), Some(relay.user.as_str()), "{name}");
+    }
+    let bad = url("smtp", relay.tls_port, "wrong-password", "tls=required&");
+    let app = spawn_app_with(move |c| c.smtp_url = Some(bad.into())).await;
+    let id = app.send_to(&unique_rcpt("badauth")).await;
+    app.dispatch_all_pending().await;
+    let m = app.get_message(&id).await;
+    assert_eq!(m["status"], "deferred");
+    assert!(
+        m["last_error"]
+            .as_str()
+            .expect("error")
+            .contains("authentication"),
+        "{m}"
+    );
+}
+
+/// A relay named by an IPv6 literal is reached: the URL's brackets are not part of the address
+/// (before, every attempt failed to resolve `[::ffff:127.0.0.1]`). The IPv4-mapped form reaches
+/// the test relay, which listens on 127.0.0.1 only.
+#[tokio::test]
+async fn a_relay_named_by_an_ipv6_literal_is_reached() {
+    let relay = crate::helpers::Relay::from_env();
+    let url = format!("smtp://[::ffff:127.0.0.1]:{}", relay.port);
+    let app = spawn_app_with(move |c| c.smtp_url = Some(url.into())).await;
+    let to = unique_rcpt("ipv6");
+    let id = app.send_to(&to).await;
+    app.dispatch_all_pending().await;
+    assert_eq!(app.get_message(&id).await["status"], "delivered");
+    assert_eq!(app.relay.received_for(&to).len(), 1);
+}
+
+/// A relay that stalls mid-send is cut off after SMTP_TIMEOUT_SECS and the message deferred,
+/// so a stuck connection cannot hold a message past its lease.
+#[tokio::test]
+async fn stalled_relay_times_out_and_defers() {
+    let app = spawn_app_with(|c| c.smtp_timeout_secs = 1).await;
+    let id = app.send_to(&unique_rcpt("slow-3000")).await;
+    let started = Instant::now();
+    app.dispatch_all_pending().await;
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    let m = app.get_message(&id).await;
+    assert_eq!(m["status"], "deferred");
+    let err = m["last_error"].as_str().expect("error");
+    assert!(err.contains("within 1 s"), "{err}");
+}
