@@ -519,11 +519,17 @@ impl Worker {
         transition: Transition,
     ) -> Result<(), QueueError> {
         let id = lease.message.id;
+        // The usual case, one write that goes through, needs no heartbeat beside it.
+        let first = self.store.record(id, transition.clone()).await;
+        if first.is_ok() {
+            return Ok(());
+        }
         let retried = async {
             let started = tokio::time::Instant::now();
             let mut failures = 0u32;
+            let mut result = first;
             loop {
-                match self.store.record(id, transition.clone()).await {
+                match result {
                     Ok(_) => return Ok(()),
                     Err(e) if started.elapsed() >= RECORD_FOR => {
                         tracing::error!(message_id = %id, error = %e, "Could not record a delivery; giving up, the message may be sent again.");
@@ -536,6 +542,7 @@ impl Worker {
                         tokio::time::sleep(pause).await;
                     }
                 }
+                result = self.store.record(id, transition.clone()).await;
             }
         };
         tokio::pin!(retried);
