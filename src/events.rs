@@ -23,8 +23,8 @@ use uuid::Uuid;
 use crate::config::KafkaSettings;
 use crate::message::Status;
 use crate::store::{
-    Acceptance, Accepted, CANCELLED_DETAIL, Cancel, Event, IdempotencyRecord, ListFilter, Record,
-    Store, StoreError, Transition,
+    Acceptance, Accepted, CANCELLED_DETAIL, Cancel, Claimed, Event, IdempotencyRecord, ListFilter,
+    Record, Store, StoreError, Transition,
 };
 
 /// One status change, as published.
@@ -185,12 +185,8 @@ impl Store for EventingStore {
         self.inner.statuses(ids).await
     }
 
-    async fn claim(
-        &self,
-        ids: &[Uuid],
-        ttl: Duration,
-    ) -> Result<HashMap<Uuid, Status>, StoreError> {
-        self.inner.claim(ids, ttl).await
+    async fn claim(&self, ids: &[Uuid], owner: Uuid, ttl: Duration) -> Result<Claimed, StoreError> {
+        self.inner.claim(ids, owner, ttl).await
     }
 
     async fn counts(&self) -> Result<HashMap<Status, u64>, StoreError> {

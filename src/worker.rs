@@ -4,7 +4,7 @@
 //! then the lease is settled. A crash anywhere in between leaves the lease to expire; the next
 //! attempt finds the stored status and does not send a delivered message again.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use crate::delivery::{Delivery, DeliveryError};
 use crate::limiter::{self, RateLimiter};
 use crate::message::Status;
 use crate::queue::{Lease, Queue, QueueError};
-use crate::store::{Store, Transition};
+use crate::store::{Claimed, Store, Transition};
 
 /// Everything the worker needs, built by `startup`.
 pub struct Worker {
@@ -41,9 +41,10 @@ pub struct Worker {
     /// How long a lease lasts (`VISIBILITY_TIMEOUT_SECS`), and with it a store claim.
     pub visibility: Duration,
     /// With an external queue (SQS, Kafka), which a cancel cannot reach: the store claims a
-    /// pulled message for this worker ([`Store::claim`]), so that a cancel while it waits for
-    /// the rate limit or is being sent is refused. Not with the database queue, whose lease a
-    /// cancel already sees.
+    /// pulled message for the pull that took it ([`Store::claim`]), so that a cancel while it
+    /// waits for the rate limit or is being sent is refused, and a second copy of it (those
+    /// queues deliver at least once) waits instead of going out too. Not with the database
+    /// queue, whose lease a cancel and every other worker already see.
     pub claims: bool,
 }
 
@@ -65,6 +66,38 @@ enum Sent {
 
 /// How long a delivery's outcome is tried again while the store cannot take it.
 const RECORD_FOR: Duration = Duration::from_secs(600);
+
+/// A pulled message, with what the store said of it before it is sent.
+struct Pulled {
+    lease: Lease,
+    /// `None`: the store does not know the message (it was never accepted here).
+    status: Option<Status>,
+    claim: Claim,
+}
+
+/// Where a message taken from an external queue (SQS, Kafka) is claimed for sending.
+#[derive(Debug, Clone, Copy)]
+enum Claim {
+    /// Not claimed: the database queue's own lease is what a cancel sees.
+    Unneeded,
+    /// By this pull, under this owner.
+    Ours(uuid::Uuid),
+    /// By another pull (of this worker or another): another copy of the message, which SQS and
+    /// Kafka may deliver twice, is with it. This copy waits until that one is settled.
+    Elsewhere,
+}
+
+/// What came of renewing a claim.
+enum Renewed {
+    Yes,
+    /// The store could not be reached: tried again at the next beat.
+    No,
+    /// It had run out, and another pull claimed the message since.
+    Taken,
+}
+
+/// How long a shutdown waits for the store to end a claim on a message it gives back.
+const END_CLAIM_WITHIN: Duration = Duration::from_secs(1);
 
 /// Why a lease kept alive ended.
 enum Lost {
@@ -184,21 +217,23 @@ impl Worker {
                 }
                 continue;
             }
-            let Some(statuses) = self.known_statuses(&leases).await else {
-                self.give_back(leases).await;
-                store_errors = store_errors.saturating_add(1);
-                tokio::select! {
-                    _ = tokio::time::sleep(self.store_pause(store_errors)) => {}
-                    _ = shutdown.cancelled() => break,
+            let pulled = match self.look_up(leases).await {
+                Ok(pulled) => pulled,
+                Err(leases) => {
+                    self.give_back(leases).await;
+                    store_errors = store_errors.saturating_add(1);
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.store_pause(store_errors)) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    continue;
                 }
-                continue;
             };
             store_errors = 0;
-            for lease in leases {
-                let status = statuses.get(&lease.message.id).copied();
+            for p in pulled {
                 let this = self.clone();
                 let (soft, hard) = (shutdown.clone(), hard_stop.clone());
-                tasks.spawn(async move { this.process(lease, status, &soft, &hard).await });
+                tasks.spawn(async move { this.process(p, &soft, &hard).await });
             }
         }
         let in_flight = tasks.len();
@@ -233,17 +268,19 @@ impl Worker {
     pub async fn run_once(self: &Arc<Self>) -> Result<usize, QueueError> {
         let leases = self.queue.pull(self.concurrency).await?;
         let n = leases.len();
-        let Some(statuses) = self.known_statuses(&leases).await else {
-            self.give_back(leases).await;
-            return Ok(0);
+        let pulled = match self.look_up(leases).await {
+            Ok(pulled) => pulled,
+            Err(leases) => {
+                self.give_back(leases).await;
+                return Ok(0);
+            }
         };
         let never = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        for lease in leases {
-            let status = statuses.get(&lease.message.id).copied();
+        for p in pulled {
             let this = self.clone();
             let never = never.clone();
-            tasks.spawn(async move { this.process(lease, status, &never, &never).await });
+            tasks.spawn(async move { this.process(p, &never, &never).await });
         }
         while let Some(joined) = tasks.join_next().await {
             reap(joined);
@@ -251,19 +288,44 @@ impl Worker {
         Ok(n)
     }
 
-    /// What the store already knows of these messages: a delivered, cancelled, abandoned or
-    /// dead one is not sent (again). With an external queue the store claims them for this
-    /// worker at the same time. `None` when the store cannot be reached.
-    async fn known_statuses(&self, leases: &[Lease]) -> Option<HashMap<uuid::Uuid, Status>> {
+    /// What the store already knows of a pulled batch: a delivered, cancelled, abandoned or
+    /// dead message is not sent (again). With an external queue the store claims them for this
+    /// pull at the same time, and a second copy of a message (in this batch, or claimed by
+    /// another pull) waits. The leases back when the store cannot be reached.
+    async fn look_up(&self, leases: Vec<Lease>) -> Result<Vec<Pulled>, Vec<Lease>> {
         let ids: Vec<_> = leases.iter().map(|l| l.message.id).collect();
+        let owner = uuid::Uuid::new_v4();
         let known = if self.claims {
-            self.store.claim(&ids, self.visibility).await
+            self.store.claim(&ids, owner, self.visibility).await
         } else {
-            self.store.statuses(&ids).await
+            self.store.statuses(&ids).await.map(|statuses| Claimed {
+                statuses,
+                ..Claimed::default()
+            })
         };
-        known
-            .inspect_err(|e| tracing::warn!(error = %e, "Could not read message statuses before delivery; giving the messages back."))
-            .ok()
+        let known = match known {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not read message statuses before delivery; giving the messages back.");
+                return Err(leases);
+            }
+        };
+        let mut seen = HashSet::with_capacity(leases.len());
+        let pulled = leases.into_iter().map(|lease| {
+            let id = lease.message.id;
+            let claim = match self.claims {
+                false => Claim::Unneeded,
+                true if known.elsewhere.contains(&id) || !seen.insert(id) => Claim::Elsewhere,
+                true => Claim::Ours(owner),
+            };
+            let status = known.statuses.get(&id).copied();
+            Pulled {
+                lease,
+                status,
+                claim,
+            }
+        });
+        Ok(pulled.collect())
     }
 
     /// Gives leases back unsent and uncounted. Without the store a message's status is unknown
@@ -285,13 +347,12 @@ impl Worker {
 
     async fn process(
         &self,
-        lease: Lease,
-        status: Option<Status>,
+        pulled: Pulled,
         soft_stop: &CancellationToken,
         hard_stop: &CancellationToken,
     ) {
-        let id = lease.message.id;
-        let result = self.attempt(lease, status, soft_stop, hard_stop).await;
+        let id = pulled.lease.message.id;
+        let result = self.attempt(pulled, soft_stop, hard_stop).await;
         if let Err(e) = result {
             match e {
                 QueueError::LeaseLost(_) => {
@@ -306,11 +367,15 @@ impl Worker {
 
     async fn attempt(
         &self,
-        lease: Lease,
-        status: Option<Status>,
+        pulled: Pulled,
         soft_stop: &CancellationToken,
         hard_stop: &CancellationToken,
     ) -> Result<(), QueueError> {
+        let Pulled {
+            lease,
+            status,
+            claim,
+        } = pulled;
         if let Some(done) = status.filter(|s| s.is_final()) {
             // Sent before, then interrupted before the lease was settled: finish the bookkeeping.
             let detail = "already sent in an earlier attempt".to_string();
@@ -331,6 +396,13 @@ impl Worker {
             // 503 and may have sent it again: sending this copy could make a duplicate.
             tracing::warn!(message_id = %lease.message.id, "Not delivered: the message was abandoned when it was accepted (its client was answered 503).");
             return self.queue.ack(lease).await;
+        }
+        if let Claim::Elsewhere = claim {
+            // Its claim ends with its status change, or a visibility timeout after its worker
+            // last renewed it: by then this copy has nothing left to do, or is sent.
+            tracing::info!(message_id = %lease.message.id, "Another copy of this message is being sent; this one waits for it.");
+            metrics::counter!("mailroom_duplicate_copies_total").increment(1);
+            return self.queue.postpone(lease, self.visibility).await;
         }
         if lease.attempt > self.retry.max_attempts {
             // Every attempt settles its lease, so only leases that ran out unsettled get here:
@@ -356,12 +428,18 @@ impl Worker {
         };
         let sent = {
             // Kept alive from here to the end of the send; it ends only if the lease is lost.
-            let kept = self.keep_alive(&lease, true);
+            let kept = self.keep_alive(&lease, claim);
             tokio::pin!(kept);
             self.send(&email, kept, soft_stop, hard_stop).await
         };
         match sent {
-            Sent::Stopped => self.queue.release(lease).await,
+            Sent::Stopped => {
+                if let Claim::Ours(owner) = claim {
+                    // Ended, so that the copy given back is not set aside as another's.
+                    self.end_claim(&lease, owner).await;
+                }
+                self.queue.release(lease).await
+            }
             Sent::Lost(Lost::Lease) => {
                 // Another worker may hold the message now, and a cancel may have been answered
                 // 200: its next holder decides.
@@ -375,7 +453,13 @@ impl Worker {
                 self.queue.release(lease).await
             }
             Sent::Done(Ok(receipt)) => self.finish(lease, Status::Delivered, receipt.detail).await,
-            Sent::Done(Err(e)) => self.fail(lease, e).await,
+            Sent::Done(Err(e)) => {
+                if let (DeliveryError::Paused(_), Claim::Ours(owner)) = (&e, claim) {
+                    // Given back unsent, as at shutdown.
+                    self.end_claim(&lease, owner).await;
+                }
+                self.fail(lease, e).await
+            }
         }
     }
 
@@ -418,12 +502,16 @@ impl Worker {
     /// with `claim`, the store's claim with it (SQS, Kafka). Returns only when one is lost: the
     /// queue says the lease is gone, or a lease or claim was not renewed in time (a call that
     /// hangs past the end of what it renews counts as not renewed).
-    async fn keep_alive(&self, lease: &Lease, claim: bool) -> Lost {
+    async fn keep_alive(&self, lease: &Lease, claim: Claim) -> Lost {
         let Some(every) = self.queue.heartbeat() else {
             return std::future::pending().await;
         };
         let id = lease.message.id;
-        let claim = claim && self.claims;
+        let owner = match claim {
+            Claim::Ours(owner) => Some(owner),
+            Claim::Unneeded | Claim::Elsewhere => None,
+        };
+        let claim = owner.is_some();
         let started = tokio::time::Instant::now();
         let (mut lease_until, mut claim_until) =
             (started + self.visibility, started + self.visibility);
@@ -443,10 +531,16 @@ impl Worker {
             }
             // The claim is a store write: renewed once a third of it has passed, however often
             // the queue's heartbeat comes (Kafka's is a quarter of a second).
-            let due = claim && beat + self.visibility * 2 / 3 >= claim_until;
-            let renewed = async { due && self.renew_claim(lease).await };
-            if let Ok(true) = tokio::time::timeout_at(claim_until, renewed).await {
-                claim_until = beat + self.visibility;
+            if let Some(owner) = owner.filter(|_| beat + self.visibility * 2 / 3 >= claim_until) {
+                let renewed = self.renew_claim(lease, owner);
+                match tokio::time::timeout_at(claim_until, renewed).await {
+                    Ok(Renewed::Yes) => claim_until = beat + self.visibility,
+                    Ok(Renewed::Taken) => {
+                        tracing::warn!(message_id = %id, "The claim ran out and another worker claimed the message; not sent by this one.");
+                        return Lost::Claim;
+                    }
+                    Ok(Renewed::No) | Err(_) => {}
+                }
             }
             // The next beat would come after the lease (or the claim) has run out.
             let next = tokio::time::Instant::now() + every;
@@ -464,13 +558,33 @@ impl Worker {
     /// A claim lasts one visibility timeout, as the lease did when it was taken; a wait for the
     /// rate limit plus a send can take longer (32 messages at 1/s wait up to 32 s). Renewed with
     /// the lease, it keeps a cancel from being answered 200 while the message is still sent.
-    /// Whether it was renewed.
-    async fn renew_claim(&self, lease: &Lease) -> bool {
-        self.store
-            .claim(&[lease.message.id], self.visibility)
-            .await
-            .inspect_err(|e| tracing::warn!(message_id = %lease.message.id, error = %e, "Could not renew a message's claim."))
-            .is_ok()
+    async fn renew_claim(&self, lease: &Lease, owner: uuid::Uuid) -> Renewed {
+        let id = lease.message.id;
+        match self.store.claim(&[id], owner, self.visibility).await {
+            Ok(c) if c.elsewhere.contains(&id) => Renewed::Taken,
+            Ok(_) => Renewed::Yes,
+            Err(e) => {
+                tracing::warn!(message_id = %id, error = %e, "Could not renew a message's claim.");
+                Renewed::No
+            }
+        }
+    }
+
+    /// Ends this pull's claim on a message given back unsent, so that the copy taken next is
+    /// not set aside as another's until the claim runs out. Best effort: it runs out anyway.
+    async fn end_claim(&self, lease: &Lease, owner: uuid::Uuid) {
+        let id = lease.message.id;
+        let ids = [id];
+        let ended = self.store.claim(&ids, owner, Duration::ZERO);
+        match tokio::time::timeout(END_CLAIM_WITHIN, ended).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(message_id = %id, error = %e, "Could not end a message's claim; it runs out by itself.")
+            }
+            Err(_) => {
+                tracing::warn!(message_id = %id, "Ending a message's claim took too long; it runs out by itself.")
+            }
+        }
     }
 
     /// Success: record, archive, ack.
@@ -548,7 +662,7 @@ impl Worker {
         tokio::pin!(retried);
         tokio::select! {
             recorded = &mut retried => recorded,
-            _ = self.keep_alive(lease, false) => {
+            _ = self.keep_alive(lease, Claim::Unneeded) => {
                 retried.await?;
                 Err(QueueError::LeaseLost(id))
             }

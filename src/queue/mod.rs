@@ -104,6 +104,11 @@ pub trait Queue: Send + Sync + 'static {
     /// Give the message back at once without counting the attempt (shutdown).
     async fn release(&self, lease: Lease) -> Result<(), QueueError>;
 
+    /// Give the message back without counting the attempt, due again after `delay`: another
+    /// copy of it is with another worker (SQS and Kafka deliver at least once), and this one
+    /// comes back once that one is settled, to be acknowledged, or sent if it never was.
+    async fn postpone(&self, lease: Lease, delay: Duration) -> Result<(), QueueError>;
+
     /// Failed for good: the message leaves the queue for the dead letters.
     async fn dead(&self, lease: Lease, error: &str) -> Result<(), QueueError>;
 

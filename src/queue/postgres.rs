@@ -165,6 +165,11 @@ impl Queue for PostgresQueue {
         .await
     }
 
+    async fn postpone(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
+        self.settle(lease, query_file!("reschedule_leased"), Some((delay, 1)))
+            .await
+    }
+
     async fn dead(&self, lease: Lease, _error: &str) -> Result<(), QueueError> {
         // The store keeps the dead letter (status dead, last error); the queue only lets go.
         self.settle(lease, query_file!("delete_leased"), None).await

@@ -104,6 +104,18 @@ impl Queue for SqliteQueue {
         .await
     }
 
+    async fn postpone(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
+        let available_at = now_ms() + delay.as_millis() as i64;
+        self.settle(
+            &lease,
+            Settle::Reschedule {
+                available_at,
+                uncount: true,
+            },
+        )
+        .await
+    }
+
     async fn dead(&self, lease: Lease, _error: &str) -> Result<(), QueueError> {
         // The store keeps the dead letter (status dead, last error); the queue only lets go.
         self.settle(&lease, Settle::Remove).await

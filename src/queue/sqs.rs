@@ -64,6 +64,8 @@ const DEFAULT_MAX_BYTES: usize = 262_144;
 const ATTRIBUTE_ALLOWANCE: usize = 512;
 /// Longest dead-letter reason kept on the dead-letter queue's copy (the store has it whole).
 const MAX_REASON_BYTES: usize = 400;
+/// SQS's longest `DelaySeconds`.
+const MAX_DELAY: Duration = Duration::from_secs(900);
 /// Batch sends in flight at once.
 const SENDERS: usize = 16;
 
@@ -83,6 +85,8 @@ pub struct SqsSettings {
 struct Outgoing {
     body: String,
     attempts_before: u32,
+    /// How long SQS keeps it from being received (at most [`MAX_DELAY`]).
+    delay: Duration,
     reply: oneshot::Sender<Result<(), QueueError>>,
 }
 
@@ -205,6 +209,7 @@ impl SqsQueue {
         &self,
         messages: &[Message],
         attempts_before: u32,
+        delay: Duration,
     ) -> Vec<Result<(), QueueError>> {
         let mut waiting = Vec::with_capacity(messages.len());
         for m in messages {
@@ -212,6 +217,7 @@ impl SqsQueue {
             let item = encode(m).map(|body| Outgoing {
                 body,
                 attempts_before,
+                delay: delay.min(MAX_DELAY),
                 reply,
             });
             let sent = match item {
@@ -436,6 +442,10 @@ async fn send_batch(client: &Client, url: &str, batch: Vec<Outgoing>) {
                 .id(i.to_string())
                 .message_body(&item.body)
                 .message_attributes(ATTEMPTS_ATTRIBUTE, a)
+                // None keeps the queue's own default delay for what the intake pushes.
+                .set_delay_seconds(
+                    (!item.delay.is_zero()).then_some(item.delay.as_secs_f64().ceil() as i32),
+                )
                 .build()
         });
         match entry {
@@ -489,7 +499,7 @@ async fn send_batch(client: &Client, url: &str, batch: Vec<Outgoing>) {
 #[async_trait]
 impl Queue for SqsQueue {
     async fn push(&self, messages: &[Message]) -> Vec<Result<(), QueueError>> {
-        self.send(messages, 0).await
+        self.send(messages, 0, Duration::ZERO).await
     }
 
     async fn pull(&self, max: usize) -> Result<Vec<Lease>, QueueError> {
@@ -528,18 +538,23 @@ impl Queue for SqsQueue {
     }
 
     async fn release(&self, lease: Lease) -> Result<(), QueueError> {
+        self.postpone(lease, Duration::ZERO).await
+    }
+
+    async fn postpone(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
         self.let_go(&lease)?;
         // A copy that remembers the attempts used, then the original goes: making the original
         // visible again would count one more receive against it.
         let used = lease.attempt.saturating_sub(1);
+        let delay = delay.min(MAX_DELAY);
         if let Some(Err(e)) = self
-            .send(std::slice::from_ref(&lease.message), used)
+            .send(std::slice::from_ref(&lease.message), used, delay)
             .await
             .pop()
         {
             // Not copied: let SQS hand the original out again instead.
-            tracing::warn!(error = %e, "Could not re-send a released message; making it visible again.");
-            return self.set_visibility(&lease, Duration::ZERO).await;
+            tracing::warn!(error = %e, "Could not re-send a message given back; making it visible again.");
+            return self.set_visibility(&lease, delay).await;
         }
         self.delete(&lease).await
     }

@@ -9,7 +9,7 @@ pub mod postgres;
 pub mod redis_cache;
 pub mod sqlite;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -209,6 +209,16 @@ pub enum Cancel {
     InFlight,
 }
 
+/// What a worker's [`Store::claim`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claimed {
+    /// The current status of each of the messages that the store knows.
+    pub statuses: HashMap<Uuid, Status>,
+    /// Those not sent yet that a live claim of another owner holds: SQS and Kafka deliver at
+    /// least once, and another copy of the message is with another worker, or another pull.
+    pub elsewhere: HashSet<Uuid>,
+}
+
 /// The history's note on a cancelled message.
 pub const CANCELLED_DETAIL: &str = "cancelled before it was sent";
 
@@ -246,12 +256,13 @@ pub trait Store: Send + Sync + 'static {
     async fn statuses(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Status>, StoreError>;
 
     /// What a worker calls before sending messages it took from an external queue (SQS, Kafka),
-    /// which a cancel cannot reach: claims those not sent yet for `ttl`, so that a cancel
-    /// meanwhile is [`Cancel::InFlight`] instead of answered while the message goes out. Their
-    /// next status change ends the claim. Answers as [`Store::statuses`], with the statuses the
-    /// claim saw (a message cancelled first is not claimed, and reads `cancelled`).
-    async fn claim(&self, ids: &[Uuid], ttl: Duration)
-    -> Result<HashMap<Uuid, Status>, StoreError>;
+    /// which a cancel cannot reach: claims those not sent yet for `ttl` for `owner` (one pull),
+    /// so that a cancel meanwhile is [`Cancel::InFlight`] instead of answered while the message
+    /// goes out, and so that another copy of it is not sent at the same time. A live claim of
+    /// another owner is left alone ([`Claimed::elsewhere`]); `owner`'s own is renewed, and a
+    /// `ttl` of zero ends it. Their next status change ends the claims. Answers with the
+    /// statuses the claim saw (a message cancelled first is not claimed, and reads `cancelled`).
+    async fn claim(&self, ids: &[Uuid], owner: Uuid, ttl: Duration) -> Result<Claimed, StoreError>;
 
     /// Messages per status, for the metrics.
     async fn counts(&self) -> Result<HashMap<Status, u64>, StoreError>;

@@ -12,9 +12,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use uuid::Uuid;
 
 use super::{
-    Acceptance, Accepted, CANCELLED_DETAIL, Cancel, Event, IDEMPOTENCY_TTL, IdempotencyRecord,
-    ListFilter, NewRows, Record, SENT_AGAIN, Store, StoreError, Transition, answered_ids,
-    cancel_refusal, event_row, json_array, ms_to_time, now_ms, record_from,
+    Acceptance, Accepted, CANCELLED_DETAIL, Cancel, Claimed, Event, IDEMPOTENCY_TTL,
+    IdempotencyRecord, ListFilter, NewRows, Record, SENT_AGAIN, Store, StoreError, Transition,
+    answered_ids, cancel_refusal, event_row, json_array, ms_to_time, now_ms, record_from,
 };
 use crate::message::Status;
 
@@ -57,6 +57,10 @@ pub async fn connect(settings: &PgSettings) -> Result<PgPool, StoreError> {
         (
             "pending keys",
             include_str!("../../migrations/postgres/0003_pending_keys.sql"),
+        ),
+        (
+            "claim owner",
+            include_str!("../../migrations/postgres/0004_claim_owner.sql"),
         ),
     ])
     .run(&pool)
@@ -302,24 +306,39 @@ impl Store for PgStore {
         status_map(&rows)
     }
 
-    async fn claim(
-        &self,
-        ids: &[Uuid],
-        ttl: Duration,
-    ) -> Result<HashMap<Uuid, Status>, StoreError> {
+    async fn claim(&self, ids: &[Uuid], owner: Uuid, ttl: Duration) -> Result<Claimed, StoreError> {
         // In one order, so that two workers claiming overlapping sets do not deadlock.
         let mut ids = ids.to_vec();
         ids.sort();
+        ids.dedup();
         let claimed = sqlx::query(query_file!("claim"))
             .bind(&ids)
             .bind(ttl.as_millis() as i64)
+            .bind(owner)
             .fetch_all(&self.pool)
             .await?;
-        let mut out = status_map(&claimed)?;
-        // The rest were past sending (or unknown) when the claim looked: read them afresh.
-        let rest: Vec<Uuid> = ids.into_iter().filter(|id| !out.contains_key(id)).collect();
+        let mut out = Claimed {
+            statuses: status_map(&claimed)?,
+            ..Claimed::default()
+        };
+        // The rest were past sending, claimed by another owner, or unknown when the claim
+        // looked: read them afresh.
+        let rest: Vec<Uuid> = ids
+            .into_iter()
+            .filter(|id| !out.statuses.contains_key(id))
+            .collect();
         if !rest.is_empty() {
-            out.extend(self.statuses(&rest).await?);
+            let rows = sqlx::query(query_file!("claimed"))
+                .bind(&rest)
+                .bind(owner)
+                .fetch_all(&self.pool)
+                .await?;
+            out.statuses.extend(status_map(&rows)?);
+            for r in &rows {
+                if r.try_get::<bool, _>(2)? {
+                    out.elsewhere.insert(r.try_get(0)?);
+                }
+            }
         }
         Ok(out)
     }

@@ -12,8 +12,8 @@ use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 use super::{
-    Acceptance, Accepted, Cancel, Event, IDEMPOTENCY_TTL, IdempotencyRecord, ListFilter, Record,
-    Store, StoreError, Transition,
+    Acceptance, Accepted, Cancel, Claimed, Event, IDEMPOTENCY_TTL, IdempotencyRecord, ListFilter,
+    Record, Store, StoreError, Transition,
 };
 use crate::message::Status;
 
@@ -112,12 +112,8 @@ impl Store for RedisCachedStore {
         self.inner.statuses(ids).await
     }
 
-    async fn claim(
-        &self,
-        ids: &[Uuid],
-        ttl: Duration,
-    ) -> Result<HashMap<Uuid, Status>, StoreError> {
-        self.inner.claim(ids, ttl).await
+    async fn claim(&self, ids: &[Uuid], owner: Uuid, ttl: Duration) -> Result<Claimed, StoreError> {
+        self.inner.claim(ids, owner, ttl).await
     }
 
     async fn counts(&self) -> Result<HashMap<Status, u64>, StoreError> {

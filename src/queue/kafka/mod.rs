@@ -281,6 +281,19 @@ impl Queue for KafkaQueue {
         Ok(())
     }
 
+    async fn postpone(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
+        // Held here, its offset uncommitted: a crash meanwhile redelivers it.
+        let mut state = self.shared.lock();
+        let (mut entry, _) = state.unlease(&lease)?;
+        entry.leased -= 1;
+        state.next_id += 1;
+        let id = state.next_id;
+        state.delayed.insert((Instant::now() + delay, id), entry);
+        drop(state);
+        self.shared.arrived.notify_waiters();
+        Ok(())
+    }
+
     async fn dead(&self, lease: Lease, error: &str) -> Result<(), QueueError> {
         let (entry, deadline) = self.shared.lock().unlease(&lease)?;
         let attempts = lease.attempt.to_string();

@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
-    Acceptance, Accepted, Cancel, Event, IdempotencyRecord, ListFilter, NewRows, Record, Store,
-    StoreError, Transition, ms_to_time, now_ms, record_from,
+    Acceptance, Accepted, Cancel, Claimed, Event, IdempotencyRecord, ListFilter, NewRows, Record,
+    Store, StoreError, Transition, ms_to_time, now_ms, record_from,
 };
 use crate::message::{Message, Status};
 
@@ -169,6 +169,10 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
             "pending keys",
             include_str!("../../../migrations/sqlite/0003_pending_keys.sql"),
         ),
+        (
+            "claim owner",
+            include_str!("../../../migrations/sqlite/0004_claim_owner.sql"),
+        ),
     ]);
     if migrator.run(&mut *conn).await.is_err() {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -181,6 +185,22 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
 }
 
 /// `(id, status)` rows as a map, leaving out statuses this release does not know.
+/// Rows of claimed.sql: id, status, whether another owner's claim holds it.
+fn claimed(rows: &[SqliteRow]) -> Result<Claimed, StoreError> {
+    let mut out = Claimed {
+        statuses: status_map(rows)?,
+        ..Claimed::default()
+    };
+    for r in rows {
+        if r.try_get::<bool, _>(2)? {
+            let id: String = r.try_get(0)?;
+            out.elsewhere
+                .insert(Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        }
+    }
+    Ok(out)
+}
+
 fn status_map(rows: &[SqliteRow]) -> Result<HashMap<Uuid, Status>, StoreError> {
     let mut out = HashMap::with_capacity(rows.len());
     for r in rows {
@@ -305,14 +325,17 @@ impl Store for SqliteStore {
         status_map(&rows)
     }
 
-    async fn claim(
-        &self,
-        ids: &[Uuid],
-        ttl: Duration,
-    ) -> Result<HashMap<Uuid, Status>, StoreError> {
+    async fn claim(&self, ids: &[Uuid], owner: Uuid, ttl: Duration) -> Result<Claimed, StoreError> {
         let ids = ids.to_vec();
         let until = now_ms() + ttl.as_millis() as i64;
-        self.db.call(|reply| Op::Claim { ids, until, reply }).await
+        self.db
+            .call(|reply| Op::Claim {
+                ids,
+                owner,
+                until,
+                reply,
+            })
+            .await
     }
 
     async fn counts(&self) -> Result<HashMap<Status, u64>, StoreError> {

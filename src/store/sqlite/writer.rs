@@ -13,11 +13,10 @@ use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::status_map;
-use crate::message::Status;
+use super::claimed;
 use crate::store::{
-    Accepted, CANCELLED_DETAIL, Cancel, IDEMPOTENCY_TTL, IdempotencyRecord, NewRows, SENT_AGAIN,
-    StoreError, Transition, answered_ids, cancel_refusal, event_row, now_ms,
+    Accepted, CANCELLED_DETAIL, Cancel, Claimed, IDEMPOTENCY_TTL, IdempotencyRecord, NewRows,
+    SENT_AGAIN, StoreError, Transition, answered_ids, cancel_refusal, event_row, now_ms,
 };
 
 /// Most writes committed in one transaction.
@@ -76,11 +75,12 @@ pub(super) enum Op {
         reply: Reply<Cancel>,
     },
     /// A worker's claim on messages it took from an external queue (claim.sql), answered with
-    /// their statuses.
+    /// what it found (claimed.sql).
     Claim {
         ids: Vec<Uuid>,
+        owner: Uuid,
         until: i64,
-        reply: Reply<HashMap<Uuid, Status>>,
+        reply: Reply<Claimed>,
     },
 }
 
@@ -122,7 +122,7 @@ enum Answer {
     Leased(Reply<Vec<LeasedRow>>, Vec<LeasedRow>),
     Count(Reply<u64>, u64),
     Cancel(Reply<Cancel>, Cancel),
-    Statuses(Reply<HashMap<Uuid, Status>>, HashMap<Uuid, Status>),
+    Claimed(Reply<Claimed>, Claimed),
 }
 
 impl Answer {
@@ -135,7 +135,7 @@ impl Answer {
             Answer::Leased(r, v) => drop(r.send(Ok(v))),
             Answer::Count(r, v) => drop(r.send(Ok(v))),
             Answer::Cancel(r, v) => drop(r.send(Ok(v))),
-            Answer::Statuses(r, v) => drop(r.send(Ok(v))),
+            Answer::Claimed(r, v) => drop(r.send(Ok(v))),
         }
     }
 
@@ -148,7 +148,7 @@ impl Answer {
             Answer::Leased(r, _) => drop(r.send(Err(err()))),
             Answer::Count(r, _) => drop(r.send(Err(err()))),
             Answer::Cancel(r, _) => drop(r.send(Err(err()))),
-            Answer::Statuses(r, _) => drop(r.send(Err(err()))),
+            Answer::Claimed(r, _) => drop(r.send(Err(err()))),
         }
     }
 }
@@ -257,7 +257,12 @@ async fn apply_in_tx(
             } => leases.push((max, visibility, token, reply)),
             Op::Keys { change, reply } => purges.push((change, reply)),
             Op::Cancel { id, reply } => cancels.push((id.to_string(), reply)),
-            Op::Claim { ids, until, reply } => worker_claims.push((ids, until, reply)),
+            Op::Claim {
+                ids,
+                owner,
+                until,
+                reply,
+            } => worker_claims.push((ids, owner, until, reply)),
         }
     }
 
@@ -412,19 +417,24 @@ async fn apply_in_tx(
     }
     // After the cancels too: a message cancelled in this batch is not claimed, and its worker
     // reads `cancelled`.
-    for (ids, until, reply) in worker_claims {
+    for (ids, owner, until, reply) in worker_claims {
         let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
         let ids = serde_json::to_string(&ids).unwrap_or_default();
+        let owner = owner.to_string();
         sqlx::query(query_file!("claim"))
             .bind(&ids)
             .bind(until)
+            .bind(&owner)
+            .bind(now)
             .execute(&mut *tx)
             .await?;
-        let rows = sqlx::query(query_file!("statuses"))
+        let rows = sqlx::query(query_file!("claimed"))
             .bind(&ids)
+            .bind(&owner)
+            .bind(now)
             .fetch_all(&mut *tx)
             .await?;
-        answers.push(Answer::Statuses(reply, status_map(&rows)?));
+        answers.push(Answer::Claimed(reply, claimed(&rows)?));
     }
     for (max, visibility, token, reply) in leases {
         let rows = sqlx::query(query_file!("lease"))

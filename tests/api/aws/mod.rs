@@ -1,9 +1,11 @@
 //! The AWS backends against the moto server (`moto.rs`), a file per concept: SQS as the queue
 //! and at the API (`sqs.rs`), messages due later held for SQS (`scheduling.rs`), cancelling what
-//! SQS cannot take back (`cancel.rs`), the S3 archive (`s3.rs`), the API token from SSM
-//! (`ssm.rs`), and here the whole pipeline through SQS, SES and S3.
+//! SQS cannot take back (`cancel.rs`), a message SQS delivers twice (`copies.rs`), the S3
+//! archive (`s3.rs`), the API token from SSM (`ssm.rs`), and here the whole pipeline through
+//! SQS, SES and S3.
 
 mod cancel;
+mod copies;
 mod moto;
 mod s3;
 mod scheduling;

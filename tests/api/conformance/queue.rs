@@ -111,6 +111,37 @@ pub async fn retry_and_release(queue: &dyn Queue) {
     }
 }
 
+/// A postponed message (a second copy, set aside while its first is sent) stays hidden for its
+/// delay, then comes back with its attempt not counted.
+pub async fn postponed_comes_back_uncounted(queue: &dyn Queue) {
+    push(queue, 1).await;
+    let lease = pull_n(queue, 1, 1).await.pop().expect("one");
+    let id = lease.message.id;
+    let delay = Duration::from_secs(1);
+    let postponed = std::time::Instant::now();
+    queue.postpone(lease, delay).await.expect("postpone");
+    // A pull may wait for it (Kafka's does, up to a few seconds): what matters is when it is
+    // handed out.
+    let mut back = Vec::new();
+    let deadline = postponed + Duration::from_secs(10);
+    while back.is_empty() && std::time::Instant::now() < deadline {
+        back = queue.pull(10).await.expect("pull");
+        if back.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(postponed.elapsed() >= delay, "hidden for its delay");
+    assert_eq!(back.len(), 1, "the postponed message comes back");
+    assert_eq!(
+        (back[0].message.id, back[0].attempt),
+        (id, 1),
+        "postponing is no attempt"
+    );
+    for l in back {
+        queue.ack(l).await.expect("ack");
+    }
+}
+
 /// An unsettled lease expires and the message is leased again; the stale holder cannot settle.
 pub async fn expired_lease_is_redelivered(queue: &dyn Queue, visibility: Duration) {
     push(queue, 1).await;
@@ -273,6 +304,7 @@ where
 {
     push_pull_ack(fresh().await.as_ref()).await;
     retry_and_release(fresh().await.as_ref()).await;
+    postponed_comes_back_uncounted(fresh().await.as_ref()).await;
     expired_lease_is_redelivered(fresh().await.as_ref(), visibility).await;
     extended_lease_is_kept(fresh().await.as_ref(), visibility).await;
     dead_leaves_the_queue(fresh().await.as_ref()).await;

@@ -385,7 +385,8 @@ pub async fn store_cancel(store: &dyn Store) {
 
 /// A worker's claim (external queues) refuses a cancel until the message's next status change:
 /// a deferred message can be cancelled again, a claim that ran out no longer refuses, and a
-/// cancelled message is not claimed (its worker reads `cancelled`).
+/// cancelled message is not claimed (its worker reads `cancelled`). A live claim is its owner's
+/// alone: a second copy of the message, taken by another pull, finds it held elsewhere.
 pub async fn store_claim(store: &dyn Store) {
     let (m, other, cancelled) = (native(1), native(2), native(3));
     let acceptance = Acceptance {
@@ -400,14 +401,26 @@ pub async fn store_claim(store: &dyn Store) {
     );
     let ids = [m.id, other.id, cancelled.id];
     let minute = Duration::from_secs(60);
-    let statuses = store.claim(&ids, minute).await.expect("claim");
-    assert_eq!(statuses.get(&m.id), Some(&Status::Queued));
-    assert_eq!(statuses.get(&cancelled.id), Some(&Status::Cancelled));
+    let (owner, rival) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let claimed = store.claim(&ids, owner, minute).await.expect("claim");
+    assert_eq!(claimed.statuses.get(&m.id), Some(&Status::Queued));
+    assert_eq!(
+        claimed.statuses.get(&cancelled.id),
+        Some(&Status::Cancelled)
+    );
+    assert!(claimed.elsewhere.is_empty(), "{claimed:?}");
     assert_eq!(
         store.cancel(m.id).await.expect("cancel"),
         Cancel::InFlight,
         "claimed by a worker"
     );
+    // A second copy of the message, taken by another pull, is not claimed under the first;
+    // the first's owner renews its own claim.
+    let second = store.claim(&[m.id], rival, minute).await.expect("claim");
+    assert_eq!(second.statuses.get(&m.id), Some(&Status::Queued));
+    assert!(second.elsewhere.contains(&m.id), "held by the first");
+    let renewed = store.claim(&[m.id], owner, minute).await.expect("claim");
+    assert!(renewed.elsewhere.is_empty(), "its own claim");
     let deferral = Transition::Deferred {
         attempts: 1,
         error: "451 later".into(),
@@ -419,16 +432,44 @@ pub async fn store_claim(store: &dyn Store) {
         Cancel::Cancelled,
         "the deferral ended the claim"
     );
-    // A claim that ran out (its worker died) refuses no longer.
+    // A claim its owner ends (a message given back at shutdown) leaves the next copy free.
     store
-        .claim(&[other.id], Duration::from_millis(200))
+        .claim(&[other.id], owner, Duration::ZERO)
+        .await
+        .expect("end the claim");
+    let next = store
+        .claim(&[other.id], rival, minute)
+        .await
+        .expect("claim");
+    assert!(next.elsewhere.is_empty(), "ended: {next:?}");
+    store
+        .claim(&[other.id], rival, Duration::ZERO)
+        .await
+        .expect("end the claim");
+    // A claim that ran out (its worker died) refuses no longer, and another copy may claim.
+    store
+        .claim(&[other.id], owner, Duration::from_millis(200))
         .await
         .expect("claim");
     assert_eq!(
         store.cancel(other.id).await.expect("cancel"),
         Cancel::InFlight
     );
+    let early = store
+        .claim(&[other.id], rival, minute)
+        .await
+        .expect("claim");
+    assert!(early.elsewhere.contains(&other.id), "still held");
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let late = store
+        .claim(&[other.id], rival, minute)
+        .await
+        .expect("claim");
+    assert!(late.elsewhere.is_empty(), "ran out: {late:?}");
+    store
+        .claim(&[other.id], rival, Duration::ZERO)
+        .await
+        .expect("end the claim");
     assert_eq!(
         store.cancel(other.id).await.expect("cancel"),
         Cancel::Cancelled

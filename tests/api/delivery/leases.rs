@@ -154,6 +154,9 @@ impl Queue for LosesLeases {
     async fn release(&self, lease: Lease) -> Result<(), QueueError> {
         self.inner.release(lease).await
     }
+    async fn postpone(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
+        self.inner.postpone(lease, delay).await
+    }
     async fn dead(&self, lease: Lease, error: &str) -> Result<(), QueueError> {
         self.inner.dead(lease, error).await
     }

@@ -1,0 +1,112 @@
+//! SQS delivers at least once: two copies of one message can be in flight at the same time (a
+//! duplicate receive, or a copy pushed again). The store's claim is one pull's alone, so the
+//! second copy waits while the first is sent, then finds the message delivered and goes.
+
+use std::time::Duration;
+
+use super::moto::Moto;
+use super::on_aws;
+use crate::helpers::{TestApp, spawn_app_with, unique_rcpt};
+
+/// An app on SQS with a short visibility timeout (how long a second copy waits) and a slow
+/// ceiling, with one message to `to` in the queue twice.
+async fn app_with_two_copies(moto: &Moto, name: &str, to: &str, concurrency: usize) -> TestApp {
+    let (url, _) = moto.queue_with_dlq(name, 5, None).await;
+    let app = spawn_app_with(|raw| {
+        on_aws(raw, moto, &url);
+        raw.visibility_timeout_secs = 2;
+        raw.smtp_timeout_secs = 1;
+        raw.send_rate_per_second = 2.0;
+        raw.send_burst = 1;
+        raw.worker_concurrency = concurrency;
+    })
+    .await;
+    app.send_to(to).await;
+    let lease = app
+        .queue
+        .pull(1)
+        .await
+        .expect("pull")
+        .pop()
+        .expect("queued");
+    let copy = app.queue.push(std::slice::from_ref(&lease.message)).await;
+    copy.into_iter().for_each(|r| r.expect("pushed again"));
+    app.queue.release(lease).await.expect("released");
+    app
+}
+
+/// Waits past the second copy's wait, dispatches what comes back, and checks that the message
+/// went out once and that no copy is left in the queue.
+async fn second_copy_is_dropped(app: &TestApp, to: &str) {
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    app.dispatch_all_pending().await;
+    assert_eq!(app.relay.received_for(to).len(), 1, "sent once");
+    assert!(
+        app.queue.pull(10).await.expect("pull").is_empty(),
+        "the second copy was acknowledged unsent"
+    );
+}
+
+/// Two pulls each take a copy: the first holds its claim while it waits for the rate limit, and
+/// the second, finding the message claimed by another pull, sets its copy aside.
+#[tokio::test]
+async fn a_second_copy_pulled_while_the_first_is_sent_waits_for_it() {
+    let moto = Moto::start().await;
+    let to = unique_rcpt("copies-apart");
+    let app = app_with_two_copies(&moto, "copies-apart", &to, 1).await;
+    // The next slot is half a second away: the first copy waits for it, claimed.
+    let limiter = app.worker.limiter.clone().expect("a rate limit");
+    limiter.reserve().await.expect("a slot");
+    let (first, second) = tokio::join!(app.worker.run_once(), async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        app.worker.run_once().await
+    });
+    assert_eq!(
+        (first.expect("pull"), second.expect("pull")),
+        (1, 1),
+        "a copy each"
+    );
+    assert_eq!(app.relay.received_for(&to).len(), 1, "the first copy only");
+    second_copy_is_dropped(&app, &to).await;
+}
+
+/// One pull takes both copies: the first is claimed and sent, the second set aside.
+#[tokio::test]
+async fn two_copies_pulled_together_are_sent_once() {
+    let moto = Moto::start().await;
+    let to = unique_rcpt("copies-together");
+    let app = app_with_two_copies(&moto, "copies-together", &to, 10).await;
+    assert_eq!(app.worker.run_once().await.expect("pull"), 2, "one batch");
+    assert_eq!(app.relay.received_for(&to).len(), 1, "one of the two");
+    second_copy_is_dropped(&app, &to).await;
+}
+
+/// A worker stopped while a message waits for the rate limit gives it back and ends its claim,
+/// so that the next worker sends it at once, not a visibility timeout later as a second copy.
+#[tokio::test]
+async fn a_message_given_back_at_shutdown_is_not_held_by_its_claim() {
+    let moto = Moto::start().await;
+    let (url, _) = moto.queue_with_dlq("copies-shutdown", 5, None).await;
+    let app = spawn_app_with(|raw| {
+        on_aws(raw, &moto, &url);
+        raw.visibility_timeout_secs = 30;
+        raw.send_rate_per_second = 1.0;
+        raw.send_burst = 1;
+    })
+    .await;
+    let to = unique_rcpt("copies-shutdown");
+    let id = app.send_to(&to).await;
+    let limiter = app.worker.limiter.clone().expect("a rate limit");
+    limiter.reserve().await.expect("a slot");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(app.worker.clone().run(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    running.await.expect("the worker stops");
+    assert!(app.relay.received_for(&to).is_empty(), "given back unsent");
+
+    // One round of pulls: a copy set aside would wait the 30 s out, and the message stay queued.
+    app.dispatch_all_pending().await;
+    assert_eq!(app.get_message(&id).await["status"], "delivered");
+    assert_eq!(app.relay.received_for(&to).len(), 1);
+}
