@@ -58,8 +58,11 @@ const THROTTLE_PAUSE: Duration = Duration::from_secs(1);
 /// What came of waiting for the limiter and handing the message to the delivery backend.
 enum Sent {
     Done(Result<crate::delivery::Receipt, DeliveryError>),
-    /// Shutdown came first: the lease goes back.
+    /// Shutdown came before the message was handed over: the lease goes back.
     Stopped,
+    /// The shutdown's grace ran out while the relay had the message: the lease goes back, and
+    /// with an external queue the claim is left to run out, since the message may have gone.
+    Cut,
     /// The lease or the claim was lost before the message was handed over: not sent.
     Lost(Lost),
 }
@@ -92,7 +95,7 @@ enum Renewed {
     Yes,
     /// The store could not be reached: tried again at the next beat.
     No,
-    /// It had run out, and another pull claimed the message since.
+    /// It had run out, and another pull claimed the message since, or settled it.
     Taken,
 }
 
@@ -293,6 +296,9 @@ impl Worker {
     /// pull at the same time, and a second copy of a message (in this batch, or claimed by
     /// another pull) waits. The leases back when the store cannot be reached.
     async fn look_up(&self, leases: Vec<Lease>) -> Result<Vec<Pulled>, Vec<Lease>> {
+        let mut leases = leases;
+        // Of two copies in one batch, the one with attempts left is the one claimed.
+        leases.sort_by_key(|l| l.attempt);
         let ids: Vec<_> = leases.iter().map(|l| l.message.id).collect();
         let owner = uuid::Uuid::new_v4();
         let known = if self.claims {
@@ -440,10 +446,14 @@ impl Worker {
                 }
                 self.queue.release(lease).await
             }
+            Sent::Cut => self.queue.release(lease).await,
             Sent::Lost(Lost::Lease) => {
                 // Another worker may hold the message now, and a cancel may have been answered
-                // 200: its next holder decides.
+                // 200: its next holder decides, without waiting for this claim to run out.
                 tracing::warn!(message_id = %lease.message.id, "Lease lost while waiting for the rate limit; not sent by this worker.");
+                if let Claim::Ours(owner) = claim {
+                    self.end_claim(&lease, owner).await;
+                }
                 Ok(())
             }
             Sent::Lost(Lost::Claim) => {
@@ -485,12 +495,12 @@ impl Worker {
         tokio::pin!(deliver);
         let result = tokio::select! {
             r = &mut deliver => r,
-            _ = hard_stop.cancelled() => return Sent::Stopped,
+            _ = hard_stop.cancelled() => return Sent::Cut,
             // Lost while the relay has it: cutting the session off now could not take the
             // message back. It finishes; settling then finds the lease gone.
             _ = &mut kept => tokio::select! {
                 r = &mut deliver => r,
-                _ = hard_stop.cancelled() => return Sent::Stopped,
+                _ = hard_stop.cancelled() => return Sent::Cut,
             },
         };
         metrics::histogram!("mailroom_delivery_duration_seconds")
@@ -536,7 +546,7 @@ impl Worker {
                 match tokio::time::timeout_at(claim_until, renewed).await {
                     Ok(Renewed::Yes) => claim_until = beat + self.visibility,
                     Ok(Renewed::Taken) => {
-                        tracing::warn!(message_id = %id, "The claim ran out and another worker claimed the message; not sent by this one.");
+                        tracing::warn!(message_id = %id, "The claim ran out, and another worker claimed or settled the message since; not sent by this one.");
                         return Lost::Claim;
                     }
                     Ok(Renewed::No) | Err(_) => {}
@@ -562,6 +572,9 @@ impl Worker {
         let id = lease.message.id;
         match self.store.claim(&[id], owner, self.visibility).await {
             Ok(c) if c.elsewhere.contains(&id) => Renewed::Taken,
+            // Settled meanwhile by the holder of another copy, whose outcome ended this claim
+            // along with its own.
+            Ok(c) if c.statuses.get(&id).is_some_and(|s| !s.may_be_sent()) => Renewed::Taken,
             Ok(_) => Renewed::Yes,
             Err(e) => {
                 tracing::warn!(message_id = %id, error = %e, "Could not renew a message's claim.");

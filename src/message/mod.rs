@@ -108,6 +108,11 @@ impl Status {
     pub fn is_final(self) -> bool {
         matches!(self, Status::Delivered | Status::Archived)
     }
+
+    /// True while the message may still be sent: what a worker claims (claim.sql).
+    pub fn may_be_sent(self) -> bool {
+        matches!(self, Status::Queued | Status::Deferred)
+    }
 }
 
 impl FromStr for Status {

@@ -322,23 +322,22 @@ impl Store for PgStore {
             ..Claimed::default()
         };
         // The rest were past sending, claimed by another owner, or unknown when the claim
-        // looked: read them afresh.
+        // looked: read them afresh. One still to be sent was held by another owner's claim
+        // then, even if that claim has ended by now (a second statement reads a later state):
+        // taking it as held costs a postponement, taking it as claimed could send it twice.
         let rest: Vec<Uuid> = ids
             .into_iter()
             .filter(|id| !out.statuses.contains_key(id))
             .collect();
         if !rest.is_empty() {
-            let rows = sqlx::query(query_file!("claimed"))
-                .bind(&rest)
-                .bind(owner)
-                .fetch_all(&self.pool)
-                .await?;
-            out.statuses.extend(status_map(&rows)?);
-            for r in &rows {
-                if r.try_get::<bool, _>(2)? {
-                    out.elsewhere.insert(r.try_get(0)?);
-                }
-            }
+            let statuses = self.statuses(&rest).await?;
+            out.elsewhere.extend(
+                statuses
+                    .iter()
+                    .filter(|(_, s)| s.may_be_sent())
+                    .map(|(id, _)| *id),
+            );
+            out.statuses.extend(statuses);
         }
         Ok(out)
     }

@@ -184,7 +184,6 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// `(id, status)` rows as a map, leaving out statuses this release does not know.
 /// Rows of claimed.sql: id, status, whether another owner's claim holds it.
 fn claimed(rows: &[SqliteRow]) -> Result<Claimed, StoreError> {
     let mut out = Claimed {
@@ -201,6 +200,7 @@ fn claimed(rows: &[SqliteRow]) -> Result<Claimed, StoreError> {
     Ok(out)
 }
 
+/// `(id, status)` rows as a map, leaving out statuses this release does not know.
 fn status_map(rows: &[SqliteRow]) -> Result<HashMap<Uuid, Status>, StoreError> {
     let mut out = HashMap::with_capacity(rows.len());
     for r in rows {

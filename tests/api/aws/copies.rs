@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+use mailroom::store::Transition;
+use uuid::Uuid;
+
 use super::moto::Moto;
 use super::on_aws;
 use crate::helpers::{TestApp, spawn_app_with, unique_rcpt};
@@ -39,7 +42,11 @@ async fn app_with_two_copies(moto: &Moto, name: &str, to: &str, concurrency: usi
 /// went out once and that no copy is left in the queue.
 async fn second_copy_is_dropped(app: &TestApp, to: &str) {
     tokio::time::sleep(Duration::from_millis(2_300)).await;
-    app.dispatch_all_pending().await;
+    assert_eq!(
+        app.dispatch_all_pending().await,
+        1,
+        "the second copy is back"
+    );
     assert_eq!(app.relay.received_for(to).len(), 1, "sent once");
     assert!(
         app.queue.pull(10).await.expect("pull").is_empty(),
@@ -109,4 +116,77 @@ async fn a_message_given_back_at_shutdown_is_not_held_by_its_claim() {
     app.dispatch_all_pending().await;
     assert_eq!(app.get_message(&id).await["status"], "delivered");
     assert_eq!(app.relay.received_for(&to).len(), 1);
+}
+
+/// A copy set aside for a claim whose worker died is not lost: once the claim runs out, the copy
+/// that comes back is sent.
+#[tokio::test]
+async fn a_copy_set_aside_is_sent_once_the_other_claim_runs_out() {
+    let moto = Moto::start().await;
+    let (url, _) = moto.queue_with_dlq("copies-orphan", 5, None).await;
+    let app = spawn_app_with(|raw| {
+        on_aws(raw, &moto, &url);
+        raw.visibility_timeout_secs = 2;
+        raw.smtp_timeout_secs = 1;
+    })
+    .await;
+    let to = unique_rcpt("copies-orphan");
+    let id = app.send_to(&to).await;
+    let message = Uuid::parse_str(&id).expect("a uuid");
+    // Another worker claimed the message for 1.5 s, then died.
+    let (dead_worker, ttl) = (Uuid::new_v4(), Duration::from_millis(1_500));
+    let claimed = app.worker.store.claim(&[message], dead_worker, ttl).await;
+    assert!(claimed.expect("claim").elsewhere.is_empty());
+
+    assert_eq!(app.dispatch_all_pending().await, 1, "received, set aside");
+    assert!(app.relay.received_for(&to).is_empty(), "held by the claim");
+    assert_eq!(app.get_message(&id).await["status"], "queued");
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    assert_eq!(app.dispatch_all_pending().await, 1, "back after its wait");
+    assert_eq!(app.get_message(&id).await["status"], "delivered");
+    assert_eq!(app.relay.received_for(&to).len(), 1);
+}
+
+/// A worker whose claim was ended under it, by the outcome another copy's holder recorded,
+/// finds the message settled when it renews the claim, and does not send it.
+#[tokio::test]
+async fn a_message_settled_under_a_waiting_copy_is_not_sent_by_it() {
+    let moto = Moto::start().await;
+    let (url, _) = moto.queue_with_dlq("copies-settled", 5, None).await;
+    let app = spawn_app_with(|raw| {
+        on_aws(raw, &moto, &url);
+        raw.visibility_timeout_secs = 3;
+        raw.smtp_timeout_secs = 1;
+        raw.send_rate_per_second = 0.5;
+        raw.send_burst = 1;
+    })
+    .await;
+    let to = unique_rcpt("copies-settled");
+    let id = app.send_to(&to).await;
+    let message = Uuid::parse_str(&id).expect("a uuid");
+    // The next slot is 2 s away; the claim is renewed after 1 s.
+    let limiter = app.worker.limiter.clone().expect("a rate limit");
+    limiter.reserve().await.expect("a slot");
+    let settled = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let delivered = Transition::Delivered {
+            attempts: 1,
+            detail: "250 sent by the holder of another copy".into(),
+        };
+        let store = &app.worker.store;
+        assert!(store.record(message, delivered).await.expect("record"));
+    };
+    let (pulled, ()) = tokio::join!(app.worker.run_once(), settled);
+    assert_eq!(pulled.expect("pull"), 1);
+    assert!(app.relay.received_for(&to).is_empty(), "not sent again");
+    // The copy given back is acknowledged unsent.
+    app.dispatch_all_pending().await;
+    assert!(
+        app.relay.received_for(&to).is_empty(),
+        "never sent by mailroom"
+    );
+    assert!(
+        app.queue.pull(10).await.expect("pull").is_empty(),
+        "acknowledged"
+    );
 }
