@@ -157,12 +157,7 @@ impl Queue for PostgresQueue {
     }
 
     async fn release(&self, lease: Lease) -> Result<(), QueueError> {
-        self.settle(
-            lease,
-            query_file!("reschedule_leased"),
-            Some((Duration::ZERO, 1)),
-        )
-        .await
+        self.postpone(lease, Duration::ZERO).await
     }
 
     async fn postpone(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {

@@ -93,15 +93,7 @@ impl Queue for SqliteQueue {
     }
 
     async fn release(&self, lease: Lease) -> Result<(), QueueError> {
-        let available_at = now_ms();
-        self.settle(
-            &lease,
-            Settle::Reschedule {
-                available_at,
-                uncount: true,
-            },
-        )
-        .await
+        self.postpone(lease, Duration::ZERO).await
     }
 
     async fn postpone(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {

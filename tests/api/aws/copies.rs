@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use mailroom::config::RawConfig;
 use mailroom::store::Transition;
 use uuid::Uuid;
 
@@ -11,20 +12,34 @@ use super::moto::Moto;
 use super::on_aws;
 use crate::helpers::{TestApp, spawn_app_with, unique_rcpt};
 
-/// An app on SQS with a short visibility timeout (how long a second copy waits) and a slow
-/// ceiling, with one message to `to` in the queue twice.
-async fn app_with_two_copies(moto: &Moto, name: &str, to: &str, concurrency: usize) -> TestApp {
+/// One message on SQS queue `name`, in an app with a 2 s visibility timeout (how long a copy set
+/// aside waits) unless `adjust` says otherwise: the app, the recipient and the message's id.
+async fn one_message(
+    moto: &Moto,
+    name: &str,
+    adjust: impl FnOnce(&mut RawConfig),
+) -> (TestApp, String, Uuid) {
     let (url, _) = moto.queue_with_dlq(name, 5, None).await;
     let app = spawn_app_with(|raw| {
         on_aws(raw, moto, &url);
         raw.visibility_timeout_secs = 2;
         raw.smtp_timeout_secs = 1;
+        adjust(raw);
+    })
+    .await;
+    let to = unique_rcpt(name);
+    let id = app.send_to(&to).await;
+    (app, to, Uuid::parse_str(&id).expect("a uuid"))
+}
+
+/// [`one_message`] at 2/s, twice in the queue.
+async fn two_copies(moto: &Moto, name: &str, concurrency: usize) -> (TestApp, String) {
+    let (app, to, _) = one_message(moto, name, |raw| {
         raw.send_rate_per_second = 2.0;
         raw.send_burst = 1;
         raw.worker_concurrency = concurrency;
     })
     .await;
-    app.send_to(to).await;
     let lease = app
         .queue
         .pull(1)
@@ -35,18 +50,21 @@ async fn app_with_two_copies(moto: &Moto, name: &str, to: &str, concurrency: usi
     let copy = app.queue.push(std::slice::from_ref(&lease.message)).await;
     copy.into_iter().for_each(|r| r.expect("pushed again"));
     app.queue.release(lease).await.expect("released");
-    app
+    (app, to)
+}
+
+/// Books the limiter's next slot, so that the next send waits one interval for its turn.
+async fn take_the_next_slot(app: &TestApp) {
+    let limiter = app.worker.limiter.clone().expect("a rate limit");
+    limiter.reserve().await.expect("a slot");
 }
 
 /// Waits past the second copy's wait, dispatches what comes back, and checks that the message
 /// went out once and that no copy is left in the queue.
 async fn second_copy_is_dropped(app: &TestApp, to: &str) {
     tokio::time::sleep(Duration::from_millis(2_300)).await;
-    assert_eq!(
-        app.dispatch_all_pending().await,
-        1,
-        "the second copy is back"
-    );
+    let back = app.dispatch_all_pending().await;
+    assert_eq!(back, 1, "the second copy is back");
     assert_eq!(app.relay.received_for(to).len(), 1, "sent once");
     assert!(
         app.queue.pull(10).await.expect("pull").is_empty(),
@@ -59,20 +77,15 @@ async fn second_copy_is_dropped(app: &TestApp, to: &str) {
 #[tokio::test]
 async fn a_second_copy_pulled_while_the_first_is_sent_waits_for_it() {
     let moto = Moto::start().await;
-    let to = unique_rcpt("copies-apart");
-    let app = app_with_two_copies(&moto, "copies-apart", &to, 1).await;
-    // The next slot is half a second away: the first copy waits for it, claimed.
-    let limiter = app.worker.limiter.clone().expect("a rate limit");
-    limiter.reserve().await.expect("a slot");
+    let (app, to) = two_copies(&moto, "copies-apart", 1).await;
+    // The first copy waits half a second for its turn, claimed.
+    take_the_next_slot(&app).await;
     let (first, second) = tokio::join!(app.worker.run_once(), async {
         tokio::time::sleep(Duration::from_millis(150)).await;
         app.worker.run_once().await
     });
-    assert_eq!(
-        (first.expect("pull"), second.expect("pull")),
-        (1, 1),
-        "a copy each"
-    );
+    let pulled = (first.expect("pull"), second.expect("pull"));
+    assert_eq!(pulled, (1, 1), "a copy each");
     assert_eq!(app.relay.received_for(&to).len(), 1, "the first copy only");
     second_copy_is_dropped(&app, &to).await;
 }
@@ -81,8 +94,7 @@ async fn a_second_copy_pulled_while_the_first_is_sent_waits_for_it() {
 #[tokio::test]
 async fn two_copies_pulled_together_are_sent_once() {
     let moto = Moto::start().await;
-    let to = unique_rcpt("copies-together");
-    let app = app_with_two_copies(&moto, "copies-together", &to, 10).await;
+    let (app, to) = two_copies(&moto, "copies-together", 10).await;
     assert_eq!(app.worker.run_once().await.expect("pull"), 2, "one batch");
     assert_eq!(app.relay.received_for(&to).len(), 1, "one of the two");
     second_copy_is_dropped(&app, &to).await;
@@ -93,18 +105,13 @@ async fn two_copies_pulled_together_are_sent_once() {
 #[tokio::test]
 async fn a_message_given_back_at_shutdown_is_not_held_by_its_claim() {
     let moto = Moto::start().await;
-    let (url, _) = moto.queue_with_dlq("copies-shutdown", 5, None).await;
-    let app = spawn_app_with(|raw| {
-        on_aws(raw, &moto, &url);
+    let (app, to, id) = one_message(&moto, "copies-shutdown", |raw| {
         raw.visibility_timeout_secs = 30;
         raw.send_rate_per_second = 1.0;
         raw.send_burst = 1;
     })
     .await;
-    let to = unique_rcpt("copies-shutdown");
-    let id = app.send_to(&to).await;
-    let limiter = app.worker.limiter.clone().expect("a rate limit");
-    limiter.reserve().await.expect("a slot");
+    take_the_next_slot(&app).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(app.worker.clone().run(stop.clone()));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -114,7 +121,8 @@ async fn a_message_given_back_at_shutdown_is_not_held_by_its_claim() {
 
     // One round of pulls: a copy set aside would wait the 30 s out, and the message stay queued.
     app.dispatch_all_pending().await;
-    assert_eq!(app.get_message(&id).await["status"], "delivered");
+    let now = app.get_message(&id.to_string()).await;
+    assert_eq!(now["status"], "delivered");
     assert_eq!(app.relay.received_for(&to).len(), 1);
 }
 
@@ -123,27 +131,21 @@ async fn a_message_given_back_at_shutdown_is_not_held_by_its_claim() {
 #[tokio::test]
 async fn a_copy_set_aside_is_sent_once_the_other_claim_runs_out() {
     let moto = Moto::start().await;
-    let (url, _) = moto.queue_with_dlq("copies-orphan", 5, None).await;
-    let app = spawn_app_with(|raw| {
-        on_aws(raw, &moto, &url);
-        raw.visibility_timeout_secs = 2;
-        raw.smtp_timeout_secs = 1;
-    })
-    .await;
-    let to = unique_rcpt("copies-orphan");
-    let id = app.send_to(&to).await;
-    let message = Uuid::parse_str(&id).expect("a uuid");
+    let (app, to, id) = one_message(&moto, "copies-orphan", |_| {}).await;
     // Another worker claimed the message for 1.5 s, then died.
     let (dead_worker, ttl) = (Uuid::new_v4(), Duration::from_millis(1_500));
-    let claimed = app.worker.store.claim(&[message], dead_worker, ttl).await;
+    let claimed = app.worker.store.claim(&[id], dead_worker, ttl).await;
     assert!(claimed.expect("claim").elsewhere.is_empty());
 
     assert_eq!(app.dispatch_all_pending().await, 1, "received, set aside");
     assert!(app.relay.received_for(&to).is_empty(), "held by the claim");
-    assert_eq!(app.get_message(&id).await["status"], "queued");
+    assert_eq!(app.get_message(&id.to_string()).await["status"], "queued");
     tokio::time::sleep(Duration::from_millis(2_300)).await;
     assert_eq!(app.dispatch_all_pending().await, 1, "back after its wait");
-    assert_eq!(app.get_message(&id).await["status"], "delivered");
+    assert_eq!(
+        app.get_message(&id.to_string()).await["status"],
+        "delivered"
+    );
     assert_eq!(app.relay.received_for(&to).len(), 1);
 }
 
@@ -152,21 +154,14 @@ async fn a_copy_set_aside_is_sent_once_the_other_claim_runs_out() {
 #[tokio::test]
 async fn a_message_settled_under_a_waiting_copy_is_not_sent_by_it() {
     let moto = Moto::start().await;
-    let (url, _) = moto.queue_with_dlq("copies-settled", 5, None).await;
-    let app = spawn_app_with(|raw| {
-        on_aws(raw, &moto, &url);
+    let (app, to, id) = one_message(&moto, "copies-settled", |raw| {
         raw.visibility_timeout_secs = 3;
-        raw.smtp_timeout_secs = 1;
         raw.send_rate_per_second = 0.5;
         raw.send_burst = 1;
     })
     .await;
-    let to = unique_rcpt("copies-settled");
-    let id = app.send_to(&to).await;
-    let message = Uuid::parse_str(&id).expect("a uuid");
-    // The next slot is 2 s away; the claim is renewed after 1 s.
-    let limiter = app.worker.limiter.clone().expect("a rate limit");
-    limiter.reserve().await.expect("a slot");
+    // The message waits 2 s for its turn; its claim is renewed after 1 s.
+    take_the_next_slot(&app).await;
     let settled = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let delivered = Transition::Delivered {
@@ -174,19 +169,15 @@ async fn a_message_settled_under_a_waiting_copy_is_not_sent_by_it() {
             detail: "250 sent by the holder of another copy".into(),
         };
         let store = &app.worker.store;
-        assert!(store.record(message, delivered).await.expect("record"));
+        assert!(store.record(id, delivered).await.expect("record"));
     };
     let (pulled, ()) = tokio::join!(app.worker.run_once(), settled);
     assert_eq!(pulled.expect("pull"), 1);
     assert!(app.relay.received_for(&to).is_empty(), "not sent again");
     // The copy given back is acknowledged unsent.
     app.dispatch_all_pending().await;
-    assert!(
-        app.relay.received_for(&to).is_empty(),
-        "never sent by mailroom"
-    );
-    assert!(
-        app.queue.pull(10).await.expect("pull").is_empty(),
-        "acknowledged"
-    );
+    let sent = app.relay.received_for(&to);
+    assert!(sent.is_empty(), "never sent by mailroom");
+    let left = app.queue.pull(10).await.expect("pull");
+    assert!(left.is_empty(), "acknowledged");
 }
