@@ -3,25 +3,32 @@
 //! Per message: the store is told first (delivered, deferred, dead), then the archive is written,
 //! then the lease is settled. A crash anywhere in between leaves the lease to expire; the next
 //! attempt finds the stored status and does not send a delivered message again.
+//!
+//! A file per part: this one pulls, looks each message up in the store and hands it over;
+//! `hold.rs` keeps leases and store claims alive while a message waits and is sent; `settle.rs`
+//! records, archives and settles what came of it.
+
+mod hold;
+mod settle;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use rand::Rng;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::archive::{Archive, Outcome};
+use crate::archive::Archive;
 use crate::config::RetrySettings;
 use crate::delivery::mime::{self, MimeSettings};
 use crate::delivery::{Delivery, DeliveryError};
 use crate::limiter::{self, RateLimiter};
 use crate::message::Status;
 use crate::queue::{Lease, Queue, QueueError};
-use crate::store::{Claimed, Store, Transition};
+use crate::store::{Claimed, Store};
+use hold::{Claim, Lost};
+pub use settle::backoff;
 
 /// Everything the worker needs, built by `startup`.
 pub struct Worker {
@@ -51,10 +58,6 @@ pub struct Worker {
 /// How often a paused delivery backend is asked whether it may send again.
 const PAUSED_RECHECK: Duration = Duration::from_secs(30);
 
-/// How long the whole rate-limited schedule pauses when the provider throttles without saying
-/// for how long.
-const THROTTLE_PAUSE: Duration = Duration::from_secs(1);
-
 /// What came of waiting for the limiter and handing the message to the delivery backend.
 enum Sent {
     Done(Result<crate::delivery::Receipt, DeliveryError>),
@@ -67,9 +70,6 @@ enum Sent {
     Lost(Lost),
 }
 
-/// How long a delivery's outcome is tried again while the store cannot take it.
-const RECORD_FOR: Duration = Duration::from_secs(600);
-
 /// A pulled message, with what the store said of it before it is sent.
 struct Pulled {
     lease: Lease,
@@ -78,52 +78,9 @@ struct Pulled {
     claim: Claim,
 }
 
-/// Where a message taken from an external queue (SQS, Kafka) is claimed for sending.
-#[derive(Debug, Clone, Copy)]
-enum Claim {
-    /// Not claimed: the database queue's own lease is what a cancel sees.
-    Unneeded,
-    /// By this pull, under this owner.
-    Ours(uuid::Uuid),
-    /// By another pull (of this worker or another): another copy of the message, which SQS and
-    /// Kafka may deliver twice, is with it. This copy waits until that one is settled.
-    Elsewhere,
-}
-
-/// What came of renewing a claim.
-enum Renewed {
-    Yes,
-    /// The store could not be reached: tried again at the next beat.
-    No,
-    /// It had run out, and another pull claimed the message since, or settled it.
-    Taken,
-}
-
-/// How long a shutdown waits for the store to end a claim on a message it gives back.
-const END_CLAIM_WITHIN: Duration = Duration::from_secs(1);
-
-/// Why a lease kept alive ended.
-enum Lost {
-    /// The lease ran out or went to another consumer: the message is no longer this worker's.
-    Lease,
-    /// The store's claim ran out (SQS, Kafka): a cancel may have been answered 200 since.
-    Claim,
-}
-
 /// The longest pause between two tries to write a delivery's outcome to the store, or to read
 /// the statuses of a pulled batch, while the store is unreachable.
 const STORE_PAUSE_MAX: Duration = Duration::from_secs(10);
-
-/// Delay before attempt `attempt + 1`: exponential from `base`, capped at `max`, with "equal
-/// jitter" (half fixed, half random) so retries of one outage spread out.
-pub fn backoff(retry: &RetrySettings, attempt: u32) -> Duration {
-    let exp = retry
-        .base
-        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(31)));
-    let capped = exp.min(retry.max);
-    let half = capped / 2;
-    half + half.mul_f64(rand::rng().random::<f64>())
-}
 
 /// A delivery task that panicked left its lease unsettled: the lease runs out and the message
 /// is taken again (dead-lettered once its attempts are used up). Said in the logs, with why.
@@ -295,10 +252,11 @@ impl Worker {
     /// dead message is not sent (again). With an external queue the store claims them for this
     /// pull at the same time, and a second copy of a message (in this batch, or claimed by
     /// another pull) waits. The leases back when the store cannot be reached.
-    async fn look_up(&self, leases: Vec<Lease>) -> Result<Vec<Pulled>, Vec<Lease>> {
-        let mut leases = leases;
-        // Of two copies in one batch, the one with attempts left is the one claimed.
-        leases.sort_by_key(|l| l.attempt);
+    async fn look_up(&self, mut leases: Vec<Lease>) -> Result<Vec<Pulled>, Vec<Lease>> {
+        if self.claims {
+            // Of two copies in one batch, the one with attempts left is the one claimed.
+            leases.sort_by_key(|l| l.attempt);
+        }
         let ids: Vec<_> = leases.iter().map(|l| l.message.id).collect();
         let owner = uuid::Uuid::new_v4();
         let known = if self.claims {
@@ -316,7 +274,8 @@ impl Worker {
                 return Err(leases);
             }
         };
-        let mut seen = HashSet::with_capacity(leases.len());
+        // Filled only with claims: a database queue never hands out one message twice.
+        let mut seen = HashSet::new();
         let pulled = leases.into_iter().map(|lease| {
             let id = lease.message.id;
             let claim = match self.claims {
@@ -506,308 +465,5 @@ impl Worker {
         metrics::histogram!("mailroom_delivery_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         Sent::Done(result)
-    }
-
-    /// Keeps the lease from expiring while its message waits for a slot and is delivered, and,
-    /// with `claim`, the store's claim with it (SQS, Kafka). Returns only when one is lost: the
-    /// queue says the lease is gone, or a lease or claim was not renewed in time (a call that
-    /// hangs past the end of what it renews counts as not renewed).
-    async fn keep_alive(&self, lease: &Lease, claim: Claim) -> Lost {
-        let Some(every) = self.queue.heartbeat() else {
-            return std::future::pending().await;
-        };
-        let id = lease.message.id;
-        let owner = match claim {
-            Claim::Ours(owner) => Some(owner),
-            Claim::Unneeded | Claim::Elsewhere => None,
-        };
-        let claim = owner.is_some();
-        let started = tokio::time::Instant::now();
-        let (mut lease_until, mut claim_until) =
-            (started + self.visibility, started + self.visibility);
-        loop {
-            tokio::time::sleep(every).await;
-            let beat = tokio::time::Instant::now();
-            match tokio::time::timeout_at(lease_until, self.queue.extend(lease)).await {
-                Ok(Ok(())) => lease_until = beat + self.visibility,
-                Ok(Err(e @ QueueError::LeaseLost(_))) => {
-                    tracing::warn!(message_id = %id, error = %e, "Lease lost while delivering.");
-                    return Lost::Lease;
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(message_id = %id, error = %e, "Could not extend a lease; trying again.")
-                }
-                Err(_) => {}
-            }
-            // The claim is a store write: renewed once a third of it has passed, however often
-            // the queue's heartbeat comes (Kafka's is a quarter of a second).
-            if let Some(owner) = owner.filter(|_| beat + self.visibility * 2 / 3 >= claim_until) {
-                let renewed = self.renew_claim(lease, owner);
-                match tokio::time::timeout_at(claim_until, renewed).await {
-                    Ok(Renewed::Yes) => claim_until = beat + self.visibility,
-                    Ok(Renewed::Taken) => {
-                        tracing::warn!(message_id = %id, "The claim ran out, and another worker claimed or settled the message since; not sent by this one.");
-                        return Lost::Claim;
-                    }
-                    Ok(Renewed::No) | Err(_) => {}
-                }
-            }
-            // The next beat would come after the lease (or the claim) has run out.
-            let next = tokio::time::Instant::now() + every;
-            if next >= lease_until {
-                tracing::warn!(message_id = %id, "The lease could not be renewed for a visibility timeout; taking it as lost.");
-                return Lost::Lease;
-            }
-            if claim && next >= claim_until {
-                tracing::warn!(message_id = %id, "The claim could not be renewed for a visibility timeout; a cancel may now be answered 200.");
-                return Lost::Claim;
-            }
-        }
-    }
-
-    /// A claim lasts one visibility timeout, as the lease did when it was taken; a wait for the
-    /// rate limit plus a send can take longer (32 messages at 1/s wait up to 32 s). Renewed with
-    /// the lease, it keeps a cancel from being answered 200 while the message is still sent.
-    async fn renew_claim(&self, lease: &Lease, owner: uuid::Uuid) -> Renewed {
-        let id = lease.message.id;
-        match self.store.claim(&[id], owner, self.visibility).await {
-            Ok(c) if c.elsewhere.contains(&id) => Renewed::Taken,
-            // Settled meanwhile by the holder of another copy, whose outcome ended this claim
-            // along with its own.
-            Ok(c) if c.statuses.get(&id).is_some_and(|s| !s.may_be_sent()) => Renewed::Taken,
-            Ok(_) => Renewed::Yes,
-            Err(e) => {
-                tracing::warn!(message_id = %id, error = %e, "Could not renew a message's claim.");
-                Renewed::No
-            }
-        }
-    }
-
-    /// Ends this pull's claim on a message given back unsent, so that the copy taken next is
-    /// not set aside as another's until the claim runs out. Best effort: it runs out anyway.
-    async fn end_claim(&self, lease: &Lease, owner: uuid::Uuid) {
-        let id = lease.message.id;
-        let ids = [id];
-        let ended = self.store.claim(&ids, owner, Duration::ZERO);
-        match tokio::time::timeout(END_CLAIM_WITHIN, ended).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(message_id = %id, error = %e, "Could not end a message's claim; it runs out by itself.")
-            }
-            Err(_) => {
-                tracing::warn!(message_id = %id, "Ending a message's claim took too long; it runs out by itself.")
-            }
-        }
-    }
-
-    /// Success: record, archive, ack.
-    async fn finish(&self, lease: Lease, status: Status, detail: String) -> Result<(), QueueError> {
-        let id = lease.message.id;
-        let attempts = lease.attempt;
-        let transition = match status {
-            Status::Archived => Transition::Archived {
-                attempts,
-                detail: detail.clone(),
-            },
-            _ => Transition::Delivered {
-                attempts,
-                detail: detail.clone(),
-            },
-        };
-        self.record_outcome(&lease, transition).await?;
-        let outcome = Outcome {
-            status,
-            at: Utc::now(),
-            attempts,
-            detail,
-        };
-        if let Err(e) = self.archive(&lease, &outcome).await {
-            // Already delivered: the next attempt sees that and only archives.
-            let delay = backoff(&self.retry, attempts);
-            tracing::error!(message_id = %id, error = %e, "Archive write failed; will retry.");
-            metrics::counter!("mailroom_archive_failures_total").increment(1);
-            return self.queue.retry(lease, delay).await;
-        }
-        self.queue.ack(lease).await?;
-        let outcome = status.as_str();
-        tracing::info!(message_id = %id, attempts, outcome, "Message {outcome}.");
-        metrics::counter!("mailroom_deliveries_total", "outcome" => outcome).increment(1);
-        Ok(())
-    }
-
-    /// Records a delivery's outcome. The message has gone out: a store that is briefly
-    /// unreachable must not make it go out again, so the write is tried again, for up to
-    /// [`RECORD_FOR`], with the lease kept alive meanwhile (not the claim: it is the same store,
-    /// and the message is past cancelling). Should the lease be lost, the write still goes in:
-    /// whoever takes the message next finds it delivered and does not send it again.
-    async fn record_outcome(
-        &self,
-        lease: &Lease,
-        transition: Transition,
-    ) -> Result<(), QueueError> {
-        let id = lease.message.id;
-        // The usual case, one write that goes through, needs no heartbeat beside it.
-        let first = self.store.record(id, transition.clone()).await;
-        if first.is_ok() {
-            return Ok(());
-        }
-        let retried = async {
-            let started = tokio::time::Instant::now();
-            let mut failures = 0u32;
-            let mut result = first;
-            loop {
-                match result {
-                    Ok(_) => return Ok(()),
-                    Err(e) if started.elapsed() >= RECORD_FOR => {
-                        tracing::error!(message_id = %id, error = %e, "Could not record a delivery; giving up, the message may be sent again.");
-                        return Err(QueueError::from(e));
-                    }
-                    Err(e) => {
-                        failures = failures.saturating_add(1);
-                        let pause = self.store_pause(failures);
-                        tracing::error!(message_id = %id, error = %e, retry_in_ms = pause.as_millis() as u64, "Could not record a delivery; trying again.");
-                        tokio::time::sleep(pause).await;
-                    }
-                }
-                result = self.store.record(id, transition.clone()).await;
-            }
-        };
-        tokio::pin!(retried);
-        tokio::select! {
-            recorded = &mut retried => recorded,
-            _ = self.keep_alive(lease, Claim::Unneeded) => {
-                retried.await?;
-                Err(QueueError::LeaseLost(id))
-            }
-        }
-    }
-
-    async fn archive(
-        &self,
-        lease: &Lease,
-        outcome: &Outcome,
-    ) -> Result<(), crate::archive::ArchiveError> {
-        match &self.archive {
-            Some(a) => a.put(&lease.message, outcome).await.map(|_| ()),
-            None => Ok(()),
-        }
-    }
-
-    /// Failure: retry with backoff, or dead-letter.
-    async fn fail(&self, lease: Lease, error: DeliveryError) -> Result<(), QueueError> {
-        let id = lease.message.id;
-        let attempts = lease.attempt;
-        let (temporary, label) = match &error {
-            DeliveryError::Temporary(_) => (true, "deferred"),
-            DeliveryError::Throttled { .. } => (true, "throttled"),
-            DeliveryError::Permanent(_) => (false, "dead"),
-            DeliveryError::Paused(reason) => {
-                // Not this message's doing: give it back without using an attempt.
-                tracing::warn!(message_id = %id, reason, "Delivery paused; lease released.");
-                metrics::counter!("mailroom_deliveries_total", "outcome" => "paused").increment(1);
-                return self.queue.release(lease).await;
-            }
-        };
-        if let (DeliveryError::Throttled { retry_after, .. }, Some(limiter)) =
-            (&error, &self.limiter)
-        {
-            // Everyone sharing the limiter slows down, not only this message.
-            let pause = retry_after
-                .unwrap_or(THROTTLE_PAUSE)
-                .min(THROTTLE_PAUSE * 60);
-            if let Err(e) = limiter.hold_off(pause).await {
-                tracing::warn!(error = %e, "Could not pause the rate limiter after throttling.");
-            }
-        }
-        if temporary && attempts < self.retry.max_attempts {
-            let delay = match &error {
-                DeliveryError::Throttled {
-                    retry_after: Some(d),
-                    ..
-                } => (*d).max(backoff(&self.retry, attempts)),
-                _ => backoff(&self.retry, attempts),
-            };
-            let text = error.to_string();
-            self.store
-                .record(
-                    id,
-                    Transition::Deferred {
-                        attempts,
-                        error: text.clone(),
-                        retry_in: delay,
-                    },
-                )
-                .await?;
-            self.queue.retry(lease, delay).await?;
-            tracing::warn!(message_id = %id, attempts, retry_in_ms = delay.as_millis() as u64, error = %text, "Delivery failed temporarily; will retry.");
-            metrics::counter!("mailroom_deliveries_total", "outcome" => label).increment(1);
-            metrics::histogram!("mailroom_retry_delay_seconds").record(delay.as_secs_f64());
-            return Ok(());
-        }
-        let text = if temporary {
-            format!("gave up after {attempts} attempts: {error}")
-        } else {
-            error.to_string()
-        };
-        self.dead_letter(lease, attempts, text).await
-    }
-
-    /// Archives the dead outcome, records it and takes the message off the queue.
-    async fn dead_letter(
-        &self,
-        lease: Lease,
-        attempts: u32,
-        text: String,
-    ) -> Result<(), QueueError> {
-        let id = lease.message.id;
-        let outcome = Outcome {
-            status: Status::Dead,
-            at: Utc::now(),
-            attempts,
-            detail: text.clone(),
-        };
-        if let Err(e) = self.archive(&lease, &outcome).await {
-            tracing::error!(message_id = %id, error = %e, "Archive write for a dead letter failed.");
-            metrics::counter!("mailroom_archive_failures_total").increment(1);
-        }
-        self.store
-            .record(
-                id,
-                Transition::Dead {
-                    attempts,
-                    error: text.clone(),
-                },
-            )
-            .await?;
-        self.queue.dead(lease, &text).await?;
-        tracing::warn!(message_id = %id, attempts, error = %text, "Message dead-lettered.");
-        metrics::counter!("mailroom_deliveries_total", "outcome" => "dead").increment(1);
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Backoff doubles per attempt within [d/2, d], and never passes the cap.
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let r = RetrySettings {
-            max_attempts: 8,
-            base: Duration::from_millis(100),
-            max: Duration::from_millis(1000),
-        };
-        for (attempt, full) in [
-            (1, 100),
-            (2, 200),
-            (3, 400),
-            (4, 800),
-            (5, 1000),
-            (30, 1000),
-        ] {
-            let d = backoff(&r, attempt).as_millis();
-            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d}");
-        }
     }
 }

@@ -1,0 +1,252 @@
+//! Settling a message after its attempt: the outcome recorded in the store, the archive written,
+//! then the lease acknowledged, retried or dead-lettered.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use rand::Rng;
+
+use super::Worker;
+use super::hold::Claim;
+use crate::archive::Outcome;
+use crate::config::RetrySettings;
+use crate::delivery::DeliveryError;
+use crate::message::Status;
+use crate::queue::{Lease, QueueError};
+use crate::store::Transition;
+
+/// How long the whole rate-limited schedule pauses when the provider throttles without saying
+/// for how long.
+const THROTTLE_PAUSE: Duration = Duration::from_secs(1);
+
+/// How long a delivery's outcome is tried again while the store cannot take it.
+const RECORD_FOR: Duration = Duration::from_secs(600);
+
+/// Delay before attempt `attempt + 1`: exponential from `base`, capped at `max`, with "equal
+/// jitter" (half fixed, half random) so retries of one outage spread out.
+pub fn backoff(retry: &RetrySettings, attempt: u32) -> Duration {
+    let exp = retry
+        .base
+        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(31)));
+    let capped = exp.min(retry.max);
+    let half = capped / 2;
+    half + half.mul_f64(rand::rng().random::<f64>())
+}
+
+impl Worker {
+    /// Success: record, archive, ack.
+    pub(super) async fn finish(
+        &self,
+        lease: Lease,
+        status: Status,
+        detail: String,
+    ) -> Result<(), QueueError> {
+        let id = lease.message.id;
+        let attempts = lease.attempt;
+        let transition = match status {
+            Status::Archived => Transition::Archived {
+                attempts,
+                detail: detail.clone(),
+            },
+            _ => Transition::Delivered {
+                attempts,
+                detail: detail.clone(),
+            },
+        };
+        self.record_outcome(&lease, transition).await?;
+        let outcome = Outcome {
+            status,
+            at: Utc::now(),
+            attempts,
+            detail,
+        };
+        if let Err(e) = self.archive(&lease, &outcome).await {
+            // Already delivered: the next attempt sees that and only archives.
+            let delay = backoff(&self.retry, attempts);
+            tracing::error!(message_id = %id, error = %e, "Archive write failed; will retry.");
+            metrics::counter!("mailroom_archive_failures_total").increment(1);
+            return self.queue.retry(lease, delay).await;
+        }
+        self.queue.ack(lease).await?;
+        let outcome = status.as_str();
+        tracing::info!(message_id = %id, attempts, outcome, "Message {outcome}.");
+        metrics::counter!("mailroom_deliveries_total", "outcome" => outcome).increment(1);
+        Ok(())
+    }
+
+    /// Records a delivery's outcome. The message has gone out: a store that is briefly
+    /// unreachable must not make it go out again, so the write is tried again, for up to
+    /// [`RECORD_FOR`], with the lease kept alive meanwhile (not the claim: it is the same store,
+    /// and the message is past cancelling). Should the lease be lost, the write still goes in:
+    /// whoever takes the message next finds it delivered and does not send it again.
+    async fn record_outcome(
+        &self,
+        lease: &Lease,
+        transition: Transition,
+    ) -> Result<(), QueueError> {
+        let id = lease.message.id;
+        // The usual case, one write that goes through, needs no heartbeat beside it.
+        let first = self.store.record(id, transition.clone()).await;
+        if first.is_ok() {
+            return Ok(());
+        }
+        let retried = async {
+            let started = tokio::time::Instant::now();
+            let mut failures = 0u32;
+            let mut result = first;
+            loop {
+                match result {
+                    Ok(_) => return Ok(()),
+                    Err(e) if started.elapsed() >= RECORD_FOR => {
+                        tracing::error!(message_id = %id, error = %e, "Could not record a delivery; giving up, the message may be sent again.");
+                        return Err(QueueError::from(e));
+                    }
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        let pause = self.store_pause(failures);
+                        tracing::error!(message_id = %id, error = %e, retry_in_ms = pause.as_millis() as u64, "Could not record a delivery; trying again.");
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+                result = self.store.record(id, transition.clone()).await;
+            }
+        };
+        tokio::pin!(retried);
+        tokio::select! {
+            recorded = &mut retried => recorded,
+            _ = self.keep_alive(lease, Claim::Unneeded) => {
+                retried.await?;
+                Err(QueueError::LeaseLost(id))
+            }
+        }
+    }
+
+    async fn archive(
+        &self,
+        lease: &Lease,
+        outcome: &Outcome,
+    ) -> Result<(), crate::archive::ArchiveError> {
+        match &self.archive {
+            Some(a) => a.put(&lease.message, outcome).await.map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// Failure: retry with backoff, or dead-letter.
+    pub(super) async fn fail(&self, lease: Lease, error: DeliveryError) -> Result<(), QueueError> {
+        let id = lease.message.id;
+        let attempts = lease.attempt;
+        let (temporary, label) = match &error {
+            DeliveryError::Temporary(_) => (true, "deferred"),
+            DeliveryError::Throttled { .. } => (true, "throttled"),
+            DeliveryError::Permanent(_) => (false, "dead"),
+            DeliveryError::Paused(reason) => {
+                // Not this message's doing: give it back without using an attempt.
+                tracing::warn!(message_id = %id, reason, "Delivery paused; lease released.");
+                metrics::counter!("mailroom_deliveries_total", "outcome" => "paused").increment(1);
+                return self.queue.release(lease).await;
+            }
+        };
+        if let (DeliveryError::Throttled { retry_after, .. }, Some(limiter)) =
+            (&error, &self.limiter)
+        {
+            // Everyone sharing the limiter slows down, not only this message.
+            let pause = retry_after
+                .unwrap_or(THROTTLE_PAUSE)
+                .min(THROTTLE_PAUSE * 60);
+            if let Err(e) = limiter.hold_off(pause).await {
+                tracing::warn!(error = %e, "Could not pause the rate limiter after throttling.");
+            }
+        }
+        if temporary && attempts < self.retry.max_attempts {
+            let delay = match &error {
+                DeliveryError::Throttled {
+                    retry_after: Some(d),
+                    ..
+                } => (*d).max(backoff(&self.retry, attempts)),
+                _ => backoff(&self.retry, attempts),
+            };
+            let text = error.to_string();
+            self.store
+                .record(
+                    id,
+                    Transition::Deferred {
+                        attempts,
+                        error: text.clone(),
+                        retry_in: delay,
+                    },
+                )
+                .await?;
+            self.queue.retry(lease, delay).await?;
+            tracing::warn!(message_id = %id, attempts, retry_in_ms = delay.as_millis() as u64, error = %text, "Delivery failed temporarily; will retry.");
+            metrics::counter!("mailroom_deliveries_total", "outcome" => label).increment(1);
+            metrics::histogram!("mailroom_retry_delay_seconds").record(delay.as_secs_f64());
+            return Ok(());
+        }
+        let text = if temporary {
+            format!("gave up after {attempts} attempts: {error}")
+        } else {
+            error.to_string()
+        };
+        self.dead_letter(lease, attempts, text).await
+    }
+
+    /// Archives the dead outcome, records it and takes the message off the queue.
+    pub(super) async fn dead_letter(
+        &self,
+        lease: Lease,
+        attempts: u32,
+        text: String,
+    ) -> Result<(), QueueError> {
+        let id = lease.message.id;
+        let outcome = Outcome {
+            status: Status::Dead,
+            at: Utc::now(),
+            attempts,
+            detail: text.clone(),
+        };
+        if let Err(e) = self.archive(&lease, &outcome).await {
+            tracing::error!(message_id = %id, error = %e, "Archive write for a dead letter failed.");
+            metrics::counter!("mailroom_archive_failures_total").increment(1);
+        }
+        self.store
+            .record(
+                id,
+                Transition::Dead {
+                    attempts,
+                    error: text.clone(),
+                },
+            )
+            .await?;
+        self.queue.dead(lease, &text).await?;
+        tracing::warn!(message_id = %id, attempts, error = %text, "Message dead-lettered.");
+        metrics::counter!("mailroom_deliveries_total", "outcome" => "dead").increment(1);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Backoff doubles per attempt within [d/2, d], and never passes the cap.
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let r = RetrySettings {
+            max_attempts: 8,
+            base: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+        };
+        for (attempt, full) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (30, 1000),
+        ] {
+            let d = backoff(&r, attempt).as_millis();
+            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d}");
+        }
+    }
+}
