@@ -102,7 +102,9 @@ pub trait Queue: Send + Sync + 'static {
     async fn retry(&self, lease: Lease, delay: Duration) -> Result<(), QueueError>;
 
     /// Give the message back at once without counting the attempt (shutdown).
-    async fn release(&self, lease: Lease) -> Result<(), QueueError>;
+    async fn release(&self, lease: Lease) -> Result<(), QueueError> {
+        self.postpone(lease, Duration::ZERO).await
+    }
 
     /// Give the message back without counting the attempt, due again after `delay`: another
     /// copy of it is with another worker (SQS and Kafka deliver at least once), and this one

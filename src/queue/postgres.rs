@@ -156,10 +156,6 @@ impl Queue for PostgresQueue {
             .await
     }
 
-    async fn release(&self, lease: Lease) -> Result<(), QueueError> {
-        self.postpone(lease, Duration::ZERO).await
-    }
-
     async fn postpone(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
         self.settle(lease, query_file!("reschedule_leased"), Some((delay, 1)))
             .await

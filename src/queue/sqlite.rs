@@ -92,10 +92,6 @@ impl Queue for SqliteQueue {
         .await
     }
 
-    async fn release(&self, lease: Lease) -> Result<(), QueueError> {
-        self.postpone(lease, Duration::ZERO).await
-    }
-
     async fn postpone(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
         let available_at = now_ms() + delay.as_millis() as i64;
         self.settle(

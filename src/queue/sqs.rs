@@ -537,10 +537,6 @@ impl Queue for SqsQueue {
         self.set_visibility(&lease, delay.min(cap)).await
     }
 
-    async fn release(&self, lease: Lease) -> Result<(), QueueError> {
-        self.postpone(lease, Duration::ZERO).await
-    }
-
     async fn postpone(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
         self.let_go(&lease)?;
         // A copy that remembers the attempts used, then the original goes: making the original

@@ -271,24 +271,19 @@ impl Queue for KafkaQueue {
         Ok(())
     }
 
-    async fn release(&self, lease: Lease) -> Result<(), QueueError> {
-        let mut state = self.shared.lock();
-        let (mut entry, _) = state.unlease(&lease)?;
-        entry.leased -= 1;
-        state.ready.push_front(entry);
-        drop(state);
-        self.shared.arrived.notify_waiters();
-        Ok(())
-    }
-
     async fn postpone(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
         // Held here, its offset uncommitted: a crash meanwhile redelivers it.
         let mut state = self.shared.lock();
         let (mut entry, _) = state.unlease(&lease)?;
         entry.leased -= 1;
-        state.next_id += 1;
-        let id = state.next_id;
-        state.delayed.insert((Instant::now() + delay, id), entry);
+        if delay.is_zero() {
+            // Released: first in line again.
+            state.ready.push_front(entry);
+        } else {
+            state.next_id += 1;
+            let id = state.next_id;
+            state.delayed.insert((Instant::now() + delay, id), entry);
+        }
         drop(state);
         self.shared.arrived.notify_waiters();
         Ok(())

@@ -151,9 +151,6 @@ impl Queue for LosesLeases {
     async fn retry(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
         self.inner.retry(lease, delay).await
     }
-    async fn release(&self, lease: Lease) -> Result<(), QueueError> {
-        self.inner.release(lease).await
-    }
     async fn postpone(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
         self.inner.postpone(lease, delay).await
     }
