@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use mailroom::config::{KafkaSecurity, KafkaSettings};
 use mailroom::events::DeliveryEvent;
-use mailroom::queue::Queue;
 use mailroom::queue::kafka::KafkaQueue;
 use mailroom::queue::sqlite::SqliteQueue;
+use mailroom::queue::{Queue, QueueError};
 use mailroom::scheduler::Scheduler;
 use mailroom::store::sqlite::SqliteStore;
 use rdkafka::Message as _;
@@ -191,6 +191,74 @@ async fn unsettled_records_go_to_the_next_consumer() {
         second.ack(lease).await.expect("ack");
     }
     assert_eq!(second.depth().await.expect("depth").messages, 0);
+}
+
+/// A worker joining the group takes partitions from one that holds leases on them: the first
+/// loses exactly those leases (an ack of one fails, so its delivery is not recorded as its own),
+/// the newcomer receives exactly those records, and what the first keeps stays its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_moves_unsettled_records_and_their_leases() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("mailroom=debug")
+        .with_writer(std::io::stderr)
+        .try_init();
+    let s = settings(&unique("rebalance"));
+    let first = queue(&s, Duration::from_secs(60)).await;
+    let sent: Vec<_> = (0..12).map(message).collect();
+    for r in first.push(&sent).await {
+        r.expect("push");
+    }
+    let mut leases = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while leases.len() < sent.len() && std::time::Instant::now() < deadline {
+        leases.extend(first.pull(12).await.expect("pull"));
+    }
+    assert_eq!(
+        leases.len(),
+        sent.len(),
+        "the first worker holds every record"
+    );
+
+    // The second joins; the group moves some of the three partitions to it.
+    let second = queue(&s, Duration::from_secs(60)).await;
+    let mut received = Vec::new();
+    let mut lost = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        received.extend(second.pull(12).await.expect("pull"));
+        lost = Vec::new();
+        for lease in &leases {
+            if let Err(e) = first.extend(lease).await {
+                assert!(matches!(e, QueueError::LeaseLost(_)), "{e}");
+                lost.push(lease.message.id);
+            }
+        }
+        if !lost.is_empty() && received.len() >= lost.len() {
+            break;
+        }
+    }
+    assert!(!lost.is_empty(), "the second worker took no partition");
+    assert!(
+        lost.len() < sent.len(),
+        "the first worker kept none of the topic"
+    );
+
+    let mut received_ids: Vec<_> = received.iter().map(|l| l.message.id).collect();
+    received_ids.sort();
+    lost.sort();
+    assert_eq!(received_ids, lost, "exactly the records whose leases moved");
+    for lease in leases {
+        let id = lease.message.id;
+        let acked = first.ack(lease).await;
+        assert_eq!(acked.is_ok(), !lost.contains(&id), "ack of {id}: {acked:?}");
+    }
+    // Closing commits what the first settled; the second's depth then counts the group's.
+    first.close().await;
+    for lease in received {
+        second.ack(lease).await.expect("ack");
+    }
+    assert_eq!(second.depth().await.expect("depth").messages, 0);
+    second.close().await;
 }
 
 /// With `EVENTS_TOPIC`, a message's accepted and delivered events reach the topic in order, and

@@ -65,11 +65,16 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Commits every position that moved, synchronously. Blocks: call it off the async runtime
-    /// (or from a librdkafka callback).
-    pub(super) fn commit<C: Consumer<Context>>(&self, consumer: &C) -> Result<(), KafkaError> {
+    /// Commits every position of `source`'s partitions that moved, synchronously, through the
+    /// consumer that reads them. Blocks: call it off the async runtime (or from a librdkafka
+    /// callback).
+    pub(super) fn commit<C: Consumer<Context>>(
+        &self,
+        consumer: &C,
+        source: Source,
+    ) -> Result<(), KafkaError> {
         let _one_at_a_time = self.commit.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(tpl) = self.lock().to_commit(&self.topics) else {
+        let Some(tpl) = self.lock().to_commit(&self.topics, source) else {
             return Ok(());
         };
         consumer.commit(&tpl, CommitMode::Sync)?;
@@ -85,9 +90,11 @@ impl Shared {
     }
 }
 
-/// The consumer's context: commits what is settled on partitions about to be taken away.
+/// A consumer's context: commits what is settled on partitions about to be taken away.
 pub(super) struct Context {
     pub(super) shared: Arc<Shared>,
+    /// The topic this consumer reads.
+    pub(super) source: Source,
 }
 
 impl ClientContext for Context {}
@@ -97,7 +104,7 @@ impl ConsumerContext for Context {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 let revoked = self.shared.partitions_of(tpl);
-                if let Err(e) = self.shared.commit(consumer) {
+                if let Err(e) = self.shared.commit(consumer, self.source) {
                     tracing::warn!(error = %e, "Could not commit offsets of revoked Kafka partitions; their unsettled records will be delivered again.");
                 }
                 self.shared.lock().drop_partitions(&revoked);
@@ -106,16 +113,24 @@ impl ConsumerContext for Context {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .retain(|p| !revoked.contains(&(p.source, p.partition)));
-                tracing::info!(partitions = revoked.len(), "Kafka partitions revoked.");
+                tracing::info!(
+                    topic = self.shared.topics.name(self.source),
+                    partitions = revoked.len(),
+                    "Kafka partitions revoked."
+                );
             }
             Rebalance::Assign(tpl) => {
-                tracing::info!(partitions = tpl.count(), "Kafka partitions assigned.");
+                tracing::info!(
+                    topic = self.shared.topics.name(self.source),
+                    partitions = tpl.count(),
+                    "Kafka partitions assigned."
+                );
                 // Unknown again: the next check pauses or resumes the whole new assignment.
                 self.shared
                     .paused
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .clear();
+                    .remove(&self.source);
             }
             Rebalance::Error(e) => tracing::error!(error = %e, "Kafka rebalance failed."),
         }
@@ -158,9 +173,11 @@ fn header(message: &BorrowedMessage<'_>, name: &str) -> Option<String> {
     })
 }
 
-/// The consumer task: fetches, keeps the local lists, commits, pauses and resumes.
+/// A consumer's task: fetches its topic's records into the local lists, commits their
+/// positions, pauses and resumes its fetch.
 pub(super) async fn consume(
     consumer: Arc<StreamConsumer<Context>>,
+    source: Source,
     shared: Arc<Shared>,
     producer: FutureProducer,
     prefetch: usize,
@@ -174,7 +191,7 @@ pub(super) async fn consume(
             _ = commit.tick() => {
                 retry_poison(&shared, &producer).await;
                 let (c, s) = (consumer.clone(), shared.clone());
-                match tokio::task::spawn_blocking(move || s.commit(c.as_ref())).await {
+                match tokio::task::spawn_blocking(move || s.commit(c.as_ref(), source)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::warn!(error = %e, "Kafka offset commit failed; will try again."),
                     Err(e) => tracing::warn!(error = %e, "Kafka offset commit task failed."),
@@ -189,7 +206,7 @@ pub(super) async fn consume(
                 }
             },
         }
-        backpressure(&consumer, &shared, prefetch);
+        backpressure(&consumer, source, &shared, prefetch);
     }
 }
 
@@ -293,46 +310,45 @@ async fn retry_poison(shared: &Shared, producer: &FutureProducer) {
     }
 }
 
-/// Pauses a topic's fetch while this process holds more of it than it can use, resumes it when
-/// the backlog halves. The consumer keeps polling either way, so it stays in the group.
-fn backpressure(consumer: &StreamConsumer<Context>, shared: &Shared, prefetch: usize) {
-    let (ready, delayed) = {
+/// Pauses a topic's fetch while this process holds more of it than it can use (the main
+/// topic's ready records past `prefetch`, the retry topic's waiting ones past `MAX_DELAYED`),
+/// resumes it when the backlog halves. The consumer keeps polling either way, so it stays in
+/// the group.
+fn backpressure(
+    consumer: &StreamConsumer<Context>,
+    source: Source,
+    shared: &Shared,
+    prefetch: usize,
+) {
+    let (held, limit) = {
         let state = shared.lock();
-        (state.ready.len(), state.delayed.len())
+        match source {
+            Source::Main => (state.ready.len(), prefetch),
+            Source::Retry => (state.delayed.len(), MAX_DELAYED),
+        }
     };
-    for (source, held, limit) in [
-        (Source::Main, ready, prefetch),
-        (Source::Retry, delayed, MAX_DELAYED),
-    ] {
-        let mut paused = shared.paused.lock().unwrap_or_else(|e| e.into_inner());
-        let known = paused.get(&source).copied();
-        let want = if known == Some(true) {
-            held > limit / 2
-        } else {
-            held >= limit
-        };
-        if known == Some(want) {
-            continue;
+    let mut paused = shared.paused.lock().unwrap_or_else(|e| e.into_inner());
+    let known = paused.get(&source).copied();
+    let want = if known == Some(true) {
+        held > limit / 2
+    } else {
+        held >= limit
+    };
+    if known == Some(want) {
+        return;
+    }
+    let Ok(assignment) = consumer.assignment() else {
+        return;
+    };
+    let result = if want {
+        consumer.pause(&assignment)
+    } else {
+        consumer.resume(&assignment)
+    };
+    match result {
+        Ok(()) => {
+            paused.insert(source, want);
         }
-        let Ok(assignment) = consumer.assignment() else {
-            continue;
-        };
-        let mut tpl = TopicPartitionList::new();
-        for e in assignment.elements() {
-            if e.topic() == shared.topics.name(source) {
-                tpl.add_partition(e.topic(), e.partition());
-            }
-        }
-        let result = if want {
-            consumer.pause(&tpl)
-        } else {
-            consumer.resume(&tpl)
-        };
-        match result {
-            Ok(()) => {
-                paused.insert(source, want);
-            }
-            Err(e) => tracing::warn!(error = %e, "Could not pause or resume a Kafka fetch."),
-        }
+        Err(e) => tracing::warn!(error = %e, "Could not pause or resume a Kafka fetch."),
     }
 }

@@ -3,7 +3,11 @@
 //!
 //! - **Push** produces with idempotence on (`acks=all`), keyed by message id, and returns once
 //!   the broker has acknowledged every message: only then does the API answer 202.
-//! - **Pull** hands out what the consumer has fetched. Kafka has no per-message visibility, so
+//! - **Consumers**: the main topic and the retry topic each have a consumer of their own in
+//!   the group, so the group shares out each topic's partitions among the workers on its own
+//!   (cooperative-sticky balances a member's partition count over all it reads, and one
+//!   consumer of both topics could be left with the whole retry topic and none of the main).
+//! - **Pull** hands out what the consumers have fetched. Kafka has no per-message visibility, so
 //!   leases live in this process: a lease that is not settled within the visibility timeout
 //!   goes back to this process's ready list (the next holder gets attempt + 1).
 //! - **Offsets** are committed by hand, per partition, up to the first offset not yet settled:
@@ -16,7 +20,7 @@
 //! - **Dead** publishes to `{topic}.dlq` with the error in the `mailroom-error` header.
 //! - **Release** (shutdown) hands the message back at once without counting the attempt.
 //!
-//! The consumer task pauses the fetch of a topic when this process already holds more than it
+//! Each consumer's task pauses its topic's fetch when this process already holds more than it
 //! can work through (the main topic past `prefetch` ready messages, the retry topic past
 //! `MAX_DELAYED` waiting retries), and keeps polling, so it never drops out of the group.
 
@@ -61,7 +65,11 @@ const MAX_ERROR_BYTES: usize = 1_000;
 
 pub struct KafkaQueue {
     producer: FutureProducer,
-    consumer: Arc<StreamConsumer<Context>>,
+    /// One consumer for the main topic and one for the retry topic, both in the group. A
+    /// consumer reading both would be given a share of all their partitions together, and the
+    /// group's sticky assignment may then leave one worker the whole main topic and another
+    /// only the retry topic; one consumer per topic shares out each topic on its own.
+    consumers: [(Source, Arc<StreamConsumer<Context>>); 2],
     shared: Arc<Shared>,
     visibility: Duration,
     /// Ready messages held before the main topic's fetch pauses.
@@ -94,32 +102,36 @@ impl KafkaQueue {
             commit: Mutex::new(()),
             poison: Mutex::new(Vec::new()),
         });
-        let consumer: StreamConsumer<Context> = crate::kafka::client_config(settings)
-            .set("group.id", &settings.group_id)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            // A worker joining or leaving moves only the partitions that change owner; the
-            // others keep their fetched records and leases (eager rebalancing drops them all).
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            // mailroom never produces in transactions: read_committed would only add the
-            // last-stable-offset bookkeeping to every fetch and watermark.
-            .set("isolation.level", "read_uncommitted")
-            // A worker killed without leaving the group gives its partitions up after this.
-            .set(
-                "session.timeout.ms",
-                settings.session_timeout.as_millis().to_string(),
-            )
-            .set(
-                "heartbeat.interval.ms",
-                (settings.session_timeout.as_millis() / 4).to_string(),
-            )
-            .create_with_context(Context {
-                shared: shared.clone(),
-            })
-            .map_err(|e| QueueError::Unavailable(format!("Kafka consumer: {e}")))?;
+        let consumer = |source| -> Result<_, QueueError> {
+            let consumer: StreamConsumer<Context> = crate::kafka::client_config(settings)
+                .set("group.id", &settings.group_id)
+                .set("enable.auto.commit", "false")
+                .set("auto.offset.reset", "earliest")
+                // A worker joining or leaving moves only the partitions that change owner; the
+                // others keep their fetched records and leases (eager rebalancing drops them all).
+                .set("partition.assignment.strategy", "cooperative-sticky")
+                // mailroom never produces in transactions: read_committed would only add the
+                // last-stable-offset bookkeeping to every fetch and watermark.
+                .set("isolation.level", "read_uncommitted")
+                // A worker killed without leaving the group gives its partitions up after this.
+                .set(
+                    "session.timeout.ms",
+                    settings.session_timeout.as_millis().to_string(),
+                )
+                .set(
+                    "heartbeat.interval.ms",
+                    (settings.session_timeout.as_millis() / 4).to_string(),
+                )
+                .create_with_context(Context {
+                    shared: shared.clone(),
+                    source,
+                })
+                .map_err(|e| QueueError::Unavailable(format!("Kafka consumer: {e}")))?;
+            Ok((source, Arc::new(consumer)))
+        };
         Ok(Self {
             producer,
-            consumer: Arc::new(consumer),
+            consumers: [consumer(Source::Main)?, consumer(Source::Retry)?],
             shared,
             visibility,
             prefetch: prefetch.max(16),
@@ -133,18 +145,22 @@ impl KafkaQueue {
         if self.started.get().is_some() {
             return Ok(());
         }
-        let topics = &self.shared.topics;
-        self.consumer
-            .subscribe(&[&topics.main, &topics.retry])
-            .map_err(|e| QueueError::Unavailable(format!("Kafka subscribe: {e}")))?;
+        for (source, consumer) in &self.consumers {
+            consumer
+                .subscribe(&[self.shared.topics.name(*source)])
+                .map_err(|e| QueueError::Unavailable(format!("Kafka subscribe: {e}")))?;
+        }
         if self.started.set(()).is_ok() {
-            tokio::spawn(consume(
-                self.consumer.clone(),
-                self.shared.clone(),
-                self.producer.clone(),
-                self.prefetch,
-                self.stop.clone(),
-            ));
+            for (source, consumer) in &self.consumers {
+                tokio::spawn(consume(
+                    consumer.clone(),
+                    *source,
+                    self.shared.clone(),
+                    self.producer.clone(),
+                    self.prefetch,
+                    self.stop.clone(),
+                ));
+            }
         }
         Ok(())
     }
@@ -174,11 +190,14 @@ impl KafkaQueue {
         if self.started.get().is_none() {
             return Ok(());
         }
-        let (consumer, shared) = (self.consumer.clone(), self.shared.clone());
-        tokio::task::spawn_blocking(move || shared.commit(consumer.as_ref()))
-            .await
-            .map_err(|e| QueueError::Unavailable(e.to_string()))?
-            .map_err(|e| QueueError::Unavailable(format!("Kafka commit: {e}")))
+        for (source, consumer) in &self.consumers {
+            let (source, consumer, shared) = (*source, consumer.clone(), self.shared.clone());
+            tokio::task::spawn_blocking(move || shared.commit(consumer.as_ref(), source))
+                .await
+                .map_err(|e| QueueError::Unavailable(e.to_string()))?
+                .map_err(|e| QueueError::Unavailable(format!("Kafka commit: {e}")))?;
+        }
+        Ok(())
     }
 }
 
@@ -319,7 +338,8 @@ impl Queue for KafkaQueue {
 
     async fn depth(&self) -> Result<Depth, QueueError> {
         self.commit_now().await?;
-        let consumer = self.consumer.clone();
+        // Either consumer can ask: both are members of the group whose offsets count.
+        let consumer = self.consumers[0].1.clone();
         let topics = self.shared.topics.clone();
         let fetched: HashMap<(Source, i32), i64> = self
             .shared
@@ -384,10 +404,15 @@ impl Queue for KafkaQueue {
             // Leave the group now, so the other workers take the partitions at once rather
             // than after the session timeout. The consumer task keeps polling, which is what
             // serves the revocation and the leave.
-            self.consumer.unsubscribe();
+            for (_, consumer) in &self.consumers {
+                consumer.unsubscribe();
+            }
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline
-                && self.consumer.assignment().is_ok_and(|a| a.count() > 0)
+                && self
+                    .consumers
+                    .iter()
+                    .any(|(_, c)| c.assignment().is_ok_and(|a| a.count() > 0))
             {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

@@ -144,13 +144,14 @@ impl State {
     }
 
     /// Positions that moved since the last commit, as the list to commit.
-    pub(super) fn to_commit(&self, topics: &Topics) -> Option<TopicPartitionList> {
+    /// The positions of `source`'s partitions that moved since their last commit.
+    pub(super) fn to_commit(&self, topics: &Topics, source: Source) -> Option<TopicPartitionList> {
         let mut tpl = TopicPartitionList::new();
-        for ((source, partition), p) in &self.partitions {
+        for ((from, partition), p) in &self.partitions {
             let position = p.position();
-            if position > p.committed {
+            if *from == source && position > p.committed {
                 let _ = tpl.add_partition_offset(
-                    topics.name(*source),
+                    topics.name(source),
                     *partition,
                     Offset::Offset(position),
                 );
@@ -248,7 +249,9 @@ mod tests {
     }
 
     fn position(state: &State, partition: i32) -> i64 {
-        let tpl = state.to_commit(&topics()).expect("something to commit");
+        let tpl = state
+            .to_commit(&topics(), Source::Main)
+            .expect("something to commit");
         match tpl.find_partition("m", partition).expect("listed").offset() {
             Offset::Offset(o) => o,
             other => panic!("{other:?}"),
@@ -300,7 +303,7 @@ mod tests {
         assert!(lost.is_some(), "the lease on partition 0 is gone");
         assert!(
             state
-                .to_commit(&topics())
+                .to_commit(&topics(), Source::Main)
                 .into_iter()
                 .all(|t| t.elements().iter().all(|e| e.partition() == 1))
         );
