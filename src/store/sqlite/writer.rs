@@ -177,8 +177,12 @@ async fn apply_in_tx(
     let now = now_ms();
     // Sorted by kind so that each kind runs as one set-based statement.
     let mut new = NewRows::default();
-    let mut records = Vec::new();
-    let mut record_answers = Vec::new();
+    // Status changes in rounds: one UPDATE applies a row's change from one source row, so a
+    // second change of the same message in the batch (two redrives at once, a stale worker's
+    // deferral beside a delivery) waits for the next round and is checked against the first.
+    let mut records: Vec<Vec<serde_json::Value>> = Vec::new();
+    let mut record_answers: Vec<Vec<_>> = Vec::new();
+    let mut changes_of: HashMap<Uuid, usize> = HashMap::new();
     let mut removals = Vec::new();
     let mut reschedules = Vec::new();
     let mut extensions = Vec::new();
@@ -211,7 +215,12 @@ async fn apply_in_tx(
                 transition,
                 reply,
             } => {
-                records.push(json!({
+                let round = changes_of.entry(id).or_default();
+                if *round == records.len() {
+                    records.push(Vec::new());
+                    record_answers.push(Vec::new());
+                }
+                records[*round].push(json!({
                     "id": id.to_string(),
                     "status": transition.status().as_str(),
                     "at": now,
@@ -220,7 +229,8 @@ async fn apply_in_tx(
                 }));
                 // Written only if the status change is applied (see record.sql's guard).
                 let event = event_row(id, now, transition.event(), Some(&transition.detail()));
-                record_answers.push((id.to_string(), event, reply));
+                record_answers[*round].push((id.to_string(), event, reply));
+                *round += 1;
             }
             Op::Enqueue { rows, reply } => {
                 new.extend(rows, true);
@@ -335,7 +345,7 @@ async fn apply_in_tx(
         }
     }
 
-    if !records.is_empty() {
+    for (records, record_answers) in records.into_iter().zip(record_answers) {
         let updated: HashSet<String> = sqlx::query_scalar(query_file!("record"))
             .bind(serde_json::Value::Array(records).to_string())
             .fetch_all(&mut *tx)

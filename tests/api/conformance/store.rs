@@ -224,6 +224,51 @@ pub async fn store_idempotency(store: &dyn Store) {
     );
 }
 
+/// Two changes of one message at once, such as two redrives of a dead letter, are checked one
+/// after the other: the first applies, the second finds the message queued and does not, and
+/// one `redriven` event is written. (SQLite's writer takes both in one batch; one UPDATE with
+/// two source rows for one message had applied it once and answered both as applied.)
+pub async fn store_concurrent_changes(store: &dyn Store) {
+    let messages: Vec<Message> = (0..20).map(native).collect();
+    store
+        .insert(
+            Acceptance {
+                messages: messages.clone(),
+                idempotency: None,
+            },
+            false,
+        )
+        .await
+        .expect("insert");
+    let dead = || Transition::Dead {
+        attempts: 1,
+        error: "550 no such user".into(),
+    };
+    for m in &messages {
+        assert!(store.record(m.id, dead()).await.expect("record"));
+    }
+    let pairs = messages.iter().map(|m| async move {
+        let (a, b) = tokio::join!(
+            store.record(m.id, Transition::Redriven),
+            store.record(m.id, Transition::Redriven)
+        );
+        (m.id, a.expect("record"), b.expect("record"))
+    });
+    for (id, a, b) in futures::future::join_all(pairs).await {
+        assert!(a ^ b, "{id}: one of two redrives applies, not {a} and {b}");
+        let redriven = store
+            .events(id)
+            .await
+            .expect("events")
+            .into_iter()
+            .filter(|e| e.kind == "redriven")
+            .count();
+        assert_eq!(redriven, 1, "{id}");
+        let r = store.get(id).await.expect("get").expect("found");
+        assert_eq!(r.status, Status::Queued);
+    }
+}
+
 /// Runs every store function against one backend; `fresh` makes an empty store per function.
 pub async fn store_suite<F, Fut>(fresh: F)
 where
@@ -236,6 +281,7 @@ where
     store_cancel(fresh().await.as_ref()).await;
     store_claim(fresh().await.as_ref()).await;
     store_pending_keys(fresh().await.as_ref()).await;
+    store_concurrent_changes(fresh().await.as_ref()).await;
 }
 
 /// A key committed before an external queue took its messages is pending: a second request
