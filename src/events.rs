@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::KafkaSettings;
-use crate::message::Status;
+use crate::message::{Message, Status};
 use crate::store::{
     Acceptance, Accepted, CANCELLED_DETAIL, Cancel, Claimed, Event, IdempotencyRecord, ListFilter,
     Record, Store, StoreError, Transition,
@@ -94,6 +94,18 @@ impl Publisher for KafkaEvents {
     }
 }
 
+/// The event of a status change, timed as it is asked for.
+fn change_event(message_id: Uuid, transition: &Transition) -> DeliveryEvent {
+    DeliveryEvent {
+        message_id,
+        event: transition.event().into(),
+        status: transition.status().as_str().into(),
+        at: Utc::now(),
+        attempts: transition.attempts(),
+        detail: Some(transition.detail()),
+    }
+}
+
 /// A store that publishes every status change it applies.
 pub struct EventingStore {
     inner: Arc<dyn Store>,
@@ -130,15 +142,17 @@ impl Store for EventingStore {
     }
 
     async fn record(&self, id: Uuid, transition: Transition) -> Result<bool, StoreError> {
-        let event = DeliveryEvent {
-            message_id: id,
-            event: transition.event().into(),
-            status: transition.status().as_str().into(),
-            at: Utc::now(),
-            attempts: transition.attempts(),
-            detail: Some(transition.detail()),
-        };
+        let event = change_event(id, &transition);
         let applied = self.inner.record(id, transition).await?;
+        if applied {
+            self.publisher.publish(vec![event]).await;
+        }
+        Ok(applied)
+    }
+
+    async fn redrive(&self, message: &Message, requeue: bool) -> Result<bool, StoreError> {
+        let event = change_event(message.id, &Transition::Redriven);
+        let applied = self.inner.redrive(message, requeue).await?;
         if applied {
             self.publisher.publish(vec![event]).await;
         }

@@ -249,15 +249,18 @@ impl Intake {
         if record.status != Status::Dead {
             return Err(IntakeError::NotDead(id, record.status.as_str()));
         }
-        if !self.store.record(id, Transition::Redriven).await? {
+        // A database queue takes the message in the same transaction as its status.
+        let requeue = self.queue_in_store;
+        if !self.store.redrive(&record.message, requeue).await? {
             // Another redrive queued it in the meantime: once is enough.
             return Err(IntakeError::NotDead(id, Status::Queued.as_str()));
         }
-        if let Some(Err(e)) = self
-            .queue
-            .push(std::slice::from_ref(&record.message))
-            .await
-            .pop()
+        if !requeue
+            && let Some(Err(e)) = self
+                .queue
+                .push(std::slice::from_ref(&record.message))
+                .await
+                .pop()
         {
             let error = format!("redrive failed: {e}");
             let _ = self

@@ -16,7 +16,7 @@ use super::{
     IdempotencyRecord, ListFilter, NewRows, Record, SENT_AGAIN, Store, StoreError, Transition,
     answered_ids, cancel_refusal, event_row, json_array, ms_to_time, now_ms, record_from,
 };
-use crate::message::Status;
+use crate::message::{Message, Status};
 
 macro_rules! query_file {
     ($name:literal) => {
@@ -76,6 +76,41 @@ pub struct PgStore {
 impl PgStore {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
+    }
+
+    /// Applies a status change and its event; with `requeue`, also puts the message back on the
+    /// database queue, in the same transaction, when the change applies.
+    async fn change(
+        &self,
+        id: Uuid,
+        transition: Transition,
+        requeue: Option<&Message>,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(query_file!("record"))
+            .bind(id)
+            .bind(transition.status().as_str())
+            .bind(now)
+            .bind(transition.attempts().map(|a| a as i32))
+            .bind(transition.error())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if updated.is_none() {
+            tx.rollback().await?;
+            tracing::warn!(message_id = %id, event = transition.event(), "Status change not applied: the message is unknown or already finished.");
+            return Ok(false);
+        }
+        if let Some(message) = requeue {
+            insert_messages(&mut tx, std::slice::from_ref(message), true).await?;
+        }
+        let event = event_row(id, now, transition.event(), Some(&transition.detail()));
+        sqlx::query(query_file!("insert_events"))
+            .bind(json_array(&[event]))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }
 
@@ -214,28 +249,12 @@ impl Store for PgStore {
     }
 
     async fn record(&self, id: Uuid, transition: Transition) -> Result<bool, StoreError> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(query_file!("record"))
-            .bind(id)
-            .bind(transition.status().as_str())
-            .bind(now)
-            .bind(transition.attempts().map(|a| a as i32))
-            .bind(transition.error())
-            .fetch_optional(&mut *tx)
-            .await?;
-        if updated.is_none() {
-            tx.rollback().await?;
-            tracing::warn!(message_id = %id, event = transition.event(), "Status change not applied: the message is unknown or already finished.");
-            return Ok(false);
-        }
-        let event = event_row(id, now, transition.event(), Some(&transition.detail()));
-        sqlx::query(query_file!("insert_events"))
-            .bind(json_array(&[event]))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
+        self.change(id, transition, None).await
+    }
+
+    async fn redrive(&self, message: &Message, requeue: bool) -> Result<bool, StoreError> {
+        self.change(message.id, Transition::Redriven, requeue.then_some(message))
+            .await
     }
 
     async fn cancel(&self, id: Uuid) -> Result<Cancel, StoreError> {

@@ -15,7 +15,7 @@ use super::{
     Acceptance, Accepted, Cancel, Claimed, Event, IDEMPOTENCY_TTL, IdempotencyRecord, ListFilter,
     Record, Store, StoreError, Transition,
 };
-use crate::message::Status;
+use crate::message::{Message, Status};
 
 pub struct RedisCachedStore {
     inner: Arc<dyn Store>,
@@ -90,6 +90,10 @@ impl Store for RedisCachedStore {
 
     async fn record(&self, id: Uuid, transition: Transition) -> Result<bool, StoreError> {
         self.inner.record(id, transition).await
+    }
+
+    async fn redrive(&self, message: &Message, requeue: bool) -> Result<bool, StoreError> {
+        self.inner.redrive(message, requeue).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Record>, StoreError> {

@@ -68,6 +68,15 @@ async fn postgres_queue_sets_unreadable_rows_aside() {
     .await;
 }
 
+/// A redrive on PostgreSQL queues the message in the same transaction as its status.
+#[tokio::test]
+async fn postgres_redrive_requeues_in_one_step() {
+    let pool = pg_pool().await;
+    let store = PgStore::new(pool.clone());
+    let queue = PostgresQueue::new(pool, Duration::from_secs(30));
+    crate::conformance::store::store_redrive_requeues(&store, &queue).await;
+}
+
 /// The PostgreSQL store passes the store suite.
 #[tokio::test]
 async fn postgres_store_conformance() {

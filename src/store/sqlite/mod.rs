@@ -273,6 +273,7 @@ impl Store for SqliteStore {
             .call(|reply| Op::Record {
                 id,
                 transition: transition.clone(),
+                requeue: None,
                 reply,
             })
             .await?;
@@ -280,6 +281,20 @@ impl Store for SqliteStore {
             tracing::warn!(message_id = %id, event = transition.event(), "Status change not applied: the message is unknown or already finished.");
         }
         Ok(updated)
+    }
+
+    async fn redrive(&self, message: &Message, requeue: bool) -> Result<bool, StoreError> {
+        let requeue = requeue
+            .then(|| NewRows::of(std::slice::from_ref(message)))
+            .transpose()?;
+        self.db
+            .call(|reply| Op::Record {
+                id: message.id,
+                transition: Transition::Redriven,
+                requeue,
+                reply,
+            })
+            .await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Record>, StoreError> {

@@ -47,6 +47,8 @@ pub(super) enum Op {
     Record {
         id: Uuid,
         transition: Transition,
+        /// The message's queue row, added if the change applies (a redrive).
+        requeue: Option<NewRows>,
         reply: Reply<bool>,
     },
     Enqueue {
@@ -213,6 +215,7 @@ async fn apply_in_tx(
             Op::Record {
                 id,
                 transition,
+                requeue,
                 reply,
             } => {
                 let round = changes_of.entry(id).or_default();
@@ -229,7 +232,7 @@ async fn apply_in_tx(
                 }));
                 // Written only if the status change is applied (see record.sql's guard).
                 let event = event_row(id, now, transition.event(), Some(&transition.detail()));
-                record_answers[*round].push((id.to_string(), event, reply));
+                record_answers[*round].push((id.to_string(), event, requeue, reply));
                 *round += 1;
             }
             Op::Enqueue { rows, reply } => {
@@ -352,10 +355,13 @@ async fn apply_in_tx(
             .await?
             .into_iter()
             .collect();
-        for (id, event, reply) in record_answers {
+        for (id, event, requeue, reply) in record_answers {
             let ok = updated.contains(&id);
             if ok {
                 new.push_event(event);
+                if let Some(rows) = requeue {
+                    new.extend(rows, true);
+                }
             }
             answers.push(Answer::Bool(reply, ok));
         }

@@ -9,7 +9,7 @@
 mod archive;
 mod queue;
 mod sqlite;
-mod store;
+pub mod store;
 
 // S3's run is the only one outside this folder.
 #[cfg(feature = "aws")]

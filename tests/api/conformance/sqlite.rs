@@ -63,6 +63,17 @@ async fn database_queue_sets_unreadable_rows_aside() {
     .await;
 }
 
+/// A redrive on SQLite queues the message in the same transaction as its status.
+#[tokio::test]
+async fn sqlite_redrive_requeues_in_one_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("r.db").display());
+    let db = Arc::new(mailroom::store::sqlite::Db::open(&url).await.expect("open"));
+    let store = mailroom::store::sqlite::SqliteStore::new(db.clone());
+    let queue = mailroom::queue::sqlite::SqliteQueue::new(db, Duration::from_secs(30));
+    super::store::store_redrive_requeues(&store, &queue).await;
+}
+
 /// The SQLite store passes the store suite.
 #[tokio::test]
 async fn sqlite_store_conformance() {
