@@ -13,6 +13,9 @@ can read the .eml.
 Replies are chosen by the recipient's local part:
   fail-CODE-TIMES.anything@domain   answer CODE to RCPT for the first TIMES attempts at this
                                     exact address (TIMES may be "always"), then accept
+  quota-TIMES.anything@domain       answer as SES's SMTP endpoint does when the account's daily
+                                    quota is used up ("454 Throttling failure: Daily message
+                                    quota exceeded.") for the first TIMES attempts, then accept
   slow-MS.anything@domain           wait MS milliseconds before answering DATA
 """
 
@@ -30,6 +33,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 FAIL = re.compile(r"^fail-(\d{3})-(\d+|always)\.", re.IGNORECASE)
+QUOTA = re.compile(r"^quota-(\d+)\.", re.IGNORECASE)
 SLOW = re.compile(r"(?:^|<)slow-(\d+)\.", re.IGNORECASE)
 
 
@@ -48,6 +52,12 @@ class Handler:
             if times == "always" or n <= int(times):
                 cls = code[0]
                 return f"{code} {cls}.0.0 injected failure {n} for {address}"
+        m = QUOTA.match(address)
+        if m:
+            n = self.attempts.get(address.lower(), 0) + 1
+            self.attempts[address.lower()] = n
+            if n <= int(m.group(1)):
+                return "454 Throttling failure: Daily message quota exceeded."
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

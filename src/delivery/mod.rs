@@ -11,6 +11,7 @@ pub mod mime;
 pub mod ses;
 pub mod smtp;
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,6 +35,58 @@ pub enum DeliveryError {
     /// [`Delivery::check`] finds sending enabled again.
     #[error("sending paused: {0}")]
     Paused(String),
+}
+
+/// Whether a provider's reply says the account's daily sending quota is used up. SES says so as
+/// a throttle (the API's `Throttling`, SMTP's 454), but retrying soon cannot help and would use
+/// up every message's attempts: delivery pauses instead, without counting attempts.
+pub fn quota_exhausted(reply: &str) -> bool {
+    reply
+        .to_ascii_lowercase()
+        .contains("daily message quota exceeded")
+}
+
+/// A stop the provider put on all sending (an account paused, a daily quota used up), as last
+/// seen: what [`Delivery::paused`] reports until [`Delivery::check`] finds sending possible.
+#[derive(Default)]
+pub struct Pause {
+    reason: Mutex<Option<String>>,
+}
+
+impl Pause {
+    pub fn set(&self, backend: &str, reason: &str) {
+        let was = self
+            .reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(reason.to_string());
+        if was.is_none() {
+            tracing::error!(
+                backend,
+                reason,
+                "The provider stopped sending for this account; delivery pauses until it may send again."
+            );
+        }
+        metrics::gauge!("mailroom_delivery_paused").set(1.0);
+    }
+
+    pub fn clear(&self, backend: &str) {
+        let was = self.reason.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if was.is_some() {
+            tracing::info!(
+                backend,
+                "The provider may be sent to again; delivery resumes."
+            );
+        }
+        metrics::gauge!("mailroom_delivery_paused").set(0.0);
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// What the backend said when it took the message.

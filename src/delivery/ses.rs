@@ -7,22 +7,29 @@
 //! and is checked again by the worker every 30 s until sending resumes. An exhausted daily quota
 //! is treated the same way: retrying within the day cannot help.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use async_trait::async_trait;
 use aws_sdk_sesv2::Client;
 use aws_sdk_sesv2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sesv2::primitives::Blob;
 use aws_sdk_sesv2::types::{Destination, EmailContent, RawMessage};
 
-use super::{Delivery, DeliveryError, Receipt};
+use super::{Delivery, DeliveryError, Pause, Receipt, quota_exhausted};
 
 pub struct SesDelivery {
     client: Client,
     configuration_set: Option<String>,
-    paused: AtomicBool,
-    pause_reason: Mutex<String>,
+    pause: Pause,
+}
+
+/// An SES client that makes one attempt per call. The SDK's own retries (three attempts by
+/// default, on throttling and on timeouts) would send outside the rate limiter's slots, and
+/// keep sending while SES asks to slow down before the limiter hears of it: the worker retries
+/// instead, with its backoff, its attempts and a slot each time.
+pub fn client(aws: &aws_config::SdkConfig) -> Client {
+    let config = aws_sdk_sesv2::config::Builder::from(aws)
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .build();
+    Client::from_conf(config)
 }
 
 /// The account's sending limits, as `GetAccount` reports them.
@@ -38,8 +45,7 @@ impl SesDelivery {
         Self {
             client,
             configuration_set,
-            paused: AtomicBool::new(false),
-            pause_reason: Mutex::new(String::new()),
+            pause: Pause::default(),
         }
     }
 
@@ -58,28 +64,15 @@ impl SesDelivery {
             sending_enabled: account.sending_enabled(),
         })
     }
-
-    fn pause(&self, reason: &str) {
-        if !self.paused.swap(true, Ordering::SeqCst) {
-            tracing::error!(
-                reason,
-                "SES sending is paused for this account; delivery stops until it resumes."
-            );
-        }
-        *self.pause_reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_string();
-        metrics::gauge!("mailroom_delivery_paused").set(1.0);
-    }
 }
 
 /// Decides what an SES error means for the message.
 pub fn classify(code: &str, message: &str) -> DeliveryError {
     let text = format!("SES {code}: {message}");
-    let lower = message.to_ascii_lowercase();
-    if lower.contains("daily message quota exceeded") {
-        // SES sends this as a throttle, but retrying soon cannot help and would use up every
-        // message's attempts: stop sending, without counting attempts, until the quota is back.
+    if quota_exhausted(message) {
         return DeliveryError::Paused(text);
     }
+    let lower = message.to_ascii_lowercase();
     match code {
         "TooManyRequestsException" | "ThrottlingException" | "Throttling" => {
             DeliveryError::Throttled {
@@ -147,7 +140,7 @@ impl Delivery for SesDelivery {
             Err(e) => {
                 let error = sdk_error(e);
                 if let DeliveryError::Paused(reason) = &error {
-                    self.pause(reason);
+                    self.pause.set("ses", reason);
                 }
                 Err(error)
             }
@@ -158,13 +151,11 @@ impl Delivery for SesDelivery {
     async fn check(&self) -> Result<(), DeliveryError> {
         let quota = self.quota().await.map_err(DeliveryError::Temporary)?;
         if quota.sending_enabled {
-            if self.paused.swap(false, Ordering::SeqCst) {
-                tracing::info!("SES sending is enabled again; delivery resumes.");
-            }
-            metrics::gauge!("mailroom_delivery_paused").set(0.0);
+            self.pause.clear("ses");
             Ok(())
         } else {
-            self.pause("SES reports sending disabled for this account");
+            self.pause
+                .set("ses", "SES reports sending disabled for this account");
             Err(DeliveryError::Paused(
                 "SES sending is paused for this account".into(),
             ))
@@ -172,12 +163,7 @@ impl Delivery for SesDelivery {
     }
 
     fn paused(&self) -> Option<String> {
-        self.paused.load(Ordering::SeqCst).then(|| {
-            self.pause_reason
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-        })
+        self.pause.get()
     }
 
     fn name(&self) -> &'static str {
@@ -188,6 +174,16 @@ impl Delivery for SesDelivery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One attempt per call: a retry is the worker's, through the rate limiter.
+    #[test]
+    fn the_client_does_not_retry_on_its_own() {
+        let aws = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let retry = client(&aws).config().retry_config().cloned();
+        assert_eq!(retry.map(|r| r.max_attempts()), Some(1));
+    }
 
     /// The SES answers a sender meets, and what each means for the message.
     #[test]

@@ -25,7 +25,7 @@ use lettre::transport::smtp::response::Response;
 use lettre::transport::smtp::{PoolConfig, SMTP_PORT, SUBMISSION_PORT, SUBMISSIONS_PORT};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::{Delivery, DeliveryError, Receipt};
+use super::{Delivery, DeliveryError, Pause, Receipt, quota_exhausted};
 
 /// Checks an `SMTP_URL` without connecting: the reason it is wrong, if it is.
 pub fn check_url(url: &str) -> Result<(), String> {
@@ -61,6 +61,8 @@ pub struct SmtpDelivery {
     /// Connect timeouts cover the TCP connect only; this bounds a whole send, so a stalled
     /// relay cannot hold a message past its lease.
     send_timeout: Duration,
+    /// Set by a relay that says the account's daily quota is used up (SES's SMTP endpoint).
+    pause: Pause,
 }
 
 enum Transport {
@@ -255,6 +257,7 @@ impl SmtpDelivery {
             transport,
             connections: tokio::sync::Semaphore::new(pool_size.max(1) as usize),
             send_timeout: timeout,
+            pause: Pause::default(),
         })
     }
 }
@@ -269,6 +272,8 @@ fn classify(e: lettre::transport::smtp::Error) -> DeliveryError {
         Some("530" | "534" | "535" | "538") => DeliveryError::Temporary(format!(
             "SMTP authentication failed, check SMTP_URL: {text}"
         )),
+        // SES's SMTP endpoint: "454 Throttling failure: Daily message quota exceeded."
+        Some("454") if quota_exhausted(&text) => DeliveryError::Paused(text),
         // "Too many connections" and provider rate limits: slow down.
         Some("421" | "454") => DeliveryError::Throttled {
             reason: text,
@@ -295,22 +300,29 @@ impl Delivery for SmtpDelivery {
                 }
             }
         };
-        let response = tokio::time::timeout(self.send_timeout, send)
+        let sent = tokio::time::timeout(self.send_timeout, send)
             .await
             .map_err(|_| {
                 DeliveryError::Temporary(format!(
                     "the relay did not finish the send within {} s (SMTP_TIMEOUT_SECS)",
                     self.send_timeout.as_secs()
                 ))
-            })??;
+            })
+            .and_then(|sent| sent);
+        if let Err(DeliveryError::Paused(reason)) = &sent {
+            self.pause.set("smtp", reason);
+        }
+        let response = sent?;
         let text: Vec<&str> = response.message().collect();
         Ok(Receipt {
             detail: format!("{} {}", response.code(), text.join(" ")),
         })
     }
 
+    /// Connects and asks for NOOP. A relay that answers ends a pause: the next message finds out
+    /// whether the quota is back (the relay says nothing of it before a send).
     async fn check(&self) -> Result<(), DeliveryError> {
-        match &self.transport {
+        let answered = match &self.transport {
             Transport::Direct(direct) => {
                 let mut conn = direct.connect().await?;
                 let answered = conn.test_connected().await;
@@ -330,7 +342,15 @@ impl Delivery for SmtpDelivery {
                 )),
                 Err(e) => Err(classify(e)),
             },
+        };
+        if answered.is_ok() {
+            self.pause.clear("smtp");
         }
+        answered
+    }
+
+    fn paused(&self) -> Option<String> {
+        self.pause.get()
     }
 
     fn name(&self) -> &'static str {

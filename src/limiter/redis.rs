@@ -38,12 +38,21 @@ redis.call('SET', KEYS[1], next + interval, 'PX', 86400000)
 return {1, wait}
 "#;
 
-/// KEYS[1]: the schedule's key. ARGV[1]: a pause in µs, ARGV[2]: the burst tolerance (µs). No
-/// slot is free before now + pause, the burst included.
+/// KEYS[1]: the schedule's key. ARGV[1]: a pause in µs, ARGV[2]: the burst tolerance (µs),
+/// ARGV[3]: the horizon (µs). No slot is free before now + pause, the burst included. A
+/// missing key is a lost schedule, as in [`GCRA`]: the pause is then no shorter than the wait
+/// for slots that may still be booked, which a shorter one would overlap.
 const HOLD_OFF: &str = r#"
 local t = redis.call('TIME')
-local until_ = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[1]) + tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or 0)
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local until_ = now + tonumber(ARGV[1]) + tonumber(ARGV[2])
+local stored = redis.call('GET', KEYS[1])
+local tat = 0
+if stored then
+  tat = tonumber(stored)
+else
+  until_ = math.max(until_, now + tonumber(ARGV[3]) + tonumber(ARGV[2]))
+end
 if until_ > tat then
   redis.call('SET', KEYS[1], until_, 'PX', 86400000)
 end
@@ -129,6 +138,7 @@ impl RateLimiter for RedisLimiter {
             .key(&self.key)
             .arg(pause.as_micros() as u64)
             .arg(self.tolerance_us)
+            .arg(self.horizon_us)
             .invoke_async::<u8>(&mut conn)
             .await
             .map(|_| ())

@@ -77,7 +77,7 @@ impl Backends {
                 )
                 .await;
                 let ses = Arc::new(crate::delivery::ses::SesDelivery::new(
-                    aws_sdk_sesv2::Client::new(&aws),
+                    crate::delivery::ses::client(&aws),
                     settings.ses_configuration_set.clone(),
                 ));
                 tokio::spawn(warn_over_ses_quota(

@@ -295,6 +295,44 @@ async fn a_schedule_redis_loses_is_not_doubled() {
     );
 }
 
+/// A slow-down asked for after Redis lost the schedule does not shorten the wait a lost
+/// schedule needs: no slot is booked beside those booked before the loss.
+#[tokio::test]
+async fn a_slow_down_after_redis_loses_the_schedule_keeps_the_wait() {
+    let key = format!("mailroom-test:{}", uuid::Uuid::new_v4());
+    let mut conn = connect(&redis_url()).expect("url");
+    let limiter = RedisLimiter::new(conn.clone(), &key, 10.0, 1, Duration::from_secs(10));
+    // An idle schedule: its time is in the past.
+    redis::cmd("SET")
+        .arg(&key)
+        .arg(0)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("set");
+    let started = Instant::now();
+    let mut last = Duration::ZERO;
+    for _ in 0..10 {
+        let wait = limiter.reserve().await.expect("within the horizon");
+        last = last.max(started.elapsed() + wait);
+    }
+    redis::cmd("DEL")
+        .arg(&key)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("del");
+    // A pause shorter than what is booked: before, it set the schedule to now + 100 ms.
+    limiter
+        .hold_off(Duration::from_millis(100))
+        .await
+        .expect("hold off");
+    let wait = limiter.reserve().await.expect("within the horizon");
+    let next = started.elapsed() + wait;
+    assert!(
+        next >= last,
+        "a slot at {next:?} beside those booked up to {last:?}"
+    );
+}
+
 /// With Redis unreachable the limiter says so quickly instead of granting permits, and the API
 /// keeps accepting while `/ready` reports the limiter as degraded.
 #[tokio::test]

@@ -126,3 +126,33 @@ async fn attempts_exhausted_is_dead_lettered() {
         "{err}"
     );
 }
+
+/// A relay that says the account's daily quota is used up (SES's SMTP endpoint: "454 Throttling
+/// failure: Daily message quota exceeded.") pauses delivery instead of using up attempts: with
+/// `MAX_ATTEMPTS=1` the message is neither deferred nor dead-lettered, the pause is on, and once the relay takes mail again the message is delivered on its one attempt.
+/// (Before, a 454 was a throttle like any other, each one counted, and every message pulled
+/// while the quota lasted was dead-lettered.)
+#[tokio::test]
+async fn a_daily_quota_used_up_pauses_delivery_without_using_attempts() {
+    let app = spawn_app_with(|c| c.max_attempts = 1).await;
+    let to = unique_rcpt("quota-1");
+    let id = app.send_to(&to).await;
+    assert_eq!(app.worker.run_once().await.expect("pull"), 1);
+    let m = app.get_message(&id).await;
+    assert_eq!(
+        (&m["status"], &m["attempts"]),
+        (&"queued".into(), &0.into())
+    );
+    assert_eq!(event_kinds(&m), ["accepted"]);
+    // The pause (which `/ready` reports in a process that runs the worker, and which the
+    // worker's loop waits out, asking the relay again every 30 s) is on.
+    let metrics = app.get_public("/metrics").await.text().await.expect("text");
+    assert!(
+        metrics.lines().any(|l| l == "mailroom_delivery_paused 1"),
+        "{metrics}"
+    );
+
+    let m = app.dispatch_until(&id, "delivered").await;
+    assert_eq!(m["attempts"], 1);
+    assert_eq!(app.relay.received_for(&to).len(), 1);
+}
