@@ -204,6 +204,9 @@ async fn accept(
         response: response.to_string(),
         // The intake sets it when an external queue is to take the messages.
         pending_until: None,
+        // The store keeps its own time of the claim; this one is the cache's (within
+        // milliseconds of it).
+        created_at: now_ms(),
     });
     match state
         .intake

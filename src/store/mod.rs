@@ -52,6 +52,9 @@ pub struct IdempotencyRecord {
     /// database queue.
     #[serde(default)]
     pub pending_until: Option<i64>,
+    /// When the key was first used (Unix ms): it holds for [`IDEMPOTENCY_TTL`] from then.
+    #[serde(default)]
+    pub created_at: i64,
 }
 
 impl IdempotencyRecord {

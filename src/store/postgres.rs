@@ -121,6 +121,7 @@ fn idempotency_row(row: &PgRow) -> Result<IdempotencyRecord, StoreError> {
         status: row.try_get::<i32, _>(2)? as u16,
         response: row.try_get(3)?,
         pending_until: row.try_get(4)?,
+        created_at: row.try_get(5)?,
     })
 }
 

@@ -13,9 +13,15 @@ use uuid::Uuid;
 
 use super::{
     Acceptance, Accepted, Cancel, Claimed, Event, IDEMPOTENCY_TTL, IdempotencyRecord, ListFilter,
-    Record, Store, StoreError, Transition,
+    Record, Store, StoreError, Transition, now_ms,
 };
 use crate::message::{Message, Status};
+
+/// When a key stops holding (Unix ms). A record cached by a release that did not keep
+/// `created_at` reads as long expired, and the store is asked.
+fn expires_at(record: &IdempotencyRecord) -> i64 {
+    record.created_at + IDEMPOTENCY_TTL.as_millis() as i64
+}
 
 pub struct RedisCachedStore {
     inner: Arc<dyn Store>,
@@ -37,10 +43,12 @@ impl RedisCachedStore {
         format!("{}:idempotency:{key}", self.prefix)
     }
 
-    /// Caches an answer to give again; not a pending one, whose push may still fail (the store
-    /// is asked again until it is settled).
+    /// Caches an answer to give again until the key's 24 hours from its first use are over (a
+    /// later write does not extend them); not a pending one, whose push may still fail (the
+    /// store is asked again until it is settled).
     async fn remember(&self, record: &IdempotencyRecord) {
-        if record.pending_until.is_some() {
+        let left = expires_at(record) - now_ms();
+        if record.pending_until.is_some() || left <= 0 {
             return;
         }
         let Ok(value) = serde_json::to_string(record) else {
@@ -48,7 +56,7 @@ impl RedisCachedStore {
         };
         let mut conn = self.conn.clone();
         let result: redis::RedisResult<()> = conn
-            .set_ex(self.key(&record.key), value, IDEMPOTENCY_TTL.as_secs())
+            .pset_ex(self.key(&record.key), value, left as u64)
             .await;
         if let Err(e) = result {
             tracing::debug!(error = %e, "Idempotency cache write skipped.");
@@ -78,6 +86,7 @@ impl Store for RedisCachedStore {
         let cached: redis::RedisResult<Option<String>> = conn.get(self.key(key)).await;
         if let Ok(Some(text)) = cached
             && let Ok(record) = serde_json::from_str::<IdempotencyRecord>(&text)
+            && expires_at(&record) > now_ms()
         {
             return Ok(Some(record));
         }

@@ -372,7 +372,8 @@ async fn redis_down_pauses_delivery_not_the_api() {
     assert_ne!(v["checks"]["limiter"], "ok");
 }
 
-/// On PostgreSQL with Redis, an idempotent request is cached in Redis and replayed from it.
+/// On PostgreSQL with Redis, an idempotent request is cached in Redis and replayed from it,
+/// for the key's 24 hours from its first use and no longer.
 #[tokio::test]
 async fn idempotency_cached_in_redis() {
     let db = fresh_pg_database().await;
@@ -411,4 +412,35 @@ async fn idempotency_cached_in_redis() {
     let again = app.post_message(&body, Some(&key)).await;
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.json::<Value>().await.expect("JSON"), first);
+    // Cached until the key's day is over, counted from its first use, not from the write.
+    let ttl_ms: i64 = redis::cmd("PTTL")
+        .arg(format!("{prefix}:idempotency:{key}"))
+        .query_async(&mut conn)
+        .await
+        .expect("PTTL");
+    let day_ms = 24 * 3600 * 1000;
+    let age_ms = mailroom::store::now_ms() - cached["created_at"].as_i64().expect("created_at");
+    assert!(
+        ttl_ms <= day_ms - age_ms + 1000 && ttl_ms > day_ms - 60_000,
+        "{ttl_ms} ms left, {age_ms} ms after its first use"
+    );
+
+    // A key used 25 hours ago holds no more, even where the cache still has it: the request
+    // is accepted afresh rather than refused as another body under a used key.
+    let old_key = format!("cache-{}", uuid::Uuid::new_v4());
+    let mut stale = cached.clone();
+    stale["key"] = old_key.clone().into();
+    stale["request_hash"] = "another body".into();
+    stale["created_at"] = (mailroom::store::now_ms() - 25 * 3600 * 1000).into();
+    redis::cmd("SET")
+        .arg(format!("{prefix}:idempotency:{old_key}"))
+        .arg(stale.to_string())
+        .arg("EX")
+        .arg(3600)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("SET");
+    let fresh = app.post_message(&body, Some(&old_key)).await;
+    assert_eq!(fresh.status(), 202);
+    assert!(fresh.headers().get("idempotent-replayed").is_none());
 }

@@ -547,5 +547,6 @@ pub(super) fn idempotency_row(row: &SqliteRow) -> Result<IdempotencyRecord, Stor
         status: row.try_get::<i64, _>(2)? as u16,
         response: row.try_get(3)?,
         pending_until: row.try_get(4)?,
+        created_at: row.try_get(5)?,
     })
 }

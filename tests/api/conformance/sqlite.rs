@@ -166,6 +166,7 @@ async fn sqlite_failed_batch_leaves_nothing() {
         status: 202,
         response: "{}".into(),
         pending_until: None,
+        created_at: mailroom::store::now_ms(),
     };
     let attempts = [(native(1), None), (native(2), Some(keyed("first")))];
     for (message, idempotency) in &attempts {

@@ -164,6 +164,7 @@ pub async fn store_idempotency(store: &dyn Store) {
         status: 202,
         response: "{\"message_id\":\"first\"}".into(),
         pending_until: None,
+        created_at: mailroom::store::now_ms(),
     };
     let first = native(1);
     let a = store
@@ -330,6 +331,7 @@ pub async fn store_pending_keys(store: &dyn Store) {
         status: 202,
         response: "{}".into(),
         pending_until,
+        created_at: mailroom::store::now_ms(),
     };
     let insert = |record: IdempotencyRecord| {
         store.insert(
