@@ -420,6 +420,14 @@ impl ListQuery {
 /// Parses `status`, `limit` (1 to 500, default 50) and `before` (a message id).
 pub fn list_filter(q: ListQuery, status: Option<Status>) -> Result<ListFilter, ApiError> {
     let status = match (status, q.status.as_deref()) {
+        // A list of one status (the dead letters) names no other.
+        (Some(s), Some(given)) if !given.is_empty() && given != s.as_str() => {
+            return Err(FieldError::new(
+                "status",
+                format!("this list holds only `{}` messages", s.as_str()),
+            )
+            .into());
+        }
         (Some(s), _) => Some(s),
         (None, None | Some("")) => None,
         (None, Some(s)) => Some(s.parse::<Status>()?),

@@ -336,7 +336,7 @@ impl RawConfig {
         let archive_url = match (&self.archive_url, &self.s3_bucket_name) {
             (Some(u), _) if u == "none" => None,
             (Some(u), _) => Some(parse_archive_url(u)?),
-            (None, Some(bucket)) => Some(parse_archive_url(&format!("s3://{bucket}"))?),
+            (None, Some(bucket)) => Some(s3_bucket_url(bucket)?),
             (None, None) => Some(
                 url::Url::from_directory_path(absolute(&data_dir.join("archive"))).map_err(
                     |_| {
@@ -379,15 +379,22 @@ impl RawConfig {
                 "expected 1 to 100",
             ));
         }
-        if self.retry_base_ms == 0
-            || self.retry_max_ms < self.retry_base_ms
-            || self.retry_max_ms > MAX_RETRY_MS
-        {
+        if self.retry_max_ms > MAX_RETRY_MS {
             return Err(ConfigError::invalid(
                 "RETRY_MAX_MS",
                 self.retry_max_ms,
                 format!(
-                    "expected RETRY_BASE_MS >= 1 and RETRY_BASE_MS <= RETRY_MAX_MS <= {MAX_RETRY_MS} (12 hours, the longest SQS can hide a message)"
+                    "expected at most {MAX_RETRY_MS} (12 hours, the longest SQS can hide a message)"
+                ),
+            ));
+        }
+        if self.retry_base_ms == 0 || self.retry_base_ms > self.retry_max_ms {
+            return Err(ConfigError::invalid(
+                "RETRY_BASE_MS",
+                self.retry_base_ms,
+                format!(
+                    "expected 1 to RETRY_MAX_MS ({}), the longest wait between attempts",
+                    self.retry_max_ms
                 ),
             ));
         }
@@ -523,6 +530,28 @@ fn parse_archive_url(value: &str) -> Result<url::Url, ConfigError> {
     }
 }
 
+/// `S3_BUCKET_NAME` as an archive URL. The name is checked against S3's naming rules (3 to 63
+/// lowercase letters, digits, dots and hyphens, a letter or digit at each end) here, where the
+/// error can name the variable the user set: a value such as `s3://bucket` would otherwise
+/// parse as a URL to a bucket called `s3`.
+fn s3_bucket_url(bucket: &str) -> Result<url::Url, ConfigError> {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let valid = (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && edge(bucket.chars().next())
+        && edge(bucket.chars().last());
+    if !valid {
+        return Err(ConfigError::invalid(
+            "S3_BUCKET_NAME",
+            bucket,
+            "expected a bucket name alone (3 to 63 lowercase letters, digits, dots and hyphens), such as mail-archive; a prefix goes in ARCHIVE_URL=s3://bucket/prefix",
+        ));
+    }
+    parse_archive_url(&format!("s3://{bucket}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,6 +606,14 @@ mod tests {
             ..raw()
         });
         assert!(e.contains("RETRY_MAX_MS") && e.contains("43200000"), "{e}");
+        // A bad base is named as the base, with its own value (it was reported as RETRY_MAX_MS).
+        for base in [0, 4_000_000] {
+            let e = err(RawConfig {
+                retry_base_ms: base,
+                ..raw()
+            });
+            assert!(e.contains(&format!("RETRY_BASE_MS=\"{base}\"")), "{e}");
+        }
         let e = err(RawConfig {
             send_burst: u32::MAX,
             ..raw()
@@ -630,6 +667,24 @@ mod tests {
         .expect("valid");
         assert_eq!(s.archive_url.expect("s3").as_str(), "s3://mail-archive");
         assert_eq!(s.queue, QueueBackend::Sqs);
+        // Not a bucket name: refused under its own name, not taken as a bucket called `s3`.
+        for bad in [
+            "s3://mail-archive",
+            "Mail",
+            "my bucket",
+            "ab",
+            "-mail",
+            "mail/prefix",
+        ] {
+            let err = RawConfig {
+                s3_bucket_name: Some(bad.into()),
+                ..raw()
+            }
+            .into_settings()
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("S3_BUCKET_NAME"), "{bad}: {err}");
+        }
     }
 
     /// `config` output never shows a secret.

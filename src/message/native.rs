@@ -69,8 +69,8 @@ pub struct NativeEmail {
     #[schema(value_type = Option<Object>)]
     pub variables: Option<serde_json::Map<String, serde_json::Value>>,
     /// When to send it: RFC 3339 (`2026-12-01T09:00:00Z`) or Unix seconds (a string or a
-    /// number), at most 30 days ahead; a time already past sends at once. Needs the database
-    /// queue (SQLite or PostgreSQL): with SQS or Kafka a time still ahead is a 400.
+    /// number), at most 30 days ahead; a time already past sends at once. With SQS or Kafka
+    /// the message waits in the store until its time, then goes on the queue.
     #[serde(
         default,
         deserialize_with = "send_at",

@@ -33,6 +33,18 @@ async fn missing_or_wrong_token_is_401() {
     body["token"] = json!(12);
     let (code, field) = error_field(app.post_compat(&body).await, 400).await;
     assert_eq!((code.as_str(), field.as_str()), ("invalid_field", "token"));
+    // An empty body token is no token: a valid `Authorization: Bearer` then counts, as it does
+    // when the body has none (before, the empty one won and the answer was 401).
+    body["token"] = json!("");
+    let r = app
+        .client
+        .post(app.url("/api/email"))
+        .bearer_auth(&app.token)
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 202);
 }
 
 /// Each missing, empty or mistyped field is a 400 naming that field.

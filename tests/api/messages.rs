@@ -241,6 +241,7 @@ async fn odd_queries_paths_and_methods_get_json_errors() {
         ("/v1/messages?stauts=dead", "stauts"),
         ("/v1/dead-letters?before=x&before=y", "before"),
         ("/v1/dead-letters?page=2", "page"),
+        ("/v1/dead-letters?status=delivered", "status"),
         ("/v1/messages?status=%FF", "status"),
         ("/v1/messages/%FF", "id"),
     ] {
