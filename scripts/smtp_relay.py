@@ -17,6 +17,8 @@ Replies are chosen by the recipient's local part:
                                     quota is used up ("454 Throttling failure: Daily message
                                     quota exceeded.") for the first TIMES attempts, then accept
   slow-MS.anything@domain           wait MS milliseconds before answering DATA
+  until-EPOCHMS.anything@domain     answer DATA no earlier than EPOCHMS (Unix milliseconds): a
+                                    relay that stalls every such session until one moment
 """
 
 import argparse
@@ -34,6 +36,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 FAIL = re.compile(r"^fail-(\d{3})-(\d+|always)\.", re.IGNORECASE)
 QUOTA = re.compile(r"^quota-(\d+)\.", re.IGNORECASE)
+UNTIL = re.compile(r"(?:^|<)until-(\d+)", re.IGNORECASE)
 SLOW = re.compile(r"(?:^|<)slow-(\d+)\.", re.IGNORECASE)
 
 
@@ -66,6 +69,9 @@ class Handler:
             m = SLOW.search(rcpt)
             if m:
                 await asyncio.sleep(int(m.group(1)) / 1000)
+            m = UNTIL.search(rcpt)
+            if m:
+                await asyncio.sleep(max(0.0, int(m.group(1)) / 1000 - time.time()))
         name = f"{time.time_ns()}-{uuid.uuid4().hex}"
         raw = envelope.original_content or envelope.content
         if isinstance(raw, str):

@@ -109,6 +109,13 @@ pub trait Delivery: Send + Sync + 'static {
         None
     }
 
+    /// How many sends the backend takes at once (SMTP: its connections); `None`: no limit of
+    /// its own. The worker takes a place among them before a rate-limit slot (see
+    /// [`crate::worker::Worker::places`]).
+    fn max_in_flight(&self) -> Option<usize> {
+        None
+    }
+
     fn name(&self) -> &'static str;
 }
 

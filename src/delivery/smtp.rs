@@ -58,6 +58,7 @@ pub struct SmtpDelivery {
     /// Caps open connections (lettre's pool caps only idle ones), so a burst of deliveries
     /// cannot open more connections than the relay was promised.
     connections: tokio::sync::Semaphore,
+    pool_size: usize,
     /// Connect timeouts cover the TCP connect only; this bounds a whole send, so a stalled
     /// relay cannot hold a message past its lease.
     send_timeout: Duration,
@@ -256,6 +257,7 @@ impl SmtpDelivery {
         Ok(Self {
             transport,
             connections: tokio::sync::Semaphore::new(pool_size.max(1) as usize),
+            pool_size: pool_size.max(1) as usize,
             send_timeout: timeout,
             pause: Pause::default(),
         })
@@ -351,6 +353,10 @@ impl Delivery for SmtpDelivery {
 
     fn paused(&self) -> Option<String> {
         self.pause.get()
+    }
+
+    fn max_in_flight(&self) -> Option<usize> {
+        Some(self.pool_size)
     }
 
     fn name(&self) -> &'static str {

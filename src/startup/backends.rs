@@ -160,6 +160,10 @@ impl Backends {
             delivery: self.delivery.clone(),
             archive: self.archive.clone(),
             limiter: self.limiter.clone(),
+            places: self
+                .delivery
+                .max_in_flight()
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
             mime: MimeSettings {
                 default_from: s.default_from.clone(),
                 compat_recipient: s.compat_recipient.clone(),

@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +38,11 @@ pub struct Worker {
     pub archive: Option<Archive>,
     /// `None`: no ceiling.
     pub limiter: Option<Arc<dyn RateLimiter>>,
+    /// Places at the delivery backend ([`Delivery::max_in_flight`]: SMTP's connections),
+    /// taken before a rate-limit slot, so that a slot is used as it comes. Taken after, slots
+    /// booked while every connection is held by a stalled relay would wait for a connection
+    /// and go out together when it recovers, above the ceiling. `None`: no limit of its own.
+    pub places: Option<Arc<Semaphore>>,
     pub mime: MimeSettings,
     pub retry: RetrySettings,
     pub concurrency: usize,
@@ -441,6 +446,14 @@ impl Worker {
         soft_stop: &CancellationToken,
         hard_stop: &CancellationToken,
     ) -> Sent {
+        let _place = match &self.places {
+            Some(places) => tokio::select! {
+                place = places.clone().acquire_owned() => place.ok(),
+                _ = soft_stop.cancelled() => return Sent::Stopped,
+                lost = &mut kept => return Sent::Lost(lost),
+            },
+            None => None,
+        };
         if let Some(limiter) = &self.limiter {
             let waited = tokio::select! {
                 w = limiter::acquire(limiter.as_ref()) => w,

@@ -199,6 +199,7 @@ async fn a_lease_lost_while_waiting_is_not_sent() {
             delivery: app.worker.delivery.clone(),
             archive: app.worker.archive.clone(),
             limiter: app.worker.limiter.clone(),
+            places: app.worker.places.clone(),
             mime: app.worker.mime.clone(),
             retry: app.worker.retry.clone(),
             concurrency: 3,

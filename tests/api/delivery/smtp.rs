@@ -331,3 +331,57 @@ async fn stalled_relay_times_out_and_defers() {
     let err = m["last_error"].as_str().expect("error");
     assert!(err.contains("within 1 s"), "{err}");
 }
+
+/// With every SMTP connection held by a relay that stalls, messages behind them do not book
+/// rate-limit slots they then wait out on a connection: when the relay recovers, they go out
+/// at the ceiling's pace. (Before, a slot came before a connection, and the slots booked
+/// during the stall were all used at once when the connections came free.)
+#[tokio::test]
+async fn a_stalled_relay_does_not_bank_rate_slots() {
+    let app = spawn_app_with(|c| {
+        c.send_rate_per_second = 20.0;
+        // 40 delivery tasks, 32 SMTP connections (at most 32 per worker).
+        c.worker_concurrency = 40;
+    })
+    .await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(app.worker.clone().run(stop.clone()));
+    // 32 messages the relay holds until one moment: every connection is taken until then.
+    let until = mailroom::store::now_ms() + 3_500;
+    let held = app.send_to_each(&format!("until-{until}"), 32).await;
+    // Their 32 slots at 20/s take 1.6 s.
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    let behind = app.send_to_each("behind-the-stall", 8).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut at: Vec<u128> = Vec::new();
+    while Instant::now() < deadline {
+        at = behind
+            .iter()
+            .filter_map(|(_, to)| app.relay.received_for(to).first().map(|r| r.received_ns))
+            .collect();
+        if at.len() == behind.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    assert_eq!(
+        at.len(),
+        behind.len(),
+        "every message behind the stall arrived"
+    );
+    let first_held = held
+        .iter()
+        .filter_map(|(_, to)| app.relay.received_for(to).first().map(|r| r.received_ns))
+        .min()
+        .expect("the held ones arrived");
+    at.sort();
+    assert!(
+        at[0] >= first_held,
+        "a message behind the stall went out before it ended"
+    );
+    // 8 sends at 20/s: 7 intervals of 50 ms, 0.35 s, less what the relay's own delays take
+    // off (it is writing the 32 held messages as these arrive). All at once, they took 3 ms.
+    let span = (at[7] - at[0]) as f64 / 1e9;
+    assert!(span >= 0.2, "8 sends in {span:.3} s: faster than 20/s");
+}
