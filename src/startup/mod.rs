@@ -234,10 +234,13 @@ impl Application {
         }
         if self.roles.worker {
             let queue = self.backends.queue.clone();
+            let closing = crate::worker::shutdown_tail(self.worker.shutdown_grace) / 2;
             let worker = self.worker.clone().run(shutdown.clone());
             tasks.spawn(async move {
                 worker.await;
-                queue.close().await;
+                if tokio::time::timeout(closing, queue.close()).await.is_err() {
+                    tracing::warn!("The queue did not close within the grace period; what it had not committed is delivered again.");
+                }
             });
         }
         while let Some(r) = tasks.join_next().await {

@@ -60,6 +60,15 @@ pub struct Worker {
     pub claims: bool,
 }
 
+/// The end of the shutdown grace period kept for what comes after the deliveries in progress:
+/// giving back the leases of those cut off (half of it), then closing the queue (the other
+/// half: Kafka commits its offsets and leaves the group). A quarter of the grace, at most 5 s,
+/// so that the process exits within `SHUTDOWN_GRACE_SECS` of the signal, as the orchestrator's
+/// stop timeout above it expects.
+pub fn shutdown_tail(grace: Duration) -> Duration {
+    (grace / 4).min(Duration::from_secs(5))
+}
+
 /// How often a paused delivery backend is asked whether it may send again.
 const PAUSED_RECHECK: Duration = Duration::from_secs(30);
 
@@ -206,7 +215,8 @@ impl Worker {
             in_flight,
             "Worker stopping: no more pulls; finishing in-flight deliveries."
         );
-        let drained = tokio::time::timeout(self.shutdown_grace, async {
+        let tail = shutdown_tail(self.shutdown_grace);
+        let drained = tokio::time::timeout(self.shutdown_grace - tail, async {
             while let Some(joined) = tasks.join_next().await {
                 reap(joined);
             }
@@ -218,7 +228,7 @@ impl Worker {
                 "Grace period over; releasing the remaining leases."
             );
             hard_stop.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = tokio::time::timeout(tail / 2, async {
                 while let Some(joined) = tasks.join_next().await {
                     reap(joined);
                 }
