@@ -260,45 +260,10 @@ async fn redis_limiter_is_shared_by_replicas() {
     );
 }
 
-/// A schedule Redis loses (a restart without persistence, a failover, an eviction) while slots
-/// are booked does not start a second one beside them: no slot is booked again before the
-/// horizon has passed, so the sends already booked are not joined by new ones at twice the rate.
-#[tokio::test]
-async fn a_schedule_redis_loses_is_not_doubled() {
-    let key = format!("mailroom-test:{}", uuid::Uuid::new_v4());
-    let mut conn = connect(&redis_url()).expect("url");
-    let limiter = RedisLimiter::new(conn.clone(), &key, 10.0, 1, Duration::from_secs(10));
-    // An idle schedule: its time is in the past.
-    redis::cmd("SET")
-        .arg(&key)
-        .arg(0)
-        .query_async::<()>(&mut conn)
-        .await
-        .expect("set");
-    let started = Instant::now();
-    let mut booked = Vec::new();
-    for _ in 0..10 {
-        let wait = limiter.reserve().await.expect("within the horizon");
-        booked.push(started.elapsed() + wait);
-    }
-    redis::cmd("DEL")
-        .arg(&key)
-        .query_async::<()>(&mut conn)
-        .await
-        .expect("del");
-    let last = *booked.iter().max().expect("booked");
-    let wait = limiter.reserve().await.expect("within the horizon");
-    let next = started.elapsed() + wait;
-    assert!(
-        next >= last,
-        "a slot at {next:?} beside those booked up to {last:?}"
-    );
-}
-
-/// A slow-down asked for after Redis lost the schedule does not shorten the wait a lost
-/// schedule needs: no slot is booked beside those booked before the loss.
-#[tokio::test]
-async fn a_slow_down_after_redis_loses_the_schedule_keeps_the_wait() {
+/// A limiter at 10/s on an idle shared schedule books 10 slots, then Redis loses the schedule
+/// (its key deleted, as a restart without persistence, a failover or an eviction would). The
+/// limiter, the test's start, and when the last slot booked before the loss comes.
+async fn ten_booked_then_lost() -> (RedisLimiter, Instant, Duration) {
     let key = format!("mailroom-test:{}", uuid::Uuid::new_v4());
     let mut conn = connect(&redis_url()).expect("url");
     let limiter = RedisLimiter::new(conn.clone(), &key, 10.0, 1, Duration::from_secs(10));
@@ -320,17 +285,39 @@ async fn a_slow_down_after_redis_loses_the_schedule_keeps_the_wait() {
         .query_async::<()>(&mut conn)
         .await
         .expect("del");
-    // A pause shorter than what is booked: before, it set the schedule to now + 100 ms.
-    limiter
-        .hold_off(Duration::from_millis(100))
-        .await
-        .expect("hold off");
+    (limiter, started, last)
+}
+
+/// The next slot of `limiter` comes no earlier than `last`.
+async fn next_slot_after(limiter: &RedisLimiter, started: Instant, last: Duration) {
     let wait = limiter.reserve().await.expect("within the horizon");
     let next = started.elapsed() + wait;
     assert!(
         next >= last,
         "a slot at {next:?} beside those booked up to {last:?}"
     );
+}
+
+/// A schedule Redis loses while slots are booked does not start a second one beside them: no
+/// slot is booked again before the horizon has passed, so the sends already booked are not
+/// joined by new ones at twice the rate.
+#[tokio::test]
+async fn a_schedule_redis_loses_is_not_doubled() {
+    let (limiter, started, last) = ten_booked_then_lost().await;
+    next_slot_after(&limiter, started, last).await;
+}
+
+/// A slow-down asked for after Redis lost the schedule does not shorten the wait a lost
+/// schedule needs: no slot is booked beside those booked before the loss.
+#[tokio::test]
+async fn a_slow_down_after_redis_loses_the_schedule_keeps_the_wait() {
+    let (limiter, started, last) = ten_booked_then_lost().await;
+    // A pause shorter than what is booked: before, it set the schedule to now + 100 ms.
+    limiter
+        .hold_off(Duration::from_millis(100))
+        .await
+        .expect("hold off");
+    next_slot_after(&limiter, started, last).await;
 }
 
 /// With Redis unreachable the limiter says so quickly instead of granting permits, and the API
