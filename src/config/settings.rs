@@ -530,26 +530,21 @@ fn parse_archive_url(value: &str) -> Result<url::Url, ConfigError> {
     }
 }
 
-/// `S3_BUCKET_NAME` as an archive URL. The name is checked against S3's naming rules (3 to 63
-/// lowercase letters, digits, dots and hyphens, a letter or digit at each end) here, where the
-/// error can name the variable the user set: a value such as `s3://bucket` would otherwise
-/// parse as a URL to a bucket called `s3`.
-fn s3_bucket_url(bucket: &str) -> Result<url::Url, ConfigError> {
-    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let valid = (3..=63).contains(&bucket.len())
-        && bucket
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
-        && edge(bucket.chars().next())
-        && edge(bucket.chars().last());
-    if !valid {
+/// `S3_BUCKET_NAME` as an archive URL: a bucket name, optionally followed by `/prefix`. Checked
+/// here, where the error can name the variable the user set: a value such as `s3://bucket`
+/// would otherwise parse as a URL to a bucket called `s3`. Names S3 no longer lets anyone create
+/// (capitals, underscores) are still taken: old buckets keep them.
+fn s3_bucket_url(value: &str) -> Result<url::Url, ConfigError> {
+    let bucket = value.split('/').next().unwrap_or_default();
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/');
+    if bucket.is_empty() || !value.chars().all(allowed) {
         return Err(ConfigError::invalid(
             "S3_BUCKET_NAME",
-            bucket,
-            "expected a bucket name alone (3 to 63 lowercase letters, digits, dots and hyphens), such as mail-archive; a prefix goes in ARCHIVE_URL=s3://bucket/prefix",
+            value,
+            "expected a bucket name such as mail-archive, optionally followed by /prefix",
         ));
     }
-    parse_archive_url(&format!("s3://{bucket}"))
+    parse_archive_url(&format!("s3://{value}"))
 }
 
 #[cfg(test)]
@@ -668,13 +663,20 @@ mod tests {
         assert_eq!(s.archive_url.expect("s3").as_str(), "s3://mail-archive");
         assert_eq!(s.queue, QueueBackend::Sqs);
         // Not a bucket name: refused under its own name, not taken as a bucket called `s3`.
+        let prefixed = RawConfig {
+            s3_bucket_name: Some("mail-archive/prod".into()),
+            ..raw()
+        }
+        .into_settings()
+        .expect("a bucket with a prefix");
+        let url = prefixed.archive_url.expect("s3");
+        assert_eq!(url.as_str(), "s3://mail-archive/prod");
         for bad in [
             "s3://mail-archive",
-            "Mail",
             "my bucket",
-            "ab",
-            "-mail",
-            "mail/prefix",
+            "",
+            "/prefix",
+            "mail:archive",
         ] {
             let err = RawConfig {
                 s3_bucket_name: Some(bad.into()),

@@ -62,11 +62,11 @@ pub struct Worker {
 
 /// The end of the shutdown grace period kept for what comes after the deliveries in progress:
 /// giving back the leases of those cut off (half of it), then closing the queue (the other
-/// half: Kafka commits its offsets and leaves the group). A quarter of the grace, at most 5 s,
-/// so that the process exits within `SHUTDOWN_GRACE_SECS` of the signal, as the orchestrator's
-/// stop timeout above it expects.
+/// half: Kafka commits its offsets and leaves the group). A quarter of the grace, at least 1 s
+/// and at most 5 s, so that the process exits within `SHUTDOWN_GRACE_SECS` of the signal, as
+/// the orchestrator's stop timeout above it expects (a grace under 1 s: within 1 s).
 pub fn shutdown_tail(grace: Duration) -> Duration {
-    (grace / 4).min(Duration::from_secs(5))
+    (grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(5))
 }
 
 /// How often a paused delivery backend is asked whether it may send again.
@@ -216,7 +216,7 @@ impl Worker {
             "Worker stopping: no more pulls; finishing in-flight deliveries."
         );
         let tail = shutdown_tail(self.shutdown_grace);
-        let drained = tokio::time::timeout(self.shutdown_grace - tail, async {
+        let drained = tokio::time::timeout(self.shutdown_grace.saturating_sub(tail), async {
             while let Some(joined) = tasks.join_next().await {
                 reap(joined);
             }

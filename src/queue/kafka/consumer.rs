@@ -42,8 +42,9 @@ pub(super) struct Shared {
     /// Whether each topic's fetch is paused; no entry: not known since the last assignment
     /// (librdkafka keeps a partition's pause across rebalances), so the next check sets it.
     pub(super) paused: Mutex<HashMap<Source, bool>>,
-    /// One commit at a time, so an older position can never land after a newer one.
-    pub(super) commit: Mutex<()>,
+    /// One commit at a time per topic (each has its own consumer), so an older position can
+    /// never land after a newer one.
+    pub(super) commit: [Mutex<()>; 2],
     /// Records that are not mailroom messages and could not be copied to the dead-letter topic
     /// yet; tried again at every commit tick, their offsets unsettled until then.
     pub(super) poison: Mutex<Vec<Poison>>,
@@ -73,7 +74,9 @@ impl Shared {
         consumer: &C,
         source: Source,
     ) -> Result<(), KafkaError> {
-        let _one_at_a_time = self.commit.lock().unwrap_or_else(|e| e.into_inner());
+        let _one_at_a_time = self.commit[source as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let Some(tpl) = self.lock().to_commit(&self.topics, source) else {
             return Ok(());
         };

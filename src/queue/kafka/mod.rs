@@ -99,7 +99,7 @@ impl KafkaQueue {
             arrived: Notify::new(),
             topics,
             paused: Mutex::new(HashMap::new()),
-            commit: Mutex::new(()),
+            commit: [Mutex::new(()), Mutex::new(())],
             poison: Mutex::new(Vec::new()),
         });
         let consumer = |source| -> Result<_, QueueError> {
