@@ -150,9 +150,9 @@ impl Store for EventingStore {
         Ok(applied)
     }
 
-    async fn redrive(&self, message: &Message, requeue: bool) -> Result<bool, StoreError> {
+    async fn redrive(&self, message: &Message) -> Result<bool, StoreError> {
         let event = change_event(message.id, &Transition::Redriven);
-        let applied = self.inner.redrive(message, requeue).await?;
+        let applied = self.inner.redrive(message).await?;
         if applied {
             self.publisher.publish(vec![event]).await;
         }

@@ -234,40 +234,19 @@ impl Intake {
         }
     }
 
-    /// Puts a dead letter back in the queue. Run apart from the request, as an acceptance is:
-    /// a client that hangs up between the record and the push must not leave the message
-    /// `queued` with nothing on the queue.
+    /// Puts a dead letter back in the queue, in one store transaction.
     pub async fn redrive(&self, id: Uuid) -> Result<(), IntakeError> {
-        let this = self.clone();
-        tokio::spawn(async move { this.redrive_now(id).await })
-            .await
-            .map_err(|e| IntakeError::Unavailable(format!("redrive task failed: {e}")))?
-    }
-
-    async fn redrive_now(&self, id: Uuid) -> Result<(), IntakeError> {
         let record = self.store.get(id).await?.ok_or(IntakeError::NotFound(id))?;
         if record.status != Status::Dead {
             return Err(IntakeError::NotDead(id, record.status.as_str()));
         }
-        // A database queue takes the message in the same transaction as its status.
-        let requeue = self.queue_in_store;
-        if !self.store.redrive(&record.message, requeue).await? {
+        // The store's own database queue takes the message in the same transaction as its
+        // status, so a crash cannot leave it `queued` with nothing to deliver it: the workers'
+        // queue when it is that one; with SQS or Kafka, the queue of messages held for the
+        // scheduler, which hands it over within a second (`crate::scheduler`).
+        if !self.store.redrive(&record.message).await? {
             // Another redrive queued it in the meantime: once is enough.
             return Err(IntakeError::NotDead(id, Status::Queued.as_str()));
-        }
-        if !requeue
-            && let Some(Err(e)) = self
-                .queue
-                .push(std::slice::from_ref(&record.message))
-                .await
-                .pop()
-        {
-            let error = format!("redrive failed: {e}");
-            let _ = self
-                .store
-                .record(id, Transition::Dead { attempts: 0, error })
-                .await;
-            return Err(IntakeError::Unavailable(e.to_string()));
         }
         tracing::info!(message_id = %id, "Dead letter redriven.");
         metrics::counter!("mailroom_redrives_total").increment(1);

@@ -244,11 +244,11 @@ pub trait Store: Send + Sync + 'static {
     /// finished and the change would take it back).
     async fn record(&self, id: Uuid, transition: Transition) -> Result<bool, StoreError>;
 
-    /// Puts a dead letter back ([`Transition::Redriven`]); `false` when it is not a dead letter
-    /// (any more). With `requeue` (the queue is this store's), the message goes back on the
-    /// database queue in the same transaction, so a crash cannot leave it `queued` with
-    /// nothing to deliver it.
-    async fn redrive(&self, message: &Message, requeue: bool) -> Result<bool, StoreError>;
+    /// Puts a dead letter back ([`Transition::Redriven`]) on this store's database queue, in
+    /// one transaction, so a crash cannot leave it `queued` with nothing to deliver it; with an
+    /// external queue the scheduler hands it over from there. `false` when it is not a dead
+    /// letter (any more).
+    async fn redrive(&self, message: &Message) -> Result<bool, StoreError>;
 
     async fn get(&self, id: Uuid) -> Result<Option<Record>, StoreError>;
 

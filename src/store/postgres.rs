@@ -253,8 +253,8 @@ impl Store for PgStore {
         self.change(id, transition, None).await
     }
 
-    async fn redrive(&self, message: &Message, requeue: bool) -> Result<bool, StoreError> {
-        self.change(message.id, Transition::Redriven, requeue.then_some(message))
+    async fn redrive(&self, message: &Message) -> Result<bool, StoreError> {
+        self.change(message.id, Transition::Redriven, Some(message))
             .await
     }
 

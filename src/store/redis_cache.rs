@@ -101,8 +101,8 @@ impl Store for RedisCachedStore {
         self.inner.record(id, transition).await
     }
 
-    async fn redrive(&self, message: &Message, requeue: bool) -> Result<bool, StoreError> {
-        self.inner.redrive(message, requeue).await
+    async fn redrive(&self, message: &Message) -> Result<bool, StoreError> {
+        self.inner.redrive(message).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Record>, StoreError> {

@@ -283,10 +283,8 @@ impl Store for SqliteStore {
         Ok(updated)
     }
 
-    async fn redrive(&self, message: &Message, requeue: bool) -> Result<bool, StoreError> {
-        let requeue = requeue
-            .then(|| NewRows::of(std::slice::from_ref(message)))
-            .transpose()?;
+    async fn redrive(&self, message: &Message) -> Result<bool, StoreError> {
+        let requeue = Some(NewRows::of(std::slice::from_ref(message))?);
         self.db
             .call(|reply| Op::Record {
                 id: message.id,

@@ -171,3 +171,34 @@ async fn scheduled_messages_wait_in_postgres_then_go_through_sqs() {
     .await;
     scheduled_on_sqs(&app, &moto, &url).await;
 }
+
+/// A dead letter redriven on SQS goes back through the store's own database queue, committed
+/// with its status, and the scheduler hands it to SQS: the redrive is one transaction, so a
+/// crash cannot leave the message `queued` with nothing on SQS to deliver it (before, the
+/// status and the SQS send were two steps).
+#[tokio::test]
+async fn a_dead_letter_redriven_on_sqs_goes_through_the_scheduler() {
+    let moto = Moto::start().await;
+    let (url, _) = moto.queue_with_dlq("redrive", 5, None).await;
+    let app = spawn_app_with(|raw| on_aws(raw, &moto, &url)).await;
+    let scheduler = app.scheduler.clone().expect("a scheduler");
+    let to = unique_rcpt("fail-550-1");
+    let id = app.send_to(&to).await;
+    app.dispatch_until(&id, "dead").await;
+
+    assert_eq!(app.redrive(&id).await.status(), 202);
+    assert_eq!(app.get_message(&id).await["status"], "queued");
+    assert_eq!(app.dispatch_all_pending().await, 0, "nothing on SQS yet");
+    assert_eq!(scheduler.run_once().await.expect("handed over"), 1);
+    let m = app.dispatch_until(&id, "delivered").await;
+    assert_eq!(
+        crate::helpers::event_kinds(&m),
+        ["accepted", "dead", "redriven", "delivered"]
+    );
+    assert_eq!(app.relay.received_for(&to).len(), 1);
+    assert_eq!(
+        scheduler.run_once().await.expect("a round"),
+        0,
+        "handed over once"
+    );
+}

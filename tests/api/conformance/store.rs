@@ -276,30 +276,29 @@ pub async fn store_concurrent_changes(store: &dyn Store) {
     }
 }
 
-/// A redrive with `requeue` puts the dead letter back on the store's own database queue in the
-/// same transaction as its status (a crash between two commits had left it `queued` with
-/// nothing to deliver it); without, it only changes the status (an external queue is pushed
-/// by the intake). A second redrive changes nothing and queues nothing.
+/// A redrive puts the dead letter back on the store's own database queue in the same
+/// transaction as its status (with SQS or Kafka, the scheduler hands it over from there); a
+/// crash between two commits had left it `queued` with nothing to deliver it. A second redrive
+/// changes nothing and queues nothing.
 pub async fn store_redrive_requeues(store: &dyn Store, queue: &dyn mailroom::queue::Queue) {
-    let (kept, requeued) = (native(1), native(2));
-    stored(store, &[kept.clone(), requeued.clone()]).await;
-    for m in [&kept, &requeued] {
-        let dead = Transition::Dead {
-            attempts: 1,
-            error: "550 no such user".into(),
-        };
-        assert!(store.record(m.id, dead).await.expect("record"));
-    }
-    assert!(store.redrive(&kept, false).await.expect("redrive"));
-    assert!(store.redrive(&requeued, true).await.expect("redrive"));
-    assert!(!store.redrive(&requeued, true).await.expect("redrive"));
-    for m in [&kept, &requeued] {
-        let r = store.get(m.id).await.expect("get").expect("found");
-        assert_eq!(r.status, Status::Queued);
-    }
+    let (dead, alive) = (native(1), native(2));
+    stored(store, &[dead.clone(), alive.clone()]).await;
+    let failed = Transition::Dead {
+        attempts: 1,
+        error: "550 no such user".into(),
+    };
+    assert!(store.record(dead.id, failed).await.expect("record"));
+    assert!(
+        !store.redrive(&alive).await.expect("redrive"),
+        "only a dead letter is redriven"
+    );
+    assert!(store.redrive(&dead).await.expect("redrive"));
+    assert!(!store.redrive(&dead).await.expect("redrive"));
+    let r = store.get(dead.id).await.expect("get").expect("found");
+    assert_eq!(r.status, Status::Queued);
     let leases = queue.pull(10).await.expect("pull");
     let pulled: Vec<_> = leases.iter().map(|l| (l.message.id, l.attempt)).collect();
-    assert_eq!(pulled, [(requeued.id, 1)], "only the requeued one, once");
+    assert_eq!(pulled, [(dead.id, 1)], "the redriven one, once");
 }
 
 /// Runs every store function against one backend; `fresh` makes an empty store per function.
