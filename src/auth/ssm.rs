@@ -8,8 +8,8 @@
 //! A rotation reaches each replica at its own moment, and clients switch over at theirs: for
 //! two TTLs after a replica sees a new token, the one it replaced is accepted too, and a token
 //! it does not know makes it read SSM again (at most once every [`RECHECK_EVERY`], or TTL if
-//! shorter), so neither a
-//! client still on the old token nor one already on the new one is refused meanwhile.
+//! shorter), so neither a client still on the old token nor one already on the new one is
+//! refused meanwhile.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};

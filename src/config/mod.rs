@@ -2,17 +2,20 @@
 //! [`Settings`] once. A bad value stops start-up with a sentence naming the variable and what it
 //! accepts.
 
+mod archive;
+mod delivery;
 mod kafka;
 mod raw;
 mod resolve;
 mod settings;
+mod token;
 
+pub use archive::S3Settings;
+pub use delivery::DeliverySettings;
 pub use kafka::{KafkaSecurity, KafkaSettings};
 pub use raw::RawConfig;
-pub use settings::{
-    AwsSettings, DeliverySettings, QueueBackend, RetrySettings, S3Settings, Settings, SqsConfig,
-    TokenSettings,
-};
+pub use settings::{AwsSettings, QueueBackend, RetrySettings, Settings, SqsConfig};
+pub use token::TokenSettings;
 
 /// Every environment variable mailroom reads. Deployment files are checked against this list.
 pub const ENV_VARS: &[&str] = &[
@@ -92,6 +95,20 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     Source(String),
+}
+
+/// `value` when it is within `range`; otherwise an error naming `var` and what it accepts.
+fn within<T: PartialOrd + ToString>(
+    var: &'static str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    accepted: impl Into<String>,
+) -> Result<T, ConfigError> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::invalid(var, value, accepted))
+    }
 }
 
 impl ConfigError {

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{ConfigError, KafkaSettings, RawConfig};
+use super::{
+    ConfigError, DeliverySettings, KafkaSettings, RawConfig, S3Settings, TokenSettings, within,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueueBackend {
@@ -15,59 +17,11 @@ pub enum QueueBackend {
     Kafka,
 }
 
-#[derive(Debug, Clone)]
-pub enum DeliverySettings {
-    /// `.eml` files in `DATA_DIR/outbox`.
-    File {
-        dir: PathBuf,
-    },
-    Smtp {
-        url: SecretString,
-        timeout: Duration,
-    },
-    Ses,
-    None,
-}
-
-impl DeliverySettings {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::File { .. } => "file",
-            Self::Smtp { .. } => "smtp",
-            Self::Ses => "ses",
-            Self::None => "none",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub enum TokenSettings {
-    Value(SecretString),
-    File(PathBuf),
-    /// An SSM SecureString, read again every `ttl`.
-    Ssm {
-        parameter: String,
-        ttl: Duration,
-    },
-    /// Made at first start and saved in this file.
-    Generated(PathBuf),
-}
-
 /// Where the AWS clients point: `None` leaves it to the SDK's own chain.
 #[derive(Debug, Clone, Default)]
 pub struct AwsSettings {
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
-}
-
-/// The S3 archive's connection and server-side encryption.
-#[derive(Debug, Clone, Default)]
-pub struct S3Settings {
-    pub region: Option<String>,
-    pub endpoint_url: Option<String>,
-    /// `AES256`, `aws:kms` or `aws:kms:dsse`; `None`: the bucket's default.
-    pub server_side_encryption: Option<String>,
-    pub kms_key_id: Option<String>,
 }
 
 /// The SQS queue (`QUEUE_BACKEND=sqs`).
@@ -161,42 +115,7 @@ impl RawConfig {
             ));
         }
         let data_dir = self.data_dir.clone();
-        let token = match (
-            &self.api_token,
-            &self.api_token_file,
-            &self.ssm_token_parameter,
-        ) {
-            (Some(t), None, None) => {
-                if t.expose_secret().trim().len() < 16 {
-                    return Err(ConfigError::invalid(
-                        "API_TOKEN",
-                        "[redacted]",
-                        "must be at least 16 characters",
-                    ));
-                }
-                TokenSettings::Value(t.clone())
-            }
-            (None, Some(f), None) => TokenSettings::File(f.clone()),
-            (None, None, Some(p)) => {
-                if self.ssm_token_ttl_secs == 0 {
-                    return Err(ConfigError::invalid(
-                        "SSM_TOKEN_TTL_SECS",
-                        0,
-                        "expected 1 or more seconds between reads of the token",
-                    ));
-                }
-                TokenSettings::Ssm {
-                    parameter: p.clone(),
-                    ttl: Duration::from_secs(self.ssm_token_ttl_secs),
-                }
-            }
-            (None, None, None) => TokenSettings::Generated(data_dir.join("token")),
-            _ => {
-                return Err(ConfigError::Source(
-                    "Set only one of API_TOKEN, API_TOKEN_FILE and SSM_TOKEN_PARAMETER.".into(),
-                ));
-            }
-        };
+        let token = self.token_settings(&data_dir)?;
         let database_url = self.database_url.clone().unwrap_or_else(|| {
             SecretString::from(format!(
                 "sqlite://{}",
@@ -214,20 +133,18 @@ impl RawConfig {
                 "expected sqlite://PATH or postgres://...",
             ));
         }
-        if self.database_pool_size == 0 || self.database_pool_size > 1000 {
-            return Err(ConfigError::invalid(
-                "DATABASE_POOL_SIZE",
-                self.database_pool_size,
-                "expected 1 to 1000 connections",
-            ));
-        }
-        if self.database_statement_timeout_ms < 100 {
-            return Err(ConfigError::invalid(
-                "DATABASE_STATEMENT_TIMEOUT_MS",
-                self.database_statement_timeout_ms,
-                "expected at least 100 ms",
-            ));
-        }
+        within(
+            "DATABASE_POOL_SIZE",
+            self.database_pool_size,
+            1..=1000,
+            "expected 1 to 1000 connections",
+        )?;
+        within(
+            "DATABASE_STATEMENT_TIMEOUT_MS",
+            self.database_statement_timeout_ms,
+            100..=u64::MAX,
+            "expected at least 100 ms",
+        )?;
         if self.redis_key_prefix.is_empty()
             || !self
                 .redis_key_prefix
@@ -269,13 +186,12 @@ impl RawConfig {
                 why: "when QUEUE_BACKEND=sqs",
             });
         }
-        if self.sqs_wait_time_secs > 20 {
-            return Err(ConfigError::invalid(
-                "SQS_WAIT_TIME_SECS",
-                self.sqs_wait_time_secs,
-                "expected 0 to 20 seconds (SQS long polling waits at most 20)",
-            ));
-        }
+        within(
+            "SQS_WAIT_TIME_SECS",
+            self.sqs_wait_time_secs,
+            0..=20,
+            "expected 0 to 20 seconds (SQS long polling waits at most 20)",
+        )?;
         let sqs = match (&queue, &self.sqs_queue_url) {
             (QueueBackend::Sqs, Some(url)) => Some(SqsConfig {
                 queue_url: url.clone(),
@@ -285,79 +201,14 @@ impl RawConfig {
             _ => None,
         };
         let kafka = self.kafka_settings(&queue)?;
-        if self.visibility_timeout_secs == 0 || self.visibility_timeout_secs > 43_200 {
-            return Err(ConfigError::invalid(
-                "VISIBILITY_TIMEOUT_SECS",
-                self.visibility_timeout_secs,
-                "expected 1 to 43200 seconds",
-            ));
-        }
-        // Only an SMTP relay is bound by it: with another delivery, a short visibility timeout
-        // is not refused for the sake of a default that is never used.
-        let smtp = self.delivery == "smtp";
-        if self.smtp_timeout_secs == 0
-            || (smtp && self.smtp_timeout_secs >= self.visibility_timeout_secs)
-        {
-            return Err(ConfigError::invalid(
-                "SMTP_TIMEOUT_SECS",
-                self.smtp_timeout_secs,
-                format!(
-                    "expected at least 1 and less than VISIBILITY_TIMEOUT_SECS ({}), so a slow relay cannot outlive its lease",
-                    self.visibility_timeout_secs
-                ),
-            ));
-        }
-        let delivery = match self.delivery.as_str() {
-            "file" => DeliverySettings::File {
-                dir: data_dir.join("outbox"),
-            },
-            "smtp" => {
-                let url = self.smtp_url.clone().ok_or(ConfigError::Missing {
-                    var: "SMTP_URL",
-                    why: "when DELIVERY=smtp",
-                })?;
-                crate::delivery::smtp::check_url(url.expose_secret())
-                    .map_err(|why| ConfigError::invalid("SMTP_URL", "[redacted]", why))?;
-                DeliverySettings::Smtp {
-                    url,
-                    timeout: Duration::from_secs(self.smtp_timeout_secs),
-                }
-            }
-            "ses" => DeliverySettings::Ses,
-            "none" => DeliverySettings::None,
-            other => {
-                return Err(ConfigError::invalid(
-                    "DELIVERY",
-                    other,
-                    "expected one of file, smtp, ses, none",
-                ));
-            }
-        };
-        let archive_url = match (&self.archive_url, &self.s3_bucket_name) {
-            (Some(u), _) if u == "none" => None,
-            (Some(u), _) => Some(parse_archive_url(u)?),
-            (None, Some(bucket)) => Some(s3_bucket_url(bucket)?),
-            (None, None) => Some(
-                url::Url::from_directory_path(absolute(&data_dir.join("archive"))).map_err(
-                    |_| {
-                        ConfigError::invalid(
-                            "DATA_DIR",
-                            data_dir.display(),
-                            "expected a directory path",
-                        )
-                    },
-                )?,
-            ),
-        };
-        if let Some(sse) = &self.s3_server_side_encryption
-            && !matches!(sse.as_str(), "AES256" | "aws:kms" | "aws:kms:dsse")
-        {
-            return Err(ConfigError::invalid(
-                "S3_SERVER_SIDE_ENCRYPTION",
-                sse,
-                "expected AES256, aws:kms or aws:kms:dsse",
-            ));
-        }
+        within(
+            "VISIBILITY_TIMEOUT_SECS",
+            self.visibility_timeout_secs,
+            1..=43_200,
+            "expected 1 to 43200 seconds",
+        )?;
+        let delivery = self.delivery_settings(&data_dir)?;
+        let archive_url = self.archive_url(&data_dir)?;
         if !self.send_rate_per_second.is_finite() || self.send_rate_per_second < 0.0 {
             return Err(ConfigError::invalid(
                 "SEND_RATE_PER_SECOND",
@@ -365,53 +216,47 @@ impl RawConfig {
                 "expected a number of messages per second, or 0 for no ceiling",
             ));
         }
-        if self.send_burst == 0 || self.send_burst > MAX_BURST {
-            return Err(ConfigError::invalid(
-                "SEND_BURST",
-                self.send_burst,
-                format!("expected 1 to {MAX_BURST}"),
-            ));
-        }
-        if self.max_attempts == 0 || self.max_attempts > 100 {
-            return Err(ConfigError::invalid(
-                "MAX_ATTEMPTS",
-                self.max_attempts,
-                "expected 1 to 100",
-            ));
-        }
-        if self.retry_max_ms > MAX_RETRY_MS {
-            return Err(ConfigError::invalid(
-                "RETRY_MAX_MS",
-                self.retry_max_ms,
-                format!(
-                    "expected at most {MAX_RETRY_MS} (12 hours, the longest SQS can hide a message)"
-                ),
-            ));
-        }
-        if self.retry_base_ms == 0 || self.retry_base_ms > self.retry_max_ms {
-            return Err(ConfigError::invalid(
-                "RETRY_BASE_MS",
-                self.retry_base_ms,
-                format!(
-                    "expected 1 to RETRY_MAX_MS ({}), the longest wait between attempts",
-                    self.retry_max_ms
-                ),
-            ));
-        }
-        if self.worker_concurrency == 0 || self.worker_concurrency > 10_000 {
-            return Err(ConfigError::invalid(
-                "WORKER_CONCURRENCY",
-                self.worker_concurrency,
-                "expected 1 to 10000",
-            ));
-        }
-        if self.max_body_bytes < 1024 {
-            return Err(ConfigError::invalid(
-                "MAX_BODY_BYTES",
-                self.max_body_bytes,
-                "expected at least 1024 bytes",
-            ));
-        }
+        within(
+            "SEND_BURST",
+            self.send_burst,
+            1..=MAX_BURST,
+            format!("expected 1 to {MAX_BURST}"),
+        )?;
+        within(
+            "MAX_ATTEMPTS",
+            self.max_attempts,
+            1..=100,
+            "expected 1 to 100",
+        )?;
+        within(
+            "RETRY_MAX_MS",
+            self.retry_max_ms,
+            0..=MAX_RETRY_MS,
+            format!(
+                "expected at most {MAX_RETRY_MS} (12 hours, the longest SQS can hide a message)"
+            ),
+        )?;
+        within(
+            "RETRY_BASE_MS",
+            self.retry_base_ms,
+            1..=self.retry_max_ms,
+            format!(
+                "expected 1 to RETRY_MAX_MS ({}), the longest wait between attempts",
+                self.retry_max_ms
+            ),
+        )?;
+        within(
+            "WORKER_CONCURRENCY",
+            self.worker_concurrency,
+            1..=10_000,
+            "expected 1 to 10000",
+        )?;
+        within(
+            "MAX_BODY_BYTES",
+            self.max_body_bytes,
+            1024..=usize::MAX,
+            "expected at least 1024 bytes",
+        )?;
         let mailbox = |var: &'static str, value: &Option<String>| {
             value
                 .as_deref()
@@ -510,41 +355,6 @@ impl RawConfig {
             raw: self,
         })
     }
-}
-
-fn absolute(path: &std::path::Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
-}
-
-fn parse_archive_url(value: &str) -> Result<url::Url, ConfigError> {
-    let accepted = "expected file:///absolute/dir, s3://bucket/prefix or none";
-    let url = if value.starts_with('/') || value.starts_with('.') {
-        url::Url::from_directory_path(absolute(std::path::Path::new(value)))
-            .map_err(|_| ConfigError::invalid("ARCHIVE_URL", value, accepted))?
-    } else {
-        url::Url::parse(value).map_err(|_| ConfigError::invalid("ARCHIVE_URL", value, accepted))?
-    };
-    match url.scheme() {
-        "file" | "s3" => Ok(url),
-        _ => Err(ConfigError::invalid("ARCHIVE_URL", value, accepted)),
-    }
-}
-
-/// `S3_BUCKET_NAME` as an archive URL: a bucket name, optionally followed by `/prefix`. Checked
-/// here, where the error can name the variable the user set: a value such as `s3://bucket`
-/// would otherwise parse as a URL to a bucket called `s3`. Names S3 no longer lets anyone create
-/// (capitals, underscores) are still taken: old buckets keep them.
-fn s3_bucket_url(value: &str) -> Result<url::Url, ConfigError> {
-    let bucket = value.split('/').next().unwrap_or_default();
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/');
-    if bucket.is_empty() || !value.chars().all(allowed) {
-        return Err(ConfigError::invalid(
-            "S3_BUCKET_NAME",
-            value,
-            "expected a bucket name such as mail-archive, optionally followed by /prefix",
-        ));
-    }
-    parse_archive_url(&format!("s3://{value}"))
 }
 
 #[cfg(test)]
