@@ -47,6 +47,12 @@ impl KafkaSettings {
         format!("{}.retry", self.topic)
     }
 
+    /// The consumer group that reads the retry topic: a group of its own, so each group holds
+    /// members of one subscription and shares out one topic.
+    pub fn retry_group_id(&self) -> String {
+        format!("{}.retry", self.group_id)
+    }
+
     pub fn dlq_topic(&self) -> String {
         format!("{}.dlq", self.topic)
     }

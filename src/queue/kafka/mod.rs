@@ -65,10 +65,10 @@ const MAX_ERROR_BYTES: usize = 1_000;
 
 pub struct KafkaQueue {
     producer: FutureProducer,
-    /// One consumer for the main topic and one for the retry topic, both in the group. A
-    /// consumer reading both would be given a share of all their partitions together, and the
-    /// group's sticky assignment may then leave one worker the whole main topic and another
-    /// only the retry topic; one consumer per topic shares out each topic on its own.
+    /// One consumer for the main topic, in `KAFKA_GROUP_ID`, and one for the retry topic, in
+    /// `{KAFKA_GROUP_ID}.retry`. A consumer reading both would be given a share of all their
+    /// partitions together, and the sticky assignment may then leave one worker the whole main
+    /// topic and another only the retry topic; a group per topic shares out each on its own.
     consumers: [(Source, Arc<StreamConsumer<Context>>); 2],
     shared: Arc<Shared>,
     visibility: Duration,
@@ -102,9 +102,9 @@ impl KafkaQueue {
             commit: [Mutex::new(()), Mutex::new(())],
             poison: Mutex::new(Vec::new()),
         });
-        let consumer = |source| -> Result<_, QueueError> {
+        let consumer = |source, group: &str| -> Result<_, QueueError> {
             let consumer: StreamConsumer<Context> = crate::kafka::client_config(settings)
-                .set("group.id", &settings.group_id)
+                .set("group.id", group)
                 .set("enable.auto.commit", "false")
                 .set("auto.offset.reset", "earliest")
                 // A worker joining or leaving moves only the partitions that change owner; the
@@ -131,7 +131,10 @@ impl KafkaQueue {
         };
         Ok(Self {
             producer,
-            consumers: [consumer(Source::Main)?, consumer(Source::Retry)?],
+            consumers: [
+                consumer(Source::Main, &settings.group_id)?,
+                consumer(Source::Retry, &settings.retry_group_id())?,
+            ],
             shared,
             visibility,
             prefetch: prefetch.max(16),
@@ -337,10 +340,12 @@ impl Queue for KafkaQueue {
     }
 
     async fn depth(&self) -> Result<Depth, QueueError> {
-        self.commit_now().await?;
-        // Either consumer can ask: both are members of the group whose offsets count.
-        let consumer = self.consumers[0].1.clone();
-        let topics = self.shared.topics.clone();
+        // Settled positions first, so the count is current. A commit the group refuses while it
+        // rebalances (a worker joining or leaving) is tried again at the next tick; until then
+        // the count includes what it would have moved past, and `/ready` does not fail for it.
+        if let Err(e) = self.commit_now().await {
+            tracing::debug!(error = %e, "Kafka commit before reading the lag failed; counting from the last commit.");
+        }
         let fetched: HashMap<(Source, i32), i64> = self
             .shared
             .lock()
@@ -348,9 +353,17 @@ impl Queue for KafkaQueue {
             .iter()
             .map(|(key, p)| (*key, p.next))
             .collect();
-        let messages = tokio::task::spawn_blocking(move || lag(&consumer, &topics, &fetched))
-            .await
-            .map_err(|e| QueueError::Unavailable(e.to_string()))??;
+        let fetched = Arc::new(fetched);
+        let mut messages = 0;
+        // Each topic's lag is its own group's, asked through the consumer that is its member.
+        for (source, consumer) in &self.consumers {
+            let (source, consumer) = (*source, consumer.clone());
+            let (topics, fetched) = (self.shared.topics.clone(), fetched.clone());
+            messages +=
+                tokio::task::spawn_blocking(move || lag(&consumer, &topics, source, &fetched))
+                    .await
+                    .map_err(|e| QueueError::Unavailable(e.to_string()))??;
+        }
         let oldest = self.shared.lock().oldest_written_ms();
         let oldest_age_secs = oldest.map_or(0.0, |ms| {
             ((crate::store::now_ms() - ms).max(0) as f64) / 1000.0
@@ -421,23 +434,24 @@ impl Queue for KafkaQueue {
     }
 }
 
-/// Records not yet committed by the group, over the main and retry topics: waiting, delayed
-/// and in flight. The end of a partition this process reads is at least one past what it
-/// fetched (the tansu test broker reports a high watermark below that once records were
-/// produced in batches).
+/// Records of `source`'s topic not yet committed by its group: waiting, delayed and in
+/// flight. The end of a partition this process reads is at least one past what it fetched (the
+/// tansu test broker reports a high watermark below that once records were produced in
+/// batches).
 fn lag(
     consumer: &StreamConsumer<Context>,
     topics: &Topics,
+    source: Source,
     fetched: &HashMap<(Source, i32), i64>,
 ) -> Result<u64, QueueError> {
     let unavailable = |e: KafkaError| QueueError::Unavailable(format!("Kafka: {e}"));
     let mut tpl = TopicPartitionList::new();
-    // One metadata request for both topics (asking for all topics never creates one).
+    // Metadata of all topics: asking for one by name may make a broker create it.
     let metadata = consumer
         .fetch_metadata(None, REQUEST_TIMEOUT)
         .map_err(unavailable)?;
     for t in metadata.topics() {
-        if topics.source(t.name()).is_some() {
+        if topics.source(t.name()) == Some(source) {
             for p in t.partitions() {
                 tpl.add_partition(t.name(), p.id());
             }
