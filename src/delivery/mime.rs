@@ -1,9 +1,10 @@
 //! Builds the RFC 5322 message for a [`Message`], the same for every backend.
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
-use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::message::header::{Cc, Header, HeaderName, HeaderValue, Headers, ReplyTo, To};
+use lettre::message::{Attachment, Mailbox, Mailboxes, MultiPart, SinglePart};
 
 use super::DeliveryError;
 use crate::message::{Content, Message, deliverable};
@@ -34,7 +35,7 @@ pub fn build(
         .date(SystemTime::from(
             message.due_later().unwrap_or_else(|| message.time()),
         ));
-    let email = match &message.content {
+    let mut email = match &message.content {
         Content::Compat(c) => {
             let Some(to) = &settings.compat_recipient else {
                 return Ok(None);
@@ -50,7 +51,9 @@ pub fn build(
                 .to(to.clone())
                 .subject(c.email_subject.clone());
             builder
-                .singlepart(SinglePart::plain(c.email_content.clone()))
+                .singlepart(SinglePart::plain(
+                    line_breaks(&c.email_content).into_owned(),
+                ))
                 .map_err(|e| bad("body", &e))?
         }
         Content::Native(n) => {
@@ -82,12 +85,12 @@ pub fn build(
                     HeaderName::new_from_ascii(name.clone()).map_err(|e| bad("header", &e))?;
                 builder = builder.raw_header(HeaderValue::new(name, value.clone()));
             }
-            let body = match (&n.text, &n.html) {
-                (Some(t), Some(h)) => {
-                    Body::Multi(MultiPart::alternative_plain_html(t.clone(), h.clone()))
-                }
-                (Some(t), None) => Body::Single(SinglePart::plain(t.clone())),
-                (None, Some(h)) => Body::Single(SinglePart::html(h.clone())),
+            let text = n.text.as_deref().map(|t| line_breaks(t).into_owned());
+            let html = n.html.as_deref().map(|h| line_breaks(h).into_owned());
+            let body = match (text, html) {
+                (Some(t), Some(h)) => Body::Multi(MultiPart::alternative_plain_html(t, h)),
+                (Some(t), None) => Body::Single(SinglePart::plain(t)),
+                (None, Some(h)) => Body::Single(SinglePart::html(h)),
                 (None, None) => return Err(bad("body", &"no text and no html")),
             };
             let built = if n.attachments.is_empty() {
@@ -112,7 +115,74 @@ pub fn build(
             built.map_err(|e| bad("message", &e))?
         }
     };
+    fold_address_lists(email.headers_mut());
     Ok(Some(email))
+}
+
+/// A body's line breaks as LF alone, which lettre writes as CRLF: a lone CR (an old Mac line
+/// end, or a client's attempt at SMTP smuggling) is a line break too. lettre turns only LF into
+/// CRLF and dot-stuffs only after a CRLF, so a lone CR would reach the relay as it is in a 7bit
+/// body, where `\r.\r\n` ends DATA for relays that take a bare CR as a line end.
+fn line_breaks(body: &str) -> Cow<'_, str> {
+    if !body.contains('\r') {
+        return Cow::Borrowed(body);
+    }
+    Cow::Owned(body.replace("\r\n", "\n").replace('\r', "\n"))
+}
+
+/// The longest header line RFC 5322 recommends (2.1.1); folding aims for it.
+const FOLD_AT: usize = 78;
+
+/// Folds To, Cc and Reply-To between their addresses. lettre writes an address list on one line
+/// whatever its length (it folds only inside display names), so 50 recipients came to over the
+/// 998 octets RFC 5322 allows a line, which SES refuses and relays cut mid-address. Each address
+/// keeps lettre's own encoding; only the separators change.
+fn fold_address_lists(headers: &mut Headers) {
+    fn fold<H: Header + Into<Mailboxes>>(headers: &mut Headers) {
+        let Some(list) = headers.get::<H>() else {
+            return;
+        };
+        let list: Mailboxes = list.into();
+        let raw = list.to_string();
+        let name = H::name();
+        let mut folded = String::new();
+        let mut line = name.len() + ": ".len();
+        for (i, mailbox) in list.into_iter().enumerate() {
+            let encoded = encoded_mailbox(mailbox);
+            let first = encoded.split("\r\n").next().unwrap_or_default().len();
+            if i > 0 {
+                if line + ", ".len() + first > FOLD_AT {
+                    folded.push_str(",\r\n ");
+                    line = 1;
+                } else {
+                    folded.push_str(", ");
+                    line += 2;
+                }
+            }
+            line = match encoded.rsplit_once("\r\n") {
+                Some((_, last)) => last.len(),
+                None => line + encoded.len(),
+            };
+            folded.push_str(&encoded);
+        }
+        // Pre-encoded: every part of it is lettre's own encoding of a validated address.
+        headers.insert_raw(HeaderValue::dangerous_new_pre_encoded(name, raw, folded));
+    }
+    fold::<To>(headers);
+    fold::<Cc>(headers);
+    fold::<ReplyTo>(headers);
+}
+
+/// One address as lettre encodes it in a header (RFC 2047 words for a non-ASCII name, folded
+/// inside a long one), without the header's name.
+fn encoded_mailbox(mailbox: Mailbox) -> String {
+    let mut one = Headers::new();
+    one.set(To::from(Mailboxes::from(mailbox)));
+    let line = one.to_string();
+    line.strip_prefix("To: ")
+        .and_then(|l| l.strip_suffix("\r\n"))
+        .unwrap_or(&line)
+        .to_owned()
 }
 
 /// A message's text part(s), before any attachments are added.
@@ -235,6 +305,79 @@ mod tests {
             .decode(encoded.trim())
             .expect("base64");
         assert_eq!(decoded, bytes);
+    }
+
+    /// Fifty recipients, as many as a message may have, fold into header lines of at most 78
+    /// octets between their addresses, and every one of them is still in To and the envelope.
+    #[test]
+    fn long_address_lists_are_folded() {
+        let mut n = native();
+        n.to = (0..25).map(|i| format!("user{i:02}@example.com")).collect();
+        n.cc = (0..24)
+            .map(|i| format!("Ünïcode Name {i} <cc{i:02}@example.com>"))
+            .collect();
+        n.reply_to = vec!["a@example.com".into(), "b@example.com".into()];
+        let m = Message::new(Content::Native(Box::new(n)));
+        let email = build(&m, &MimeSettings::default())
+            .expect("builds")
+            .expect("has recipients");
+        let text = String::from_utf8(email.formatted()).expect("utf-8");
+        let (head, _) = text.split_once("\r\n\r\n").expect("a header section");
+        for line in head.split("\r\n") {
+            assert!(line.len() <= 78, "a line of {}: {line:?}", line.len());
+        }
+        let to: Mailboxes = email.headers().get::<To>().expect("To").into();
+        assert_eq!(to.iter().count(), 25);
+        let cc: Mailboxes = email.headers().get::<Cc>().expect("Cc").into();
+        assert_eq!(cc.iter().count(), 24);
+        assert_eq!(
+            cc.iter().last().expect("one").email.to_string(),
+            "cc23@example.com"
+        );
+        assert!(
+            head.contains("To: user00@example.com, user01@example.com,"),
+            "{head}"
+        );
+        assert!(
+            head.contains("Reply-To: a@example.com, b@example.com\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\n user"), "continuation lines: {head}");
+        // The unfolded header reads back as the same addresses (RFC 5322 unfolding).
+        let unfolded = head.replace("\r\n ", " ");
+        let to_line = unfolded
+            .lines()
+            .find(|l| l.starts_with("To: "))
+            .expect("To");
+        assert_eq!(to_line.matches('@').count(), 25, "{to_line}");
+        assert_eq!(email.envelope().to().len(), 25 + 24 + 1);
+    }
+
+    /// A lone CR in a body is a line break like any other: the built message has no line end but
+    /// CRLF, so `\r.\r\n` cannot end DATA early at a relay that takes a bare CR as a line end.
+    #[test]
+    fn a_lone_cr_in_a_body_becomes_a_line_break() {
+        let mut n = native();
+        n.text = Some("hi\r.\r\nMAIL FROM:<ceo@example.com>\r\nDATA\rend".into());
+        n.html = Some("<p>a</p>\r<p>b</p>".into());
+        let m = Message::new(Content::Native(Box::new(n)));
+        let raw = build(&m, &MimeSettings::default())
+            .expect("builds")
+            .expect("has recipients")
+            .formatted();
+        let text = String::from_utf8(raw).expect("utf-8");
+        let lone_cr = text
+            .match_indices('\r')
+            .any(|(i, _)| !text[i..].starts_with("\r\n"));
+        let lone_lf = text
+            .match_indices('\n')
+            .any(|(i, _)| i == 0 || !text[..i].ends_with('\r'));
+        assert!(!lone_cr && !lone_lf, "{text:?}");
+        assert!(
+            text.contains("hi\r\n.\r\nMAIL FROM:<ceo@example.com>\r\nDATA\r\nend"),
+            "{text:?}"
+        );
+        assert!(text.contains("<p>a</p>\r\n<p>b</p>"), "{text:?}");
     }
 
     /// A compat message goes to COMPAT_RECIPIENT from the sender's display name at DEFAULT_FROM,

@@ -90,6 +90,24 @@ fn check_head(raw: &[u8], allowed: &BTreeSet<String>) -> Result<BTreeSet<String>
     Ok(names)
 }
 
+/// Checks a whole built message, bodies included, for line ends other than CRLF: a lone CR in a
+/// 7bit body reaches the relay as it is (SMTP smuggling with `\r.\r\n`).
+fn check_line_ends(raw: &[u8]) -> Result<(), String> {
+    for (i, pair) in raw.windows(2).enumerate() {
+        if (pair[0] == b'\r') != (pair[1] == b'\n') && (pair[0] == b'\r' || pair[1] == b'\n') {
+            let around =
+                String::from_utf8_lossy(&raw[i.saturating_sub(20)..(i + 20).min(raw.len())]);
+            return Err(format!(
+                "a line end other than CRLF at byte {i}: {around:?}"
+            ));
+        }
+    }
+    match (raw.first(), raw.last()) {
+        (Some(b'\n'), _) | (_, Some(b'\r')) => Err("a lone CR or LF at an end".into()),
+        _ => Ok(()),
+    }
+}
+
 fn has_line_break(s: &str) -> bool {
     s.contains('\r') || s.contains('\n')
 }
@@ -109,12 +127,16 @@ proptest! {
         header_value in nasty(),
         text in prop_oneof![3 => "\\PC{0,80}", 1 => nasty()],
         bcc in proptest::bool::ANY,
+        more_to in 0usize..49,
     ) {
         let from = format!("{name} <{local}@example.com>");
         let to = format!("{to_name} <to@example.com>");
+        // Up to the limit of recipients: an address list must still fold into lines of 998.
+        let mut recipients = vec![to.clone()];
+        recipients.extend((0..more_to).map(|i| format!("recipient-number-{i:03}-{local}@example.com")));
         let mut body = json!({
             "from": from,
-            "to": [to],
+            "to": recipients,
             "subject": subject,
             "text": text,
             "headers": { header_name.clone(): header_value },
@@ -142,8 +164,11 @@ proptest! {
                 let built = mime::build(&message, &settings())
                     .map_err(|e| TestCaseError::fail(format!("validated but did not build: {e}")))?
                     .expect("it has a recipient");
-                let names = check_head(&built.formatted(), &allowed_headers(std::slice::from_ref(&header_name)))
+                let raw = built.formatted();
+                let names = check_head(&raw, &allowed_headers(std::slice::from_ref(&header_name)))
                     .map_err(TestCaseError::fail)?;
+                check_line_ends(&raw).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(built.envelope().to().len(), 1 + more_to + usize::from(bcc));
                 prop_assert!(!names.contains("bcc"), "Bcc is envelope only");
                 prop_assert!(names.contains(&header_name.to_ascii_lowercase()));
             }
@@ -153,10 +178,10 @@ proptest! {
     /// Any JSON at all as the compat `data`: validation never panics; what passes builds into a
     /// clean message whose archive key follows the documented pattern.
     #[test]
-    fn compat_data_of_any_shape(data in any_json(), subject in nasty(), sender in nasty(), ts in any_timestream()) {
+    fn compat_data_of_any_shape(data in any_json(), subject in nasty(), sender in nasty(), ts in any_timestream(), content in nasty()) {
         for candidate in [
             data,
-            json!({"email_subject": subject, "email_sender": sender, "email_timestream": ts, "email_content": "Hello"}),
+            json!({"email_subject": subject, "email_sender": sender, "email_timestream": ts, "email_content": content}),
         ] {
             let body = json!({"data": candidate, "token": "t"});
             let (_, fields) = CompatEmail::parse(&body).expect("the body is an object");
@@ -167,7 +192,9 @@ proptest! {
             let built = mime::build(&message, &settings())
                 .map_err(|e| TestCaseError::fail(format!("validated but did not build: {e}")))?
                 .expect("COMPAT_RECIPIENT is set");
-            check_head(&built.formatted(), &allowed_headers(&[])).map_err(TestCaseError::fail)?;
+            let raw = built.formatted();
+            check_head(&raw, &allowed_headers(&[])).map_err(TestCaseError::fail)?;
+            check_line_ends(&raw).map_err(TestCaseError::fail)?;
             let key = message.archive_key();
             let t = message.time();
             let want = format!(
