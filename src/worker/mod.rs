@@ -357,9 +357,9 @@ impl Worker {
             claim,
         } = pulled;
         if let Some(done) = status.filter(|s| s.is_final()) {
-            // Sent before, then interrupted before the lease was settled: finish the bookkeeping.
-            let detail = "already sent in an earlier attempt".to_string();
-            return self.finish(lease, done, detail).await;
+            // Sent before: by an attempt interrupted before it settled its lease, or by another
+            // copy of the message. Its record stands; only a missing archive object is written.
+            return self.sent_before(lease, done).await;
         }
         if status == Some(Status::Dead) {
             // Dead-lettered, then interrupted before the lease was let go: do not send again.

@@ -62,16 +62,70 @@ impl Worker {
         };
         if let Err(e) = self.archive(&lease, &outcome).await {
             // Already delivered: the next attempt sees that and only archives.
-            let delay = backoff(&self.retry, attempts);
-            tracing::error!(message_id = %id, error = %e, "Archive write failed; will retry.");
-            metrics::counter!("mailroom_archive_failures_total").increment(1);
-            return self.queue.retry(lease, delay).await;
+            return self.archive_failed(lease, e).await;
         }
         self.queue.ack(lease).await?;
         let outcome = status.as_str();
         tracing::info!(message_id = %id, attempts, outcome, "Message {outcome}.");
         metrics::counter!("mailroom_deliveries_total", "outcome" => outcome).increment(1);
         Ok(())
+    }
+
+    /// A copy of a message already delivered (or archived): its record, events and delivery
+    /// count stay as the attempt that sent it left them, and the copy is acknowledged unsent.
+    /// That attempt may have stopped between its record and its archive write (a crash, or an
+    /// archive that failed): a missing archive object is written from the recorded outcome.
+    pub(super) async fn sent_before(&self, lease: Lease, status: Status) -> Result<(), QueueError> {
+        let id = lease.message.id;
+        if let Some(archive) = &self.archive {
+            let missing = match archive.exists(&lease.message).await {
+                Ok(found) => !found,
+                Err(e) => return self.archive_failed(lease, e).await,
+            };
+            if missing {
+                let outcome = self.recorded_outcome(id, status, lease.attempt).await?;
+                if let Err(e) = archive.put(&lease.message, &outcome).await {
+                    return self.archive_failed(lease, e).await;
+                }
+                tracing::info!(message_id = %id, "Archived a message sent in an earlier attempt.");
+            }
+        }
+        tracing::info!(message_id = %id, status = status.as_str(), "Already sent: this copy is acknowledged unsent.");
+        self.queue.ack(lease).await
+    }
+
+    /// The outcome the store recorded for a message that was sent: the time and detail of its
+    /// last `delivered` or `archived` event, and its attempts.
+    async fn recorded_outcome(
+        &self,
+        id: uuid::Uuid,
+        status: Status,
+        attempt: u32,
+    ) -> Result<Outcome, QueueError> {
+        let attempts = self.store.get(id).await?.map_or(attempt, |r| r.attempts);
+        let events = self.store.events(id).await?;
+        let sent = events.iter().rev().find(|e| e.kind == status.as_str());
+        Ok(Outcome {
+            status,
+            at: sent.map_or_else(Utc::now, |e| e.at),
+            attempts,
+            detail: sent
+                .and_then(|e| e.detail.clone())
+                .unwrap_or_else(|| "sent in an earlier attempt".into()),
+        })
+    }
+
+    /// The archive could not be read or written: the message goes back to the queue, and its
+    /// next attempt, finding it sent, archives it.
+    async fn archive_failed(
+        &self,
+        lease: Lease,
+        e: crate::archive::ArchiveError,
+    ) -> Result<(), QueueError> {
+        let delay = backoff(&self.retry, lease.attempt);
+        tracing::error!(message_id = %lease.message.id, error = %e, "Archive write failed; will retry.");
+        metrics::counter!("mailroom_archive_failures_total").increment(1);
+        self.queue.retry(lease, delay).await
     }
 
     /// Records a delivery's outcome. The message has gone out: a store that is briefly

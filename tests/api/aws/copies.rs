@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::moto::Moto;
 use super::on_aws;
-use crate::helpers::{TestApp, spawn_app_with, unique_rcpt};
+use crate::helpers::{TestApp, event_kinds, spawn_app_with, unique_rcpt};
 
 /// One message on SQS queue `name`, in an app with a 2 s visibility timeout (how long a copy set
 /// aside waits) unless `adjust` says otherwise: the app, the recipient and the message's id.
@@ -33,8 +33,8 @@ async fn one_message(
 }
 
 /// [`one_message`] at 2/s, twice in the queue.
-async fn two_copies(moto: &Moto, name: &str, concurrency: usize) -> (TestApp, String) {
-    let (app, to, _) = one_message(moto, name, |raw| {
+async fn two_copies(moto: &Moto, name: &str, concurrency: usize) -> (TestApp, String, Uuid) {
+    let (app, to, id) = one_message(moto, name, |raw| {
         raw.send_rate_per_second = 2.0;
         raw.send_burst = 1;
         raw.worker_concurrency = concurrency;
@@ -50,7 +50,7 @@ async fn two_copies(moto: &Moto, name: &str, concurrency: usize) -> (TestApp, St
     let copy = app.queue.push(std::slice::from_ref(&lease.message)).await;
     copy.into_iter().for_each(|r| r.expect("pushed again"));
     app.queue.release(lease).await.expect("released");
-    (app, to)
+    (app, to, id)
 }
 
 /// Books the limiter's next slot, so that the next send waits one interval for its turn.
@@ -60,8 +60,10 @@ async fn take_the_next_slot(app: &TestApp) {
 }
 
 /// Waits past the second copy's wait, dispatches what comes back, and checks that the message
-/// went out once and that no copy is left in the queue.
-async fn second_copy_is_dropped(app: &TestApp, to: &str) {
+/// went out once, that no copy is left in the queue, and that the copy left the record of the
+/// send as it was: one `delivered` event, and the relay's reply in the archive.
+async fn second_copy_is_dropped(app: &TestApp, to: &str, id: Uuid) {
+    let record = app.get_message(&id.to_string()).await;
     tokio::time::sleep(Duration::from_millis(2_300)).await;
     let back = app.dispatch_all_pending().await;
     assert_eq!(back, 1, "the second copy is back");
@@ -70,6 +72,15 @@ async fn second_copy_is_dropped(app: &TestApp, to: &str) {
         app.queue.pull(10).await.expect("pull").is_empty(),
         "the second copy was acknowledged unsent"
     );
+    let after = app.get_message(&id.to_string()).await;
+    assert_eq!(event_kinds(&after), ["accepted", "delivered"], "{after}");
+    assert_eq!(after["updated_at"], record["updated_at"], "{after}");
+    let key = after["archive_key"].as_str().expect("archive_key");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(app.archive_dir().join(key)).expect("archived"))
+            .expect("JSON");
+    let detail = doc["outcome"]["detail"].as_str().expect("detail");
+    assert!(detail.starts_with("250"), "the relay's reply: {detail}");
 }
 
 /// Two pulls each take a copy: the first holds its claim while it waits for the rate limit, and
@@ -77,7 +88,7 @@ async fn second_copy_is_dropped(app: &TestApp, to: &str) {
 #[tokio::test]
 async fn a_second_copy_pulled_while_the_first_is_sent_waits_for_it() {
     let moto = Moto::start().await;
-    let (app, to) = two_copies(&moto, "copies-apart", 1).await;
+    let (app, to, id) = two_copies(&moto, "copies-apart", 1).await;
     // The first copy waits half a second for its turn, claimed.
     take_the_next_slot(&app).await;
     let (first, second) = tokio::join!(app.worker.run_once(), async {
@@ -87,17 +98,17 @@ async fn a_second_copy_pulled_while_the_first_is_sent_waits_for_it() {
     let pulled = (first.expect("pull"), second.expect("pull"));
     assert_eq!(pulled, (1, 1), "a copy each");
     assert_eq!(app.relay.received_for(&to).len(), 1, "the first copy only");
-    second_copy_is_dropped(&app, &to).await;
+    second_copy_is_dropped(&app, &to, id).await;
 }
 
 /// One pull takes both copies: the first is claimed and sent, the second set aside.
 #[tokio::test]
 async fn two_copies_pulled_together_are_sent_once() {
     let moto = Moto::start().await;
-    let (app, to) = two_copies(&moto, "copies-together", 10).await;
+    let (app, to, id) = two_copies(&moto, "copies-together", 10).await;
     assert_eq!(app.worker.run_once().await.expect("pull"), 2, "one batch");
     assert_eq!(app.relay.received_for(&to).len(), 1, "one of the two");
-    second_copy_is_dropped(&app, &to).await;
+    second_copy_is_dropped(&app, &to, id).await;
 }
 
 /// A worker stopped while a message waits for the rate limit gives it back and ends its claim,

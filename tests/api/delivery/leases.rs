@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use mailroom::message::{Message, Status};
 use mailroom::queue::{Depth, Lease, Queue, QueueError};
+use mailroom::store::Transition;
 use mailroom::worker::Worker;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{TestApp, spawn_app_with, unique_rcpt};
+use crate::helpers::{TestApp, event_kinds, spawn_app_with, unique_rcpt};
 
 /// Accepts a message to a recipient of its own and leases it as a worker that then dies would:
 /// never settled. Returns (id, recipient) once the lease has run out (the app's visibility
@@ -42,6 +43,51 @@ async fn lease_of_dead_worker_is_recovered() {
     assert_eq!(m["status"], "delivered");
     assert_eq!(m["attempts"], 2);
     assert_eq!(app.relay.received_for(&to).len(), 1);
+}
+
+/// A worker that recorded a send and stopped before it archived the message and settled its
+/// lease: the lease comes back, and the next attempt does not send it again, leaves its record
+/// as it was (one `delivered` event, one attempt), and writes the archive object with the
+/// recorded outcome (the relay's reply, not a note of its own).
+#[tokio::test]
+async fn a_send_recorded_but_not_archived_is_only_archived_on_its_next_attempt() {
+    let app = spawn_app_with(|c| {
+        c.visibility_timeout_secs = 2;
+        c.smtp_timeout_secs = 1;
+    })
+    .await;
+    let (id, to) = leased_by_a_dead_worker(&app, "recorded").await;
+    let uuid = uuid::Uuid::parse_str(&id).expect("a uuid");
+    let reply = "250 2.0.0 Ok: queued as 4F2C1";
+    let recorded = Transition::Delivered {
+        attempts: 1,
+        detail: reply.into(),
+    };
+    assert!(
+        app.backends_store
+            .record(uuid, recorded)
+            .await
+            .expect("recorded")
+    );
+    let before = app.get_message(&id).await;
+
+    assert_eq!(app.dispatch_all_pending().await, 1, "the lease came back");
+    assert!(app.relay.received_for(&to).is_empty(), "not sent again");
+    let after = app.get_message(&id).await;
+    assert_eq!(event_kinds(&after), ["accepted", "delivered"], "{after}");
+    assert_eq!(after["attempts"], 1);
+    assert_eq!(after["updated_at"], before["updated_at"]);
+    let key = after["archive_key"].as_str().expect("archive_key");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(app.archive_dir().join(key)).expect("archived"))
+            .expect("JSON");
+    assert_eq!(doc["outcome"]["detail"], reply);
+    assert_eq!(doc["outcome"]["status"], "delivered");
+    assert_eq!(doc["outcome"]["attempts"], 1);
+    assert!(
+        app.queue.pull(10).await.expect("pull").is_empty(),
+        "settled"
+    );
 }
 
 /// A message whose attempts never finish (each worker holding it killed, or failing, before it
