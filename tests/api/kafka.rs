@@ -419,3 +419,94 @@ async fn poison_records_go_to_the_dead_letter_topic() {
         dlq[0].1
     );
 }
+
+/// A deployment upgraded from the release that read the retry topic in the main group: the new
+/// retry group (`{group}.retry`) starts where the main group left the retry topic, so retry
+/// records already settled there are not read (and sent, or dead-lettered) a second time, while
+/// new work flows at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_retry_group_starts_where_the_main_group_left_the_retry_topic() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{Offset, TopicPartitionList};
+    let mut s = settings(&unique("seed"));
+    s.partitions = 1;
+    mailroom::kafka::ensure_topics(&s, &mailroom::kafka::topics(&s, true))
+        .await
+        .expect("topics");
+    // What the old release left: three retry records, all settled and committed by its group.
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("producer");
+    let old: Vec<_> = (0..3).map(message).collect();
+    for m in &old {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "mailroom-attempts",
+                value: Some("1"),
+            })
+            .insert(Header {
+                key: "mailroom-due-ms",
+                value: Some("0"),
+            });
+        let payload = serde_json::to_vec(m).expect("JSON");
+        let key = m.id.to_string();
+        producer
+            .send(
+                FutureRecord::to(&s.retry_topic())
+                    .key(&key)
+                    .payload(&payload)
+                    .headers(headers),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("produced");
+    }
+    let old_group: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", &s.group_id)
+        .create()
+        .expect("consumer");
+    let mut position = TopicPartitionList::new();
+    position
+        .add_partition_offset(&s.retry_topic(), 0, Offset::Offset(3))
+        .expect("offset");
+    old_group
+        .commit(&position, CommitMode::Sync)
+        .expect("the old release's commit");
+
+    let queue = queue(&s, Duration::from_secs(30)).await;
+    let new = message(10);
+    queue
+        .push(std::slice::from_ref(&new))
+        .await
+        .pop()
+        .expect("one result")
+        .expect("pushed");
+    let mut leased = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        leased.extend(queue.pull(10).await.expect("pull"));
+        // Once the new message is in, a few seconds more for any old record to show up.
+        if leased.iter().any(|l| l.message.id == new.id) {
+            let settle = std::time::Instant::now() + Duration::from_secs(4);
+            while std::time::Instant::now() < settle {
+                leased.extend(queue.pull(10).await.expect("pull"));
+            }
+            break;
+        }
+    }
+    let ids: Vec<_> = leased.iter().map(|l| l.message.id).collect();
+    assert_eq!(
+        ids,
+        [new.id],
+        "only the new message; none of the settled retries"
+    );
+    for lease in leased {
+        queue.ack(lease).await.expect("ack");
+    }
+    lag_comes_to_nothing(queue.as_ref()).await;
+    queue.close().await;
+}

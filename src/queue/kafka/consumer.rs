@@ -313,29 +313,32 @@ async fn retry_poison(shared: &Shared, producer: &FutureProducer) {
     }
 }
 
-/// Pauses a topic's fetch while this process holds more of it than it can use (the main
-/// topic's ready records past `prefetch`, the retry topic's waiting ones past `MAX_DELAYED`),
-/// resumes it when the backlog halves. The consumer keeps polling either way, so it stays in
-/// the group.
+/// Pauses a topic's fetch while this process holds more of it than it can use (ready records
+/// past `prefetch`; for the retry topic also waiting ones past `MAX_DELAYED`), resumes it when
+/// the backlog halves. Retry records already due go straight to the ready list, so a retry
+/// topic read from far back (a new group) would otherwise fill memory with them. The consumer
+/// keeps polling either way, so it stays in the group.
 fn backpressure(
     consumer: &StreamConsumer<Context>,
     source: Source,
     shared: &Shared,
     prefetch: usize,
 ) {
-    let (held, limit) = {
+    // How full the fullest list is, as a share of its limit.
+    let fill = {
         let state = shared.lock();
+        let ready = state.ready.len() as f64 / prefetch as f64;
         match source {
-            Source::Main => (state.ready.len(), prefetch),
-            Source::Retry => (state.delayed.len(), MAX_DELAYED),
+            Source::Main => ready,
+            Source::Retry => ready.max(state.delayed.len() as f64 / MAX_DELAYED as f64),
         }
     };
     let mut paused = shared.paused.lock().unwrap_or_else(|e| e.into_inner());
     let known = paused.get(&source).copied();
     let want = if known == Some(true) {
-        held > limit / 2
+        fill > 0.5
     } else {
-        held >= limit
+        fill >= 1.0
     };
     if known == Some(want) {
         return;

@@ -22,7 +22,8 @@
 //!
 //! Each consumer's task pauses its topic's fetch when this process already holds more than it
 //! can work through (the main topic past `prefetch` ready messages, the retry topic past
-//! `MAX_DELAYED` waiting retries), and keeps polling, so it never drops out of the group.
+//! `MAX_DELAYED` waiting retries or `prefetch` ready ones), and keeps polling, so it never drops
+//! out of the group.
 
 mod consumer;
 mod state;
@@ -144,9 +145,22 @@ impl KafkaQueue {
     }
 
     /// Joins the consumer group on the first pull, so an API-only process never does.
-    fn start(&self) -> Result<(), QueueError> {
+    async fn start(&self) -> Result<(), QueueError> {
         if self.started.get().is_some() {
             return Ok(());
+        }
+        let [(_, main), (_, retry)] = &self.consumers;
+        let (main, retry, topic) = (
+            main.clone(),
+            retry.clone(),
+            self.shared.topics.retry.clone(),
+        );
+        match tokio::task::spawn_blocking(move || seed_retry_group(&main, &retry, &topic)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Could not carry the retry topic's position over to its own consumer group; it reads what it has not committed.");
+            }
+            Err(e) => return Err(QueueError::Unavailable(format!("Kafka start: {e}"))),
         }
         for (source, consumer) in &self.consumers {
             consumer
@@ -204,6 +218,59 @@ impl KafkaQueue {
     }
 }
 
+/// Gives the retry topic's group (`{KAFKA_GROUP_ID}.retry`) the position the main group has
+/// committed on the retry topic, when the retry group has none: releases before it read both
+/// topics in the main group, and a retry group that started afresh would read every retained
+/// retry record again (dead letters copied to the dead-letter topic a second time, old copies of
+/// messages still being retried sent before their time). A group that has committed anything is
+/// left as it is; so is a deployment whose main group never read the retry topic. Blocking.
+fn seed_retry_group(
+    main: &StreamConsumer<Context>,
+    retry: &StreamConsumer<Context>,
+    topic: &str,
+) -> Result<(), KafkaError> {
+    let metadata = main.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
+    let mut partitions = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            partitions.add_partition(topic, p.id());
+        }
+    }
+    let committed = |consumer: &StreamConsumer<Context>| {
+        consumer
+            .committed_offsets(partitions.clone(), REQUEST_TIMEOUT)
+            .map(|list| {
+                list.elements()
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some((e.partition(), o)),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+            })
+    };
+    if !committed(retry)?.is_empty() {
+        return Ok(());
+    }
+    let inherited = committed(main)?;
+    if inherited.is_empty() {
+        return Ok(());
+    }
+    let mut seed = TopicPartitionList::new();
+    for (partition, offset) in &inherited {
+        seed.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+    }
+    // A commit from outside the group's membership: brokers take it while the group has no
+    // members (a second worker starting at the same moment commits the same positions).
+    retry.commit(&seed, rdkafka::consumer::CommitMode::Sync)?;
+    tracing::info!(
+        topic,
+        partitions = inherited.len(),
+        "The retry topic's consumer group starts where the main group left the retry topic."
+    );
+    Ok(())
+}
+
 fn producer_config(settings: &KafkaSettings) -> ClientConfig {
     let mut config = crate::kafka::client_config(settings);
     config
@@ -237,7 +304,7 @@ impl Queue for KafkaQueue {
     }
 
     async fn pull(&self, max: usize) -> Result<Vec<Lease>, QueueError> {
-        self.start()?;
+        self.start().await?;
         let until = Instant::now() + PULL_WAIT;
         loop {
             let arrived = self.shared.arrived.notified();
