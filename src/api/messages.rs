@@ -86,6 +86,12 @@ pub async fn create_batch(
         None => return Err(FieldError::new("messages", "is required").into()),
         Some(_) => return Err(FieldError::new("messages", "must be an array").into()),
     };
+    // As a message refuses a field it does not know, so does the batch: a `template` or
+    // `send_at` meant for every message would otherwise be dropped without a word.
+    if let Some(other) = obj.keys().next() {
+        let detail = "is not a field of a batch, which is {\"messages\": [...]} alone (each message carries its own fields)";
+        return Err(FieldError::new(other.clone(), detail).into());
+    }
     if entries.is_empty() {
         return Err(FieldError::new("messages", "must not be empty").into());
     }

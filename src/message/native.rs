@@ -391,7 +391,7 @@ impl NativeEmail {
                 && name.bytes().all(|b| (33..=126).contains(&b) && b != b':');
             if !valid_name {
                 return Err(FieldError::new(
-                    f("headers"),
+                    field,
                     "header names must be 1 to 76 printable ASCII characters without ':' or spaces",
                 ));
             }

@@ -169,6 +169,21 @@ pub fn cases(token: &str) -> Vec<Case> {
     ] {
         cases.push(Case::json(format!("batch {name}"), BATCH, &v, 400).field("messages"));
     }
+    // A field beside `messages` is not dropped without a word: it is refused by its name.
+    for (name, v) in [
+        (
+            "template",
+            json!({"messages": [native_body("a@example.com")], "template": "welcome"}),
+        ),
+        (
+            "send_at",
+            json!({"messages": [native_body("a@example.com")], "send_at": "1700000000"}),
+        ),
+    ] {
+        cases.push(
+            Case::json(format!("batch with {name} beside messages"), BATCH, &v, 400).field(name),
+        );
+    }
     for n in [101, 150, 500, 1000] {
         let entries: Vec<Value> = (0..n).map(|_| native_body("a@example.com")).collect();
         let body = json!({ "messages": entries });

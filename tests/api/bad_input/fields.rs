@@ -299,7 +299,7 @@ pub fn native() -> Vec<Case> {
             &name,
             "headers",
             json!({ header: "v" }),
-            "headers",
+            format!("headers.{header}"),
         ));
     }
     // One header twice, in two cases: lettre would send only one of them. The map is sorted,
