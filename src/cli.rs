@@ -32,6 +32,23 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The process whose needs `mailroom check` checks.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckRole {
+    Serve,
+    Api,
+    Worker,
+}
+
+impl CheckRole {
+    fn roles(self) -> Roles {
+        Roles {
+            api: self != CheckRole::Worker,
+            worker: self != CheckRole::Api,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the HTTP API and the worker in one process.
@@ -50,7 +67,13 @@ pub enum Command {
     #[command(subcommand)]
     DeadLetters(DeadLetters),
     /// Check the configuration and reach every configured backend.
-    Check,
+    Check {
+        /// Check only what this role uses, with the permissions it is given: `api` (token,
+        /// templates, store, queue, Redis), `worker` (store, queue, Redis, delivery, archive),
+        /// or `serve` (both).
+        #[arg(long, value_enum, default_value_t = CheckRole::Serve)]
+        role: CheckRole,
+    },
     /// Print the effective settings, secrets redacted.
     Config {
         /// Print instead the name of every environment variable mailroom reads, one per line.
@@ -104,7 +127,7 @@ pub struct SendArgs {
     /// The template's variables: a JSON object, such as '{"name": "Ann"}'.
     #[arg(long, requires = "template")]
     pub variables: Option<String>,
-    /// When to send it: RFC 3339 or Unix seconds, at most 30 days ahead (database queue only).
+    /// When to send it: RFC 3339 or Unix seconds, at most 30 days ahead.
     #[arg(long)]
     pub send_at: Option<String>,
 }
@@ -161,7 +184,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::DeadLetters(cmd) => dead_letters(settings, cmd).await,
-        Command::Check => check(settings).await,
+        Command::Check { role } => check(settings, role.roles()).await,
         Command::Config { .. } => {
             print!(
                 "{}",
@@ -260,6 +283,8 @@ fn local_url(addr: std::net::SocketAddr) -> String {
 }
 
 async fn send(settings: Settings, args: SendArgs) -> anyhow::Result<()> {
+    // A line is one request body: the API's limit holds for it too.
+    let max_line = settings.max_body_bytes;
     let backends = Backends::build(settings).await?;
     backends.load_templates()?;
     let Some(path) = args.file else {
@@ -298,8 +323,9 @@ async fn send(settings: Settings, args: SendArgs) -> anyhow::Result<()> {
     };
     let lines: Vec<String> = reader
         .lines()
-        .collect::<Result<_, _>>()
-        .context("Failed to read the file")?;
+        .enumerate()
+        .map(|(n, line)| line.with_context(|| format!("Failed to read line {} of the file", n + 1)))
+        .collect::<Result<_, _>>()?;
     let bar = ProgressBar::new(lines.len() as u64).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} queued ({per_sec}, eta {eta})")
             .expect("the template is valid"),
@@ -311,9 +337,16 @@ async fn send(settings: Settings, args: SendArgs) -> anyhow::Result<()> {
             bar.inc(1);
             continue;
         }
-        let parsed = serde_json::from_str::<Value>(line)
-            .map_err(|e| e.to_string())
-            .and_then(|v| parse_line(v, &backends));
+        let parsed = if line.len() > max_line {
+            Err(format!(
+                "is {} bytes; the limit is MAX_BODY_BYTES ({max_line} bytes), as for a request",
+                line.len()
+            ))
+        } else {
+            serde_json::from_str::<Value>(line)
+                .map_err(|e| e.to_string())
+                .and_then(|v| parse_line(v, &backends))
+        };
         match parsed {
             Ok(m) => chunk.push((n + 1, m)),
             Err(e) => {
@@ -464,7 +497,9 @@ async fn dead_letters(settings: Settings, cmd: DeadLetters) -> anyhow::Result<()
     Ok(())
 }
 
-async fn check(settings: Settings) -> anyhow::Result<()> {
+/// Checks the settings and reaches each backend `roles` use: a worker never reads the API token,
+/// and an API process never delivers or archives, so each passes with its own permissions.
+async fn check(settings: Settings, roles: Roles) -> anyhow::Result<()> {
     let mut failed = 0;
     let mut report = |name: &str, result: Result<String, String>| match result {
         Ok(detail) => println!("ok    {name}: {detail}"),
@@ -473,14 +508,19 @@ async fn check(settings: Settings) -> anyhow::Result<()> {
             println!("FAIL  {name}: {e}");
         }
     };
+    let unused = |role: &str| Ok(format!("not used by the {role}"));
     report("config", Ok("settings are valid".into()));
-    report(
-        "token",
-        crate::startup::token(&settings)
-            .await
-            .map(|_| "configured".into())
-            .map_err(|e| format!("{e:#}")),
-    );
+    if roles.api {
+        report(
+            "token",
+            crate::startup::token(&settings)
+                .await
+                .map(|_| "configured".into())
+                .map_err(|e| format!("{e:#}")),
+        );
+    } else {
+        report("token", unused("worker"));
+    }
     #[cfg(feature = "kafka")]
     if let Some(kafka) = &settings.kafka {
         let queue = settings.queue == crate::config::QueueBackend::Kafka;
@@ -496,16 +536,20 @@ async fn check(settings: Settings) -> anyhow::Result<()> {
             bail!("{failed} check(s) failed");
         }
     };
-    let dir = backends.settings.templates_dir.display().to_string();
-    let loaded = backends.load_templates().map(|()| {
-        let templates = backends.templates.current();
-        let names: Vec<&str> = templates.names().collect();
-        match names.len() {
-            0 => format!("none ({dir} has none)"),
-            n => format!("{n} loaded from {dir}: {}", names.join(", ")),
-        }
-    });
-    report("templates", loaded.map_err(|e| format!("{e:#}")));
+    if roles.api {
+        let dir = backends.settings.templates_dir.display().to_string();
+        let loaded = backends.load_templates().map(|()| {
+            let templates = backends.templates.current();
+            let names: Vec<&str> = templates.names().collect();
+            match names.len() {
+                0 => format!("none ({dir} has none)"),
+                n => format!("{n} loaded from {dir}: {}", names.join(", ")),
+            }
+        });
+        report("templates", loaded.map_err(|e| format!("{e:#}")));
+    } else {
+        report("templates", unused("worker"));
+    }
     report(
         "store",
         backends
@@ -530,15 +574,7 @@ async fn check(settings: Settings) -> anyhow::Result<()> {
             })
             .map_err(|e| e.to_string()),
     );
-    report(
-        "delivery",
-        backends
-            .delivery
-            .check()
-            .await
-            .map(|_| format!("{} reachable", backends.delivery.name()))
-            .map_err(|e| e.to_string()),
-    );
+    // Redis, when set, is the API's idempotency cache as well as the workers' shared ceiling.
     match &backends.limiter {
         Some(limiter) => report(
             "rate limit",
@@ -550,22 +586,37 @@ async fn check(settings: Settings) -> anyhow::Result<()> {
         ),
         None => report("rate limit", Ok("off".into())),
     }
-    if let Some(archive) = &backends.archive {
-        // Under `emails/`, where the archive writes, so a role allowed only that prefix passes
-        // (the Terraform stack also allows deleting this one key).
-        let probe = object_store::path::Path::from("emails/.mailroom-check");
-        let store = archive.object_store();
-        let result = async {
-            store.put(&probe, "check".into()).await?;
-            store.delete(&probe).await
-        }
-        .await;
+    if roles.worker {
         report(
-            "archive",
-            result.map(|_| "writable".into()).map_err(|e| e.to_string()),
+            "delivery",
+            backends
+                .delivery
+                .check()
+                .await
+                .map(|_| format!("{} reachable", backends.delivery.name()))
+                .map_err(|e| e.to_string()),
         );
+        if let Some(archive) = &backends.archive {
+            // Under `emails/`, where the archive writes, so a role allowed only that prefix passes
+            // (the Terraform stack also allows deleting this one key).
+            let probe = object_store::path::Path::from("emails/.mailroom-check");
+            let store = archive.object_store();
+            let result = async {
+                store.put(&probe, "check".into()).await?;
+                store.delete(&probe).await
+            }
+            .await;
+            report(
+                "archive",
+                result.map(|_| "writable".into()).map_err(|e| e.to_string()),
+            );
+        } else {
+            report("archive", Ok("off".into()));
+        }
     } else {
-        report("archive", Ok("off".into()));
+        for name in ["delivery", "archive"] {
+            report(name, unused("api"));
+        }
     }
     if failed > 0 {
         bail!("{failed} check(s) failed");

@@ -83,6 +83,23 @@ async fn command_line() {
     let (ok, out, _) = cli(d, &dead, &["check"]).await;
     assert!(!ok);
     assert!(out.contains("FAIL  delivery"), "{out}");
+    // Each role is checked for what it uses alone, as its own permissions allow: an API process
+    // never reaches the relay, and a worker never reads the token.
+    let (ok, out, err) = cli(d, &dead, &["check", "--role", "api"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("ok    delivery: not used by the api"), "{out}");
+    let unreadable = [
+        ("API_TOKEN_FILE", "/nonexistent/mailroom-token"),
+        ("DELIVERY", "smtp"),
+        ("SMTP_URL", plain.as_str()),
+    ];
+    let (ok, out, _) = cli(d, &unreadable, &["check"]).await;
+    assert!(!ok);
+    assert!(out.contains("FAIL  token"), "{out}");
+    let (ok, out, err) = cli(d, &unreadable, &["check", "--role", "worker"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("ok    token: not used by the worker"), "{out}");
+    assert!(out.contains("ok    delivery: smtp reachable"), "{out}");
 
     let to = unique_rcpt("cli");
     // `send` of one message to `to`, with what else the step gives.
@@ -176,15 +193,21 @@ async fn command_line() {
     std::fs::write(
         &file,
         format!(
-            "{{\"from\": \"a@example.com\", \"to\": \"{to}\", \"subject\": \"one\", \"text\": \"1\"}}\n{{\"from\": \"a@example.com\", \"subject\": \"no recipient\", \"text\": \"2\"}}\n{}\n",
-            compat_body("unused")
+            "{{\"from\": \"a@example.com\", \"to\": \"{to}\", \"subject\": \"one\", \"text\": \"1\"}}\n{{\"from\": \"a@example.com\", \"subject\": \"no recipient\", \"text\": \"2\"}}\n{}\n{{\"from\": \"a@example.com\", \"to\": \"{to}\", \"subject\": \"big\", \"text\": \"{}\"}}\n",
+            compat_body("unused"),
+            // Over MAX_BODY_BYTES (1 MiB by default), which a line is held to as a request is.
+            "x".repeat(1_100_000),
         ),
     )
     .expect("write");
     let (ok, out, err) = cli(d, &good, &["send", "--file", file.to_str().expect("utf-8")]).await;
     assert!(!ok, "a rejected line fails the command");
-    assert!(out.contains("2 queued, 1 rejected"), "{out}");
+    assert!(out.contains("2 queued, 2 rejected"), "{out}");
     assert!(err.contains("line 2") && err.contains("to"), "{err}");
+    assert!(
+        err.contains("line 4") && err.contains("MAX_BODY_BYTES"),
+        "{err}"
+    );
     let waiting = |out: &str| -> u64 {
         let (before, _) = out
             .split_once(" message(s) waiting")

@@ -11,8 +11,9 @@ locals {
   smtp_ports    = local.use_smtp ? [var.smtp_port] : []
   archive_items = "${module.archive.bucket_arn}/emails/*"
 
-  # Plain settings, the same for both roles so `mailroom check` and `mailroom config` agree
-  # everywhere. Only names from mailroom's settings table; secrets go below.
+  # Plain settings, the same for both roles so `mailroom config` agrees everywhere (each task
+  # checks its own role: `mailroom check --role api|worker`). Only names from mailroom's
+  # settings table; secrets go below.
   environment = merge(
     {
       PORT                    = "8080"
@@ -167,12 +168,6 @@ data "aws_iam_policy_document" "api" {
     sid       = "EnqueueAndReadDepth"
     actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
     resources = [module.sqs.queue_arn]
-  }
-
-  statement {
-    sid       = "InspectAndRedriveDeadLetters"
-    actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
-    resources = [module.sqs.dlq_arn]
   }
 
   statement {
