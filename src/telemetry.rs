@@ -161,7 +161,7 @@ fn describe() {
     );
     describe_counter!(
         "mailroom_deliveries_total",
-        "Delivery attempts by outcome: delivered, archived, deferred, throttled, dead."
+        "Delivery attempts by outcome: delivered, archived, deferred, throttled, dead, paused (given back uncounted)."
     );
     describe_histogram!(
         "mailroom_delivery_duration_seconds",

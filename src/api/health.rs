@@ -19,13 +19,13 @@ pub async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Readiness: the store and the queue answer, and delivery is not paused by its provider. A
-/// shared rate limiter that is down, or a token source that is down while its cached token
-/// works, is reported (`degraded`) without failing readiness: the API keeps accepting.
+/// Readiness: the store and the queue answer. A shared rate limiter that is down, a token source
+/// that is down while its cached token works, or delivery paused by its provider, is reported
+/// (`degraded`) without failing readiness: the API keeps accepting.
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses(
         (status = 200, description = "Ready, or degraded but accepting", body = Readiness),
-        (status = 503, description = "The store or the queue is down, or delivery is paused", body = Readiness),
+        (status = 503, description = "The store or the queue is down", body = Readiness),
     ))]
 pub async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let store = state.intake.store.ping().await.map_err(|e| e.to_string());
@@ -49,8 +49,11 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         Ok(()) => json!("ok"),
         Err(e) => json!(e),
     };
-    let ok = store.is_ok() && queue.is_ok() && delivery.is_ok();
-    let status = match (ok, limiter.is_ok() && token.is_ok()) {
+    // A paused provider stops delivery, not acceptance: messages wait durably for it, so the
+    // process stays in its load balancer (an orchestrator would otherwise replace it all day
+    // long while a daily quota is used up).
+    let ok = store.is_ok() && queue.is_ok();
+    let status = match (ok, limiter.is_ok() && token.is_ok() && delivery.is_ok()) {
         (false, _) => "unavailable",
         (true, false) => "degraded",
         (true, true) => "ready",

@@ -30,9 +30,9 @@ pub enum DeliveryError {
     /// Never going to work: SMTP 5xx, invalid recipients, a message that cannot be built.
     #[error("permanent failure: {0}")]
     Permanent(String),
-    /// The provider stopped the account from sending (SES sending paused): not the message's
-    /// fault, so its lease is given back without using an attempt, and delivery stops until
-    /// [`Delivery::check`] finds sending enabled again.
+    /// The provider stopped the account from sending (SES sending paused, a daily quota used
+    /// up): not the message's fault, so its lease is given back without using an attempt, and
+    /// delivery stops until [`Delivery::check`] finds sending possible again.
     #[error("sending paused: {0}")]
     Paused(String),
 }
@@ -48,31 +48,59 @@ pub fn quota_exhausted(reply: &str) -> bool {
 
 /// A stop the provider put on all sending (an account paused, a daily quota used up), as last
 /// seen: what [`Delivery::paused`] reports until [`Delivery::check`] finds sending possible.
+///
+/// A check cannot always tell (a relay answers `NOOP` whether or not the quota is back), so the
+/// first pull after a resume finds out. Each pause that follows a resume with no message sent in
+/// between doubles the wait before the next check, from [`PAUSE_RECHECK`] up to
+/// [`PAUSE_RECHECK_MAX`]: a quota used up for the rest of the day costs a pull every quarter of
+/// an hour, not one every 30 s.
 #[derive(Default)]
 pub struct Pause {
-    reason: Mutex<Option<String>>,
+    state: Mutex<PauseState>,
 }
 
+#[derive(Default)]
+struct PauseState {
+    reason: Option<String>,
+    /// Pauses in a row that a resume did not end (no message sent since).
+    strikes: u32,
+    /// Resumed, and no message sent since.
+    unproven: bool,
+}
+
+/// The first wait before a paused backend is asked again whether it may send.
+pub const PAUSE_RECHECK: Duration = Duration::from_secs(30);
+/// The longest wait between two such checks.
+pub const PAUSE_RECHECK_MAX: Duration = Duration::from_secs(15 * 60);
+
 impl Pause {
+    fn state(&self) -> std::sync::MutexGuard<'_, PauseState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn set(&self, backend: &str, reason: &str) {
-        let was = self
-            .reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(reason.to_string());
+        let mut state = self.state();
+        let was = state.reason.replace(reason.to_string());
+        if std::mem::take(&mut state.unproven) {
+            state.strikes = state.strikes.saturating_add(1);
+        }
         if was.is_none() {
             tracing::error!(
                 backend,
                 reason,
+                recheck_in_secs = recheck_after(state.strikes).as_secs(),
                 "The provider stopped sending for this account; delivery pauses until it may send again."
             );
         }
         metrics::gauge!("mailroom_delivery_paused").set(1.0);
     }
 
+    /// A check found that the backend may send: delivery resumes, on trial until a message
+    /// goes out.
     pub fn clear(&self, backend: &str) {
-        let was = self.reason.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if was.is_some() {
+        let mut state = self.state();
+        if state.reason.take().is_some() {
+            state.unproven = true;
             tracing::info!(
                 backend,
                 "The provider may be sent to again; delivery resumes."
@@ -81,12 +109,29 @@ impl Pause {
         metrics::gauge!("mailroom_delivery_paused").set(0.0);
     }
 
-    pub fn get(&self) -> Option<String> {
-        self.reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// A message went out: the next pause starts again from the shortest wait.
+    pub fn sent(&self) {
+        let mut state = self.state();
+        if state.unproven || state.strikes > 0 {
+            state.unproven = false;
+            state.strikes = 0;
+        }
     }
+
+    pub fn get(&self) -> Option<String> {
+        self.state().reason.clone()
+    }
+
+    /// How long to wait before asking the backend again.
+    pub fn recheck_in(&self) -> Duration {
+        recheck_after(self.state().strikes)
+    }
+}
+
+fn recheck_after(strikes: u32) -> Duration {
+    PAUSE_RECHECK
+        .saturating_mul(2u32.saturating_pow(strikes.min(16)))
+        .min(PAUSE_RECHECK_MAX)
 }
 
 /// What the backend said when it took the message.
@@ -107,6 +152,11 @@ pub trait Delivery: Send + Sync + 'static {
     /// last seen; `None` when it sends. Cheap: read by `/ready` and before every pull.
     fn paused(&self) -> Option<String> {
         None
+    }
+
+    /// How long a worker waits, paused, before it calls [`Delivery::check`] again.
+    fn recheck_in(&self) -> Duration {
+        PAUSE_RECHECK
     }
 
     /// How many sends the backend takes at once (SMTP: its connections); `None`: no limit of
@@ -136,5 +186,34 @@ impl Delivery for NoDelivery {
 
     fn name(&self) -> &'static str {
         "none"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pause that comes back after each resume, with nothing sent in between, waits twice as
+    /// long each time, up to a quarter of an hour; a message sent ends the run of strikes.
+    #[test]
+    fn repeated_pauses_wait_longer_until_a_message_goes_out() {
+        let pause = Pause::default();
+        pause.set("smtp", "454 quota");
+        assert_eq!(pause.recheck_in(), Duration::from_secs(30));
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            pause.clear("smtp");
+            pause.set("smtp", "454 quota");
+            waits.push(pause.recheck_in().as_secs());
+        }
+        assert_eq!(waits, [60, 120, 240, 480, 900, 900, 900]);
+        pause.clear("smtp");
+        pause.sent();
+        pause.set("smtp", "454 quota");
+        assert_eq!(pause.recheck_in(), Duration::from_secs(30));
+        // A pause set twice before any resume (two deliveries of one batch) is one strike.
+        pause.set("smtp", "454 quota");
+        assert_eq!(pause.recheck_in(), Duration::from_secs(30));
+        assert_eq!(pause.get().as_deref(), Some("454 quota"));
     }
 }

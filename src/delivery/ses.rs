@@ -3,9 +3,12 @@
 //!
 //! What SES answers decides the message's fate: throttling ("Maximum sending rate exceeded") is
 //! retried and slows the limiter; a rejected message or an unverified sender is permanent; an
-//! account whose sending is paused stops delivery without using up attempts, fails `/ready`,
-//! and is checked again by the worker every 30 s until sending resumes. An exhausted daily quota
-//! is treated the same way: retrying within the day cannot help.
+//! account whose sending is paused stops delivery without using up attempts (`/ready` reports
+//! it), and is checked again by the worker (`GetAccount`) from every 30 s to every 15 minutes
+//! until sending resumes. An exhausted daily quota is treated the same way, and the check
+//! compares the day's sends with the quota: retrying within the day cannot help.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sesv2::Client;
@@ -36,8 +39,27 @@ pub fn client(aws: &aws_config::SdkConfig) -> Client {
 #[derive(Debug, Clone, Copy)]
 pub struct SendQuota {
     pub max_send_rate: f64,
+    /// Messages the account may send in 24 hours; -1: no limit.
     pub max_24_hour_send: f64,
+    pub sent_last_24_hours: f64,
     pub sending_enabled: bool,
+}
+
+impl SendQuota {
+    /// Why the account cannot send now, if it cannot.
+    pub fn stopped(&self) -> Option<String> {
+        if !self.sending_enabled {
+            return Some("SES reports sending disabled for this account".into());
+        }
+        (self.max_24_hour_send >= 0.0 && self.sent_last_24_hours >= self.max_24_hour_send).then(
+            || {
+                format!(
+                    "SES daily quota used up: {} of {} messages sent in the last 24 hours",
+                    self.sent_last_24_hours, self.max_24_hour_send
+                )
+            },
+        )
+    }
 }
 
 impl SesDelivery {
@@ -60,7 +82,9 @@ impl SesDelivery {
         let q = account.send_quota();
         Ok(SendQuota {
             max_send_rate: q.map(|q| q.max_send_rate()).unwrap_or_default(),
-            max_24_hour_send: q.map(|q| q.max24_hour_send()).unwrap_or_default(),
+            // No quota in the answer: nothing to hold the account to.
+            max_24_hour_send: q.map_or(-1.0, |q| q.max24_hour_send()),
+            sent_last_24_hours: q.map(|q| q.sent_last24_hours()).unwrap_or_default(),
             sending_enabled: account.sending_enabled(),
         })
     }
@@ -134,9 +158,12 @@ impl Delivery for SesDelivery {
             .send()
             .await;
         match sent {
-            Ok(out) => Ok(Receipt {
-                detail: format!("SES message id {}", out.message_id().unwrap_or("unknown")),
-            }),
+            Ok(out) => {
+                self.pause.sent();
+                Ok(Receipt {
+                    detail: format!("SES message id {}", out.message_id().unwrap_or("unknown")),
+                })
+            }
             Err(e) => {
                 let error = sdk_error(e);
                 if let DeliveryError::Paused(reason) = &error {
@@ -147,23 +174,28 @@ impl Delivery for SesDelivery {
         }
     }
 
-    /// Asks SES whether the account may send; a paused account that may send again resumes.
+    /// Asks SES whether the account may send (sending enabled, and the day's quota not used
+    /// up); a paused account that may send again resumes.
     async fn check(&self) -> Result<(), DeliveryError> {
         let quota = self.quota().await.map_err(DeliveryError::Temporary)?;
-        if quota.sending_enabled {
-            self.pause.clear("ses");
-            Ok(())
-        } else {
-            self.pause
-                .set("ses", "SES reports sending disabled for this account");
-            Err(DeliveryError::Paused(
-                "SES sending is paused for this account".into(),
-            ))
+        match quota.stopped() {
+            None => {
+                self.pause.clear("ses");
+                Ok(())
+            }
+            Some(reason) => {
+                self.pause.set("ses", &reason);
+                Err(DeliveryError::Paused(reason))
+            }
         }
     }
 
     fn paused(&self) -> Option<String> {
         self.pause.get()
+    }
+
+    fn recheck_in(&self) -> Duration {
+        self.pause.recheck_in()
     }
 
     fn name(&self) -> &'static str {
@@ -174,6 +206,23 @@ impl Delivery for SesDelivery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An account may send while sending is enabled and the day's sends are below the quota
+    /// (-1: none); the quota used up keeps a paused account paused after `check`.
+    #[test]
+    fn the_quota_says_when_the_account_cannot_send() {
+        let quota = |enabled, max, sent| SendQuota {
+            max_send_rate: 14.0,
+            max_24_hour_send: max,
+            sent_last_24_hours: sent,
+            sending_enabled: enabled,
+        };
+        assert_eq!(quota(true, 50_000.0, 49_999.0).stopped(), None);
+        assert_eq!(quota(true, -1.0, 1e9).stopped(), None);
+        let used_up = quota(true, 200.0, 200.0).stopped().expect("stopped");
+        assert!(used_up.contains("200 of 200"), "{used_up}");
+        assert!(quota(false, 200.0, 0.0).stopped().is_some());
+    }
 
     /// One attempt per call: a retry is the worker's, through the rate limiter.
     #[test]

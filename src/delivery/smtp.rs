@@ -315,6 +315,7 @@ impl Delivery for SmtpDelivery {
             self.pause.set("smtp", reason);
         }
         let response = sent?;
+        self.pause.sent();
         let text: Vec<&str> = response.message().collect();
         Ok(Receipt {
             detail: format!("{} {}", response.code(), text.join(" ")),
@@ -322,7 +323,8 @@ impl Delivery for SmtpDelivery {
     }
 
     /// Connects and asks for NOOP. A relay that answers ends a pause: the next message finds out
-    /// whether the quota is back (the relay says nothing of it before a send).
+    /// whether the quota is back (the relay says nothing of it before a send), and a pause that
+    /// comes straight back makes the next check wait longer ([`Pause`]).
     async fn check(&self) -> Result<(), DeliveryError> {
         let answered = match &self.transport {
             Transport::Direct(direct) => {
@@ -353,6 +355,10 @@ impl Delivery for SmtpDelivery {
 
     fn paused(&self) -> Option<String> {
         self.pause.get()
+    }
+
+    fn recheck_in(&self) -> Duration {
+        self.pause.recheck_in()
     }
 
     fn max_in_flight(&self) -> Option<usize> {

@@ -69,9 +69,6 @@ pub fn shutdown_tail(grace: Duration) -> Duration {
     (grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(5))
 }
 
-/// How often a paused delivery backend is asked whether it may send again.
-const PAUSED_RECHECK: Duration = Duration::from_secs(30);
-
 /// What came of waiting for the limiter and handing the message to the delivery backend.
 enum Sent {
     Done(Result<crate::delivery::Receipt, DeliveryError>),
@@ -134,12 +131,14 @@ impl Worker {
             }
             if let Some(reason) = self.delivery.paused() {
                 // The provider stopped the account: pull nothing until it may send again.
+                let recheck = self.delivery.recheck_in();
                 tracing::warn!(
                     reason,
-                    "Delivery paused; asking again in {PAUSED_RECHECK:?}."
+                    recheck_in_secs = recheck.as_secs(),
+                    "Delivery paused; asking the provider again later."
                 );
                 tokio::select! {
-                    _ = tokio::time::sleep(PAUSED_RECHECK) => {}
+                    _ = tokio::time::sleep(recheck) => {}
                     _ = shutdown.cancelled() => break,
                 }
                 if let Err(e) = self.delivery.check().await {

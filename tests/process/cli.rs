@@ -482,3 +482,64 @@ async fn no_secret_reaches_the_logs_at_trace_level() {
         assert!(!logs.contains(secret), "a secret is in the logs");
     }
 }
+
+/// `mailroom serve` whose relay says the account's daily quota is used up: delivery pauses
+/// (the message stays queued, no attempt used), and `/ready` reports the pause as `degraded`
+/// with a 200, so the process stays in its load balancer and goes on accepting messages.
+/// (Before, `/ready` answered 503 for as long as the provider refused, and an orchestrator
+/// replaced the task again and again.)
+#[tokio::test]
+async fn a_paused_provider_leaves_serve_ready_to_accept() {
+    let _turn = crate::HEAVY.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relay = Relay::from_env();
+    let token = "paused-token-0123456789abcdef";
+    let rcpt = unique_rcpt("quota-1000");
+    let env = crate::checks::smtp_env(relay.plain_url(), token, &rcpt);
+    let server = crate::start(dir.path(), &env).await;
+    let http = reqwest::Client::new();
+    let post = || async {
+        http.post(format!("{}/api/email", server.url))
+            .json(&compat_body(token))
+            .send()
+            .await
+            .expect("sent")
+            .status()
+    };
+    assert_eq!(post().await, 202);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let ready = loop {
+        let ready: Value = http
+            .get(format!("{}/ready", server.url))
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("JSON");
+        if ready["checks"]["delivery"] != "ok" {
+            break ready;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never paused: {ready}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    let status = http
+        .get(format!("{}/ready", server.url))
+        .send()
+        .await
+        .expect("sent")
+        .status();
+    assert_eq!(status, 200);
+    assert!(
+        ready["checks"]["delivery"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("paused: ") && d.contains("quota")),
+        "{ready}"
+    );
+    assert_eq!(post().await, 202, "still accepting while paused");
+    assert!(relay.received_for(&rcpt).is_empty());
+}

@@ -144,8 +144,9 @@ async fn a_daily_quota_used_up_pauses_delivery_without_using_attempts() {
         (&"queued".into(), &0.into())
     );
     assert_eq!(event_kinds(&m), ["accepted"]);
-    // The pause (which `/ready` reports in a process that runs the worker, and which the
-    // worker's loop waits out, asking the relay again every 30 s) is on.
+    // The pause (which the worker's loop waits out, asking the relay again after 30 s, and
+    // which `/ready` reports where the process runs the worker:
+    // process::cli::a_paused_provider_leaves_serve_ready_to_accept) is on.
     let metrics = app.get_public("/metrics").await.text().await.expect("text");
     assert!(
         metrics.lines().any(|l| l == "mailroom_delivery_paused 1"),
