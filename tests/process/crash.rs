@@ -146,6 +146,12 @@ async fn sigterm_drains_and_leaves_no_lease() {
         .expect("reaped");
     assert!(exit.success(), "exit status {exit:?}");
     eprintln!("SIGTERM to exit: {:?}", sent.elapsed());
+    // SHUTDOWN_GRACE_SECS=5, and a second for the process to end once its work is done.
+    assert!(
+        sent.elapsed() < Duration::from_secs(6),
+        "exited {:?} after SIGTERM, past the grace period",
+        sent.elapsed()
+    );
     while load.join_next().await.is_some() {}
     let accepted = *accepted.lock().expect("lock");
 
