@@ -105,15 +105,40 @@ pub(super) async fn write_loop(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let ops = std::mem::take(&mut batch);
-        metrics::histogram!("mailroom_store_writes_per_commit").record(ops.len() as f64);
-        match apply(&mut conn, ops).await {
-            Ok(()) => {
-                commits.fetch_add(1, Ordering::Relaxed);
+        for ops in in_order(std::mem::take(&mut batch)) {
+            metrics::histogram!("mailroom_store_writes_per_commit").record(ops.len() as f64);
+            match apply(&mut conn, ops).await {
+                Ok(()) => {
+                    commits.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::error!(error = %e, "Database write batch failed."),
             }
-            Err(e) => tracing::error!(error = %e, "Database write batch failed."),
         }
     }
+}
+
+/// Splits a batch where applying it by kind would reverse two writes of one message: a batch
+/// applies its status changes before its claims, so a claim renewal sent just before its
+/// delivery's outcome (the renewal's future dropped with the op already sent) would claim the
+/// message again after the outcome ended the claim, for an owner that has gone: a cancel refused
+/// and the retry's copy set aside for a visibility timeout. Such a status change starts a batch
+/// of its own, committed after the claim's. Rare: almost every batch is one.
+fn in_order(ops: Vec<Op>) -> Vec<Vec<Op>> {
+    let mut batches = vec![Vec::new()];
+    let mut claimed: HashSet<Uuid> = HashSet::new();
+    for op in ops {
+        if let Op::Record { id, .. } = &op
+            && claimed.contains(id)
+        {
+            claimed.clear();
+            batches.push(Vec::new());
+        }
+        if let Op::Claim { ids, .. } = &op {
+            claimed.extend(ids.iter().copied());
+        }
+        batches.last_mut().expect("one batch at least").push(op);
+    }
+    batches
 }
 
 /// Each op's answer, kept until the commit succeeds.

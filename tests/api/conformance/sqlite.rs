@@ -269,3 +269,58 @@ async fn sqlite_accepted_event_shown_once() {
         );
     }
 }
+
+/// A claim renewal and the delivery's outcome sent to the single writer one right after the
+/// other (a renewal whose future was dropped with its op already sent) are applied in that
+/// order: the deferral ends the claim, so a cancel is taken and another copy is not set aside.
+/// (The writer applied a batch's status changes before its claims, which claimed the deferred
+/// message again for an owner that had gone, for a visibility timeout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_claim_sent_before_an_outcome_does_not_outlive_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let db = Arc::new(mailroom::store::sqlite::Db::open(&url).await.expect("open"));
+    let store = mailroom::store::sqlite::SqliteStore::new(db);
+    let messages: Vec<_> = (0..20).map(native).collect();
+    let acceptance = Acceptance {
+        messages: messages.clone(),
+        idempotency: None,
+    };
+    store.insert(acceptance, false).await.expect("insert");
+    let minute = Duration::from_secs(60);
+    let owner = uuid::Uuid::new_v4();
+    let ids: Vec<_> = messages.iter().map(|m| m.id).collect();
+    store.claim(&ids, owner, minute).await.expect("claim");
+    // Each pair reaches the writer in one batch, the renewal first.
+    let pairs = messages.iter().map(|m| {
+        let store = &store;
+        async move {
+            let deferral = mailroom::store::Transition::Deferred {
+                attempts: 1,
+                error: "451 later".into(),
+                retry_in: Duration::from_secs(5),
+            };
+            let one = [m.id];
+            let (renewed, deferred) = tokio::join!(
+                store.claim(&one, owner, minute),
+                store.record(m.id, deferral)
+            );
+            renewed.expect("renewal");
+            assert!(deferred.expect("record"), "deferred");
+        }
+    });
+    futures::future::join_all(pairs).await;
+    let rival = uuid::Uuid::new_v4();
+    let next = store.claim(&ids, rival, minute).await.expect("claim");
+    assert!(
+        next.elsewhere.is_empty(),
+        "claimed again after the deferral: {next:?}"
+    );
+    store.claim(&ids, rival, Duration::ZERO).await.expect("end");
+    for m in &messages {
+        assert_eq!(
+            store.cancel(m.id).await.expect("cancel"),
+            mailroom::store::Cancel::Cancelled
+        );
+    }
+}
