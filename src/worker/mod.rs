@@ -190,10 +190,34 @@ impl Worker {
                 }
                 continue;
             }
-            let pulled = match self.look_up(leases).await {
+            let this = self.clone();
+            let mut looking = Box::pin(async move { this.look_up(leases).await });
+            let looked = tokio::select! {
+                looked = &mut looking => looked,
+                _ = shutdown.cancelled() => {
+                    // A look-up held up by a slow store ends beside the in-flight deliveries,
+                    // within the same grace period, and gives what it pulled back unsent.
+                    let this = self.clone();
+                    tasks.spawn(async move {
+                        match looking.await {
+                            Ok(pulled) => {
+                                for p in pulled {
+                                    this.hand_back(p).await;
+                                }
+                            }
+                            Err(leases) => this.give_back(leases).await,
+                        }
+                    });
+                    break;
+                }
+            };
+            let pulled = match looked {
                 Ok(pulled) => pulled,
                 Err(leases) => {
-                    self.give_back(leases).await;
+                    // Beside the deliveries, so that a store that hangs cannot hold the loop
+                    // (and a shutdown) up while the leases go back.
+                    let this = self.clone();
+                    tasks.spawn(async move { this.give_back(leases).await });
                     store_errors = store_errors.saturating_add(1);
                     tokio::select! {
                         _ = tokio::time::sleep(self.store_pause(store_errors)) => {}
@@ -315,6 +339,16 @@ impl Worker {
             if let Err(e) = self.queue.release(lease).await {
                 tracing::warn!(error = %e, "Could not give a lease back; it will run out.");
             }
+        }
+    }
+
+    /// Gives a pulled message back unsent at shutdown, its claim ended first.
+    async fn hand_back(&self, pulled: Pulled) {
+        if let Claim::Ours(owner) = pulled.claim {
+            self.end_claim(&pulled.lease, owner).await;
+        }
+        if let Err(e) = self.queue.release(pulled.lease).await {
+            tracing::warn!(error = %e, "Could not release a lease at shutdown.");
         }
     }
 

@@ -192,3 +192,27 @@ async fn a_message_settled_under_a_waiting_copy_is_not_sent_by_it() {
     let left = app.queue.pull(10).await.expect("pull");
     assert!(left.is_empty(), "acknowledged");
 }
+
+/// A worker stopped while the store is too slow to look up what it has just pulled (its claim
+/// waits on a locked database, up to the 10 s busy timeout) is done within its grace period,
+/// and sends nothing. (Before, the look-up was waited out first, and the grace started after.)
+#[tokio::test]
+async fn shutdown_is_not_held_up_by_a_slow_look_up() {
+    let moto = Moto::start().await;
+    let (app, to, _) = one_message(&moto, "copies-slow-store", |raw| {
+        raw.shutdown_grace_secs = 2;
+    })
+    .await;
+    let lock = app.lock_store().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(app.worker.clone().run(stop.clone()));
+    // Received from SQS at once; its claim then waits for the store.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    stop.cancel();
+    let started = std::time::Instant::now();
+    running.await.expect("the worker stops");
+    let took = started.elapsed();
+    app.unlock_store(lock).await;
+    assert!(took <= Duration::from_millis(2_300), "{took:?}");
+    assert!(app.relay.received_for(&to).is_empty(), "nothing sent");
+}
