@@ -15,6 +15,8 @@ use crate::store::{Acceptance, Accepted};
 /// 202 with the message id once the message is committed.
 #[utoipa::path(post, path = "/api/email", tag = "compat",
     request_body = CompatRequest,
+    // The token in the body, or else a Bearer header.
+    security((), ("bearer" = [])),
     responses(
         (status = 202, description = "Accepted: the message is durable and queued", body = AcceptedMessage),
         Refused,

@@ -15,6 +15,7 @@ use crate::message::Status;
 
 #[utoipa::path(get, path = "/v1/dead-letters", tag = "dead letters",
     params(
+        ("status" = Option<String>, Query, description = "`dead` or absent: the dead letters are the messages of that one status; another is a 400"),
         ("limit" = Option<u32>, Query, description = "1 to 500, default 50"),
         ("before" = Option<uuid::Uuid>, Query, description = "`next_before` of the previous page"),
     ),
@@ -22,6 +23,7 @@ use crate::message::Status;
     responses(
         (status = 200, description = "One page of dead letters, newest first", body = DeadLetterPage),
         Refused,
+        (status = 503, description = "The store is unavailable: retry after `Retry-After`", body = ErrorBody),
     ))]
 pub async fn list(
     State(state): State<Arc<AppState>>,

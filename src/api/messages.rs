@@ -344,6 +344,7 @@ pub fn summary(r: &Record) -> Value {
         (status = 200, description = "The message, its status and its event history", body = MessageDetail),
         Refused,
         (status = 404, description = "No message with this id", body = ErrorBody),
+        (status = 503, description = "The store is unavailable: retry after `Retry-After`", body = ErrorBody),
     ))]
 pub async fn show(
     State(state): State<Arc<AppState>>,
@@ -469,6 +470,7 @@ pub fn list_filter(q: ListQuery, status: Option<Status>) -> Result<ListFilter, A
     responses(
         (status = 200, description = "One page, newest first", body = MessagePage),
         Refused,
+        (status = 503, description = "The store is unavailable: retry after `Retry-After`", body = ErrorBody),
     ))]
 pub async fn list(
     State(state): State<Arc<AppState>>,

@@ -22,8 +22,8 @@ use crate::message::{CompatEmail, NativeEmail, Status};
 #[allow(dead_code)]
 pub struct CompatRequest {
     data: CompatEmail,
-    /// The API token (`Authorization: Bearer` is accepted too).
-    token: String,
+    /// The API token; without it (or empty), `Authorization: Bearer` must carry it.
+    token: Option<String>,
 }
 
 /// The body of `POST /v1/messages/batch`.
@@ -62,9 +62,10 @@ pub struct ErrorBody {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct ErrorDetail {
-    /// `invalid_field`, `invalid_json`, `unauthorized`, `not_found`, `unsupported_media_type`,
-    /// `payload_too_large`, `message_too_large`, `idempotency_key_reused`,
-    /// `idempotency_key_in_progress`, `conflict`, `unavailable`, `internal`.
+    /// `invalid_field`, `invalid_json`, `unauthorized`, `not_found`, `method_not_allowed`,
+    /// `unsupported_media_type`, `payload_too_large`, `message_too_large`,
+    /// `idempotency_key_reused`, `idempotency_key_in_progress`, `conflict`, `unavailable`,
+    /// `internal`.
     code: String,
     message: String,
     /// The field at fault (`data.email_subject`, `to[0]`, `messages[3].subject`), when there is one.
@@ -175,8 +176,9 @@ pub struct DeadLetterPage {
     next_before: Option<Uuid>,
 }
 
-/// `/ready`: `ready`, `degraded` (a shared limiter or the token source is down; still
-/// accepting) or `unavailable` (503), with one entry per check (`ok` or the reason).
+/// `/ready`: `ready`, `degraded` (a shared limiter or the token source is down, or the provider
+/// paused delivery; still accepting) or `unavailable` (503: the store or the queue is down),
+/// with one entry per check (`ok` or the reason).
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct Readiness {

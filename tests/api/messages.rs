@@ -367,6 +367,29 @@ async fn openapi_matches_real_answers() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+    // The compat token may come in a Bearer header instead: optional in the body, and an
+    // alternative without the scheme in the operation's security.
+    let (_, required) = properties(&doc, "CompatRequest");
+    assert_eq!(required, ["data"]);
+    let security = &doc["paths"]["/api/email"]["post"]["security"];
+    assert!(
+        security
+            .as_array()
+            .is_some_and(|s| s.contains(&json!({})) && s.contains(&json!({"bearer": []}))),
+        "{security}"
+    );
+    // Every route that reads or writes the store says what a store that is down answers.
+    for route in &routes {
+        let (method, path) = route.split_once(' ').expect("METHOD /path");
+        if ["/health", "/ready", "/metrics", "/openapi.json"].contains(&path) {
+            continue;
+        }
+        let responses = &doc["paths"][path][method.to_lowercase()]["responses"];
+        assert!(
+            responses["503"].is_object(),
+            "{route}: no 503 in {responses}"
+        );
+    }
 
     let conforms = |schema: &str, v: &Value| {
         let (props, required) = properties(&doc, schema);
