@@ -188,7 +188,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config { .. } => {
             print!(
                 "{}",
-                toml::to_string(&settings.raw).context("Failed to render the settings")?
+                toml::to_string(&effective(&settings)).context("Failed to render the settings")?
             );
             Ok(())
         }
@@ -495,6 +495,31 @@ async fn dead_letters(settings: Settings, cmd: DeadLetters) -> anyhow::Result<()
         }
     }
     Ok(())
+}
+
+/// The settings as given, with what start-up works out from them filled in (the database, the
+/// queue backend, the archive and the templates directory), so that `config` shows what a
+/// process started with them uses.
+fn effective(settings: &Settings) -> crate::config::RawConfig {
+    use crate::config::QueueBackend;
+    let mut raw = settings.raw.clone();
+    raw.database_url = Some(settings.database_url.clone());
+    raw.queue_backend = Some(
+        match settings.queue {
+            QueueBackend::Database => "database",
+            QueueBackend::Sqs => "sqs",
+            QueueBackend::Kafka => "kafka",
+        }
+        .into(),
+    );
+    raw.archive_url = Some(
+        settings
+            .archive_url
+            .as_ref()
+            .map_or_else(|| "none".into(), url::Url::to_string),
+    );
+    raw.templates_dir = Some(settings.templates_dir.clone());
+    raw
 }
 
 /// Checks the settings and reaches each backend `roles` use: a worker never reads the API token,

@@ -57,6 +57,12 @@ pub struct Backends {
 
 impl Backends {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Refused in every role, as the other backends are, though only the API reads the token:
+        // a worker started with it would otherwise run, and its API beside it would not.
+        #[cfg(not(feature = "ssm"))]
+        if let crate::config::TokenSettings::Ssm { .. } = settings.token {
+            bail!("SSM_TOKEN_PARAMETER needs a build with the `ssm` feature");
+        }
         let templates = Arc::new(LiveTemplates::default());
         let wake = Arc::new(Notify::new());
         let (store, queues) = store_and_queue(&settings, &wake).await?;

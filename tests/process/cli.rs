@@ -51,6 +51,13 @@ async fn command_line() {
         out.contains("[redacted]") && out.contains("delivery = \"smtp\""),
         "{out}"
     );
+    // What start-up works out from the settings is shown too, not left unset.
+    assert!(
+        out.contains("queue_backend = \"database\"")
+            && out.contains("archive_url = \"file://")
+            && out.contains("templates_dir = "),
+        "{out}"
+    );
 
     let (ok, _, err) = cli(d, &[("SEND_RATE_PER_SECOND", "fast")], &["config"]).await;
     assert!(!ok);

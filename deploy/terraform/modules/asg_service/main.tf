@@ -11,8 +11,13 @@ locals {
   registry = split("/", var.image_repository_url)[0]
   # Secrets are handed to mailroom as `ssm:/name` references, which it resolves at start-up with
   # the instance role; no secret value is written to user data or to disk.
+  # A separate metrics port is mailroom's METRICS_PORT: it listens there only when told to.
+  env_vars = merge(
+    var.environment,
+    var.metrics_port == null ? tomap({}) : tomap({ METRICS_PORT = tostring(var.metrics_port) }),
+  )
   env_lines = concat(
-    [for k in sort(keys(var.environment)) : "${k}=${var.environment[k]}"],
+    [for k in sort(keys(local.env_vars)) : "${k}=${local.env_vars[k]}"],
     [for k in sort(keys(var.secret_parameters)) : "${k}=ssm:${var.secret_parameters[k]}"],
   )
 }

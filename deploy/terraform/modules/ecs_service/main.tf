@@ -5,7 +5,12 @@ locals {
   # Whether the object is null is known at plan time even while its ARNs are not.
   has_lb = var.load_balancer != null
 
-  environment = [for k in sort(keys(var.environment)) : { name = k, value = var.environment[k] }]
+  # A separate metrics port is mailroom's METRICS_PORT: it listens there only when told to.
+  env_vars = merge(
+    var.environment,
+    var.metrics_port == null ? tomap({}) : tomap({ METRICS_PORT = tostring(var.metrics_port) }),
+  )
+  environment = [for k in sort(keys(local.env_vars)) : { name = k, value = local.env_vars[k] }]
   secrets     = [for k in sort(keys(var.secrets)) : { name = k, valueFrom = var.secrets[k] }]
 
   port_mappings = concat(
