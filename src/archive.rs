@@ -13,7 +13,7 @@ use crate::message::{Message, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("archive request failed: {0}")]
+    #[error("archive write failed: {0}")]
     Write(#[from] object_store::Error),
     #[error("archive setting invalid: {0}")]
     Config(String),
@@ -99,15 +99,6 @@ impl Archive {
             .put(&Path::from(key.as_str()), PutPayload::from(body))
             .await?;
         Ok(key)
-    }
-
-    /// Whether the message's object is there.
-    pub async fn exists(&self, message: &Message) -> Result<bool, ArchiveError> {
-        match self.store.head(&Path::from(message.archive_key())).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
     }
 
     pub fn object_store(&self) -> &Arc<dyn ObjectStore> {

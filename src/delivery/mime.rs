@@ -3,8 +3,10 @@
 use std::borrow::Cow;
 use std::time::SystemTime;
 
-use lettre::message::header::{Cc, Header, HeaderName, HeaderValue, Headers, ReplyTo, To};
-use lettre::message::{Attachment, Mailbox, Mailboxes, MultiPart, SinglePart};
+use lettre::message::header::{
+    Cc, ContentTransferEncoding, Header, HeaderName, HeaderValue, Headers, ReplyTo, To,
+};
+use lettre::message::{Attachment, Body, Mailbox, Mailboxes, MultiPart, SinglePart};
 
 use super::DeliveryError;
 use crate::message::{Content, Message, deliverable};
@@ -35,6 +37,9 @@ pub fn build(
         .date(SystemTime::from(
             message.due_later().unwrap_or_else(|| message.time()),
         ));
+    // To, Cc and Reply-To as parsed, for folding once the message is built (a compat message
+    // has its one recipient).
+    let mut lists: Vec<(HeaderName, Vec<Mailbox>)> = Vec::new();
     let mut email = match &message.content {
         Content::Compat(c) => {
             let Some(to) = &settings.compat_recipient else {
@@ -68,18 +73,28 @@ pub fn build(
                 .message_id(Some(message_id(message, &from)))
                 .from(from)
                 .subject(n.subject.clone());
-            for a in &n.to {
-                builder = builder.to(parse("to", a)?);
+            let list = |field: &str, addresses: &[String]| -> Result<Vec<Mailbox>, _> {
+                addresses.iter().map(|a| parse(field, a)).collect()
+            };
+            let (to, cc) = (list("to", &n.to)?, list("cc", &n.cc)?);
+            let reply_to = list("reply_to", &n.reply_to)?;
+            for a in &to {
+                builder = builder.to(a.clone());
             }
-            for a in &n.cc {
-                builder = builder.cc(parse("cc", a)?);
+            for a in &cc {
+                builder = builder.cc(a.clone());
             }
             for a in &n.bcc {
                 builder = builder.bcc(parse("bcc", a)?);
             }
-            for a in &n.reply_to {
-                builder = builder.reply_to(parse("reply_to", a)?);
+            for a in &reply_to {
+                builder = builder.reply_to(a.clone());
             }
+            lists = vec![
+                (To::name(), to),
+                (Cc::name(), cc),
+                (ReplyTo::name(), reply_to),
+            ];
             for (name, value) in &n.headers {
                 let name =
                     HeaderName::new_from_ascii(name.clone()).map_err(|e| bad("header", &e))?;
@@ -88,34 +103,40 @@ pub fn build(
             let text = n.text.as_deref().map(|t| line_breaks(t).into_owned());
             let html = n.html.as_deref().map(|h| line_breaks(h).into_owned());
             let body = match (text, html) {
-                (Some(t), Some(h)) => Body::Multi(MultiPart::alternative_plain_html(t, h)),
-                (Some(t), None) => Body::Single(SinglePart::plain(t)),
-                (None, Some(h)) => Body::Single(SinglePart::html(h)),
+                (Some(t), Some(h)) => Text::Multi(MultiPart::alternative_plain_html(t, h)),
+                (Some(t), None) => Text::Single(SinglePart::plain(t)),
+                (None, Some(h)) => Text::Single(SinglePart::html(h)),
                 (None, None) => return Err(bad("body", &"no text and no html")),
             };
             let built = if n.attachments.is_empty() {
                 match body {
-                    Body::Multi(m) => builder.multipart(m),
-                    Body::Single(s) => builder.singlepart(s),
+                    Text::Multi(m) => builder.multipart(m),
+                    Text::Single(s) => builder.singlepart(s),
                 }
             } else {
                 // multipart/mixed: the text (or its alternatives) first, then each file.
                 let mut mixed = match body {
-                    Body::Multi(m) => MultiPart::mixed().multipart(m),
-                    Body::Single(s) => MultiPart::mixed().singlepart(s),
+                    Text::Multi(m) => MultiPart::mixed().multipart(m),
+                    Text::Single(s) => MultiPart::mixed().singlepart(s),
                 };
                 for a in &n.attachments {
                     let bytes = a.bytes().map_err(|e| bad("attachment content", &e))?;
                     let content_type = a.mime_type().map_err(|e| bad("attachment type", &e))?;
+                    // Always base64: lettre would send short ASCII lines as 7bit, bytes as they
+                    // are, and a lone CR or LF in a file (`\r.\r\n`) would reach the relay raw.
+                    let body = Body::new_with_encoding(bytes, ContentTransferEncoding::Base64)
+                        .map_err(|_| bad("attachment content", &"cannot be base64-encoded"))?;
                     mixed = mixed
-                        .singlepart(Attachment::new(a.filename.clone()).body(bytes, content_type));
+                        .singlepart(Attachment::new(a.filename.clone()).body(body, content_type));
                 }
                 builder.multipart(mixed)
             };
             built.map_err(|e| bad("message", &e))?
         }
     };
-    fold_address_lists(email.headers_mut());
+    for (name, list) in lists {
+        fold_address_list(email.headers_mut(), name, list);
+    }
     Ok(Some(email))
 }
 
@@ -133,44 +154,40 @@ fn line_breaks(body: &str) -> Cow<'_, str> {
 /// The longest header line RFC 5322 recommends (2.1.1); folding aims for it.
 const FOLD_AT: usize = 78;
 
-/// Folds To, Cc and Reply-To between their addresses. lettre writes an address list on one line
-/// whatever its length (it folds only inside display names), so 50 recipients came to over the
-/// 998 octets RFC 5322 allows a line, which SES refuses and relays cut mid-address. Each address
-/// keeps lettre's own encoding; only the separators change.
-fn fold_address_lists(headers: &mut Headers) {
-    fn fold<H: Header + Into<Mailboxes>>(headers: &mut Headers) {
-        let Some(list) = headers.get::<H>() else {
-            return;
-        };
-        let list: Mailboxes = list.into();
-        let raw = list.to_string();
-        let name = H::name();
-        let mut folded = String::new();
-        let mut line = name.len() + ": ".len();
-        for (i, mailbox) in list.into_iter().enumerate() {
-            let encoded = encoded_mailbox(mailbox);
-            let first = encoded.split("\r\n").next().unwrap_or_default().len();
-            if i > 0 {
-                if line + ", ".len() + first > FOLD_AT {
-                    folded.push_str(",\r\n ");
-                    line = 1;
-                } else {
-                    folded.push_str(", ");
-                    line += 2;
-                }
-            }
-            line = match encoded.rsplit_once("\r\n") {
-                Some((_, last)) => last.len(),
-                None => line + encoded.len(),
-            };
-            folded.push_str(&encoded);
-        }
-        // Pre-encoded: every part of it is lettre's own encoding of a validated address.
-        headers.insert_raw(HeaderValue::dangerous_new_pre_encoded(name, raw, folded));
+/// Folds an address list header (To, Cc, Reply-To) between its addresses. lettre writes an
+/// address list on one line whatever its length (it folds only inside display names), so 50
+/// recipients came to over the 998 octets RFC 5322 allows a line, which SES refuses and relays
+/// cut mid-address. Each address keeps lettre's own encoding (ASCII: addresses are validated,
+/// names quoted or RFC 2047 words, any line break followed by a space); only the separators
+/// change. A list of fewer than two is left as lettre wrote it.
+fn fold_address_list(headers: &mut Headers, name: HeaderName, list: Vec<Mailbox>) {
+    if list.len() < 2 {
+        return;
     }
-    fold::<To>(headers);
-    fold::<Cc>(headers);
-    fold::<ReplyTo>(headers);
+    let list = Mailboxes::from(list);
+    let raw = list.to_string();
+    let mut folded = String::new();
+    let mut line = name.len() + ": ".len();
+    for (i, mailbox) in list.into_iter().enumerate() {
+        let encoded = encoded_mailbox(mailbox);
+        let first = encoded.split("\r\n").next().unwrap_or_default().len();
+        if i > 0 {
+            // Room kept for the comma that may follow it on the same line.
+            if line + ", ".len() + first + ",".len() > FOLD_AT {
+                folded.push_str(",\r\n ");
+                line = 1;
+            } else {
+                folded.push_str(", ");
+                line += 2;
+            }
+        }
+        line = match encoded.rsplit_once("\r\n") {
+            Some((_, last)) => last.len(),
+            None => line + encoded.len(),
+        };
+        folded.push_str(&encoded);
+    }
+    headers.insert_raw(HeaderValue::dangerous_new_pre_encoded(name, raw, folded));
 }
 
 /// One address as lettre encodes it in a header (RFC 2047 words for a non-ASCII name, folded
@@ -186,7 +203,7 @@ fn encoded_mailbox(mailbox: Mailbox) -> String {
 }
 
 /// A message's text part(s), before any attachments are added.
-enum Body {
+enum Text {
     Single(SinglePart),
     Multi(MultiPart),
 }
@@ -351,6 +368,65 @@ mod tests {
             .expect("To");
         assert_eq!(to_line.matches('@').count(), 25, "{to_line}");
         assert_eq!(email.envelope().to().len(), 25 + 24 + 1);
+    }
+
+    /// Whatever the lengths of the addresses, no folded line of an address list passes 78
+    /// octets, its trailing comma included (unless one address alone is that long).
+    #[test]
+    fn folded_lines_keep_room_for_their_comma() {
+        for local in 1..=60 {
+            let mut n = native();
+            n.to = (0..50)
+                .map(|i| format!("{}{i}@example.com", "x".repeat(local)))
+                .collect();
+            n.bcc.clear();
+            let m = Message::new(Content::Native(Box::new(n)));
+            let email = build(&m, &MimeSettings::default())
+                .expect("builds")
+                .expect("has recipients");
+            let text = String::from_utf8(email.formatted()).expect("utf-8");
+            let (head, _) = text.split_once("\r\n\r\n").expect("a header section");
+            for line in head.split("\r\n") {
+                assert!(line.len() <= 78, "local part {local}: {line:?}");
+            }
+            assert_eq!(email.envelope().to().len(), 50);
+        }
+    }
+
+    /// An attachment is base64 whatever it holds: a text file with lone CRs and LFs and a line
+    /// of `.` (which lettre would otherwise send as 7bit, byte for byte) leaves no line end but
+    /// CRLF in the message, and decodes to its exact bytes.
+    #[test]
+    fn attachments_are_base64_whatever_they_hold() {
+        use base64::Engine;
+        let content = b"a\r.\r\nMAIL FROM:<x@example.com>\n.\nend";
+        let mut n = native();
+        n.attachments = vec![crate::message::Attachment {
+            filename: "notes.txt".into(),
+            content_type: Some("text/plain".into()),
+            content: base64::engine::general_purpose::STANDARD.encode(content),
+        }];
+        let m = Message::new(Content::Native(Box::new(n)));
+        let raw = build(&m, &MimeSettings::default())
+            .expect("builds")
+            .expect("has recipients")
+            .formatted();
+        let text = String::from_utf8(raw).expect("utf-8");
+        let lone_cr = text
+            .match_indices('\r')
+            .any(|(i, _)| !text[i..].starts_with("\r\n"));
+        let lone_lf = text
+            .match_indices('\n')
+            .any(|(i, _)| i == 0 || !text[..i].ends_with('\r'));
+        assert!(!lone_cr && !lone_lf, "{text:?}");
+        let part = &text[text.find("filename=\"notes.txt\"").expect("the part")..];
+        let (head, body) = part.split_once("\r\n\r\n").expect("its body");
+        assert!(head.contains("Content-Transfer-Encoding: base64"), "{part}");
+        let encoded: String = body.lines().take_while(|l| !l.starts_with("--")).collect();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .expect("base64");
+        assert_eq!(decoded, content);
     }
 
     /// A lone CR in a body is a line break like any other: the built message has no line end but

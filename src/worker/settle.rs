@@ -74,20 +74,23 @@ impl Worker {
     /// A copy of a message already delivered (or archived): its record, events and delivery
     /// count stay as the attempt that sent it left them, and the copy is acknowledged unsent.
     /// That attempt may have stopped between its record and its archive write (a crash, or an
-    /// archive that failed): a missing archive object is written from the recorded outcome.
+    /// archive that failed), so the archive object is written again from the recorded outcome:
+    /// the same key and the same outcome, so where it was written nothing changes. (Asking the
+    /// archive first would need more than writing does: S3 answers a `HEAD` of a missing object
+    /// with 403 to a role without `s3:ListBucket`.)
     pub(super) async fn sent_before(&self, lease: Lease, status: Status) -> Result<(), QueueError> {
         let id = lease.message.id;
         if let Some(archive) = &self.archive {
-            let missing = match archive.exists(&lease.message).await {
-                Ok(found) => !found,
-                Err(e) => return self.archive_failed(lease, e).await,
-            };
-            if missing {
-                let outcome = self.recorded_outcome(id, status, lease.attempt).await?;
-                if let Err(e) = archive.put(&lease.message, &outcome).await {
-                    return self.archive_failed(lease, e).await;
+            let outcome = match self.recorded_outcome(id, status, lease.attempt).await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    let delay = self.store_pause(1);
+                    tracing::warn!(message_id = %id, error = %e, "Could not read the outcome of a message sent before; will retry.");
+                    return self.queue.retry(lease, delay).await;
                 }
-                tracing::info!(message_id = %id, "Archived a message sent in an earlier attempt.");
+            };
+            if let Err(e) = archive.put(&lease.message, &outcome).await {
+                return self.archive_failed(lease, e).await;
             }
         }
         tracing::info!(message_id = %id, status = status.as_str(), "Already sent: this copy is acknowledged unsent.");
@@ -101,7 +104,7 @@ impl Worker {
         id: uuid::Uuid,
         status: Status,
         attempt: u32,
-    ) -> Result<Outcome, QueueError> {
+    ) -> Result<Outcome, crate::store::StoreError> {
         let attempts = self.store.get(id).await?.map_or(attempt, |r| r.attempts);
         let events = self.store.events(id).await?;
         let sent = events.iter().rev().find(|e| e.kind == status.as_str());

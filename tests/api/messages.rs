@@ -81,7 +81,7 @@ async fn field_errors_name_the_field() {
         ),
         (
             json!({"from": "a@example.com", "to": "b@example.com", "subject": "s", "text": "t", "headers": {"X A": "1"}}),
-            "headers",
+            "headers.X A",
         ),
         (
             json!({"from": "a@example.com", "to": "b@example.com", "subject": "s", "text": "t", "tags": ["ok", "not ok"]}),

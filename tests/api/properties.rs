@@ -128,6 +128,7 @@ proptest! {
         text in prop_oneof![3 => "\\PC{0,80}", 1 => nasty()],
         bcc in proptest::bool::ANY,
         more_to in 0usize..49,
+        attachment in proptest::option::of(nasty()),
     ) {
         let from = format!("{name} <{local}@example.com>");
         let to = format!("{to_name} <to@example.com>");
@@ -143,6 +144,11 @@ proptest! {
         });
         if bcc {
             body["bcc"] = json!(["hidden@example.com"]);
+        }
+        if let Some(file) = &attachment {
+            use base64::Engine;
+            let content = base64::engine::general_purpose::STANDARD.encode(file.as_bytes());
+            body["attachments"] = json!([{"filename": "notes.txt", "content_type": "text/plain", "content": content}]);
         }
         let injected = [&from, &to, &subject, &header_value]
             .iter()

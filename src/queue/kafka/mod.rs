@@ -158,7 +158,7 @@ impl KafkaQueue {
         match tokio::task::spawn_blocking(move || seed_retry_group(&main, &retry, &topic)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "Could not carry the retry topic's position over to its own consumer group; it reads what it has not committed.");
+                tracing::warn!(error = %e, "Could not carry the main group's position on the retry topic over to the retry group (refused when another worker has already joined it); the retry group reads from what it has committed, or from the start.");
             }
             Err(e) => return Err(QueueError::Unavailable(format!("Kafka start: {e}"))),
         }
@@ -232,9 +232,18 @@ fn seed_retry_group(
     let metadata = main.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
     let mut partitions = TopicPartitionList::new();
     for t in metadata.topics() {
+        if let Some(e) = t.error() {
+            return Err(KafkaError::MetadataFetch(e.into()));
+        }
         for p in t.partitions() {
             partitions.add_partition(topic, p.id());
         }
+    }
+    if partitions.count() == 0 {
+        // Nothing to compare: said, rather than read as "nothing committed".
+        return Err(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        ));
     }
     let committed = |consumer: &StreamConsumer<Context>| {
         consumer
@@ -260,8 +269,9 @@ fn seed_retry_group(
     for (partition, offset) in &inherited {
         seed.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
     }
-    // A commit from outside the group's membership: brokers take it while the group has no
-    // members (a second worker starting at the same moment commits the same positions).
+    // A commit from outside the group's membership, which brokers take only while the group
+    // has no members: a worker starting beside one that has already seeded and joined is
+    // refused, and reads from the position that one committed.
     retry.commit(&seed, rdkafka::consumer::CommitMode::Sync)?;
     tracing::info!(
         topic,

@@ -118,16 +118,17 @@ pub(super) async fn write_loop(
 }
 
 /// Splits a batch where applying it by kind would reverse two writes of one message: a batch
-/// applies its status changes before its claims, so a claim renewal sent just before its
-/// delivery's outcome (the renewal's future dropped with the op already sent) would claim the
-/// message again after the outcome ended the claim, for an owner that has gone: a cancel refused
-/// and the retry's copy set aside for a visibility timeout. Such a status change starts a batch
-/// of its own, committed after the claim's. Rare: almost every batch is one.
+/// applies its status changes and cancels before its claims, so a claim renewal sent just
+/// before its delivery's outcome (the renewal's future dropped with the op already sent) would
+/// claim the message again after the outcome ended the claim, for an owner that has gone (a
+/// cancel refused, the retry's copy set aside for a visibility timeout), and a cancel sent just
+/// after a worker ended its claim would be refused. Such a status change or cancel starts a
+/// batch of its own, committed after the claim's. Rare: almost every batch is one.
 fn in_order(ops: Vec<Op>) -> Vec<Vec<Op>> {
     let mut batches = vec![Vec::new()];
     let mut claimed: HashSet<Uuid> = HashSet::new();
     for op in ops {
-        if let Op::Record { id, .. } = &op
+        if let Op::Record { id, .. } | Op::Cancel { id, .. } = &op
             && claimed.contains(id)
         {
             claimed.clear();

@@ -272,9 +272,10 @@ async fn sqlite_accepted_event_shown_once() {
 
 /// A claim renewal and the delivery's outcome sent to the single writer one right after the
 /// other (a renewal whose future was dropped with its op already sent) are applied in that
-/// order: the deferral ends the claim, so a cancel is taken and another copy is not set aside.
-/// (The writer applied a batch's status changes before its claims, which claimed the deferred
-/// message again for an owner that had gone, for a visibility timeout.)
+/// order: the deferral ends the claim, so another copy is not set aside; and a cancel sent right
+/// after a claim is ended sees it ended. (The writer applied a batch's status changes and
+/// cancels before its claims: the deferred message was claimed again for an owner that had
+/// gone, for a visibility timeout, and the cancel was refused.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_a_claim_sent_before_an_outcome_does_not_outlive_it() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -316,11 +317,19 @@ async fn sqlite_a_claim_sent_before_an_outcome_does_not_outlive_it() {
         next.elsewhere.is_empty(),
         "claimed again after the deferral: {next:?}"
     );
-    store.claim(&ids, rival, Duration::ZERO).await.expect("end");
-    for m in &messages {
-        assert_eq!(
-            store.cancel(m.id).await.expect("cancel"),
-            mailroom::store::Cancel::Cancelled
-        );
+    // A worker ends its claim (a message given back) and a cancel follows in the same batch:
+    // the cancel sees the claim ended.
+    let cancels = messages.iter().map(|m| {
+        let store = &store;
+        async move {
+            let one = [m.id];
+            let (ended, cancelled) =
+                tokio::join!(store.claim(&one, rival, Duration::ZERO), store.cancel(m.id));
+            ended.expect("end");
+            cancelled.expect("cancel")
+        }
+    });
+    for cancelled in futures::future::join_all(cancels).await {
+        assert_eq!(cancelled, mailroom::store::Cancel::Cancelled);
     }
 }
