@@ -125,6 +125,9 @@ pub(super) async fn write_loop(
 /// after a worker ended its claim would be refused. Such a status change or cancel starts a
 /// batch of its own, committed after the claim's. Rare: almost every batch is one.
 fn in_order(ops: Vec<Op>) -> Vec<Vec<Op>> {
+    if !ops.iter().any(|op| matches!(op, Op::Claim { .. })) {
+        return vec![ops];
+    }
     let mut batches = vec![Vec::new()];
     let mut claimed: HashSet<Uuid> = HashSet::new();
     for op in ops {
