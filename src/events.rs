@@ -7,7 +7,8 @@
 //! acknowledged by the brokers (or has failed, which is logged and counted in
 //! `mailroom_events_published_total{outcome}`; the change itself stands). So the worker settles a
 //! message only after its event is out, and a crash in between redelivers the message, whose
-//! bookkeeping is redone and its event published again: events are at least once. Events of one
+//! next holder finds it sent and publishes its event again ([`Store::announce_again`]): events
+//! are at least once. Events of one
 //! message share a key, hence a partition, hence their order.
 
 use std::collections::HashMap;
@@ -148,6 +149,12 @@ impl Store for EventingStore {
             self.publisher.publish(vec![event]).await;
         }
         Ok(applied)
+    }
+
+    async fn announce_again(&self, id: Uuid, transition: Transition) {
+        self.publisher
+            .publish(vec![change_event(id, &transition)])
+            .await;
     }
 
     async fn redrive(&self, message: &Message) -> Result<bool, StoreError> {

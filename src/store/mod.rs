@@ -244,6 +244,11 @@ pub trait Store: Send + Sync + 'static {
     /// finished and the change would take it back).
     async fn record(&self, id: Uuid, transition: Transition) -> Result<bool, StoreError>;
 
+    /// Tells again of a status change already recorded, without recording it again: where
+    /// changes are published (`EVENTS_TOPIC`), a worker that stopped between a record and its
+    /// event leaves the event to the next holder of the message. Nothing elsewhere.
+    async fn announce_again(&self, _id: Uuid, _transition: Transition) {}
+
     /// Puts a dead letter back ([`Transition::Redriven`]) on this store's database queue, in
     /// one transaction, so a crash cannot leave it `queued` with nothing to deliver it; with an
     /// external queue the scheduler hands it over from there. `false` when it is not a dead

@@ -129,6 +129,10 @@ impl Store for RedisCachedStore {
         self.inner.claim(ids, owner, ttl).await
     }
 
+    async fn announce_again(&self, id: Uuid, transition: Transition) {
+        self.inner.announce_again(id, transition).await
+    }
+
     async fn counts(&self) -> Result<HashMap<Status, u64>, StoreError> {
         self.inner.counts().await
     }

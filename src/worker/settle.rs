@@ -71,28 +71,35 @@ impl Worker {
         Ok(())
     }
 
-    /// A copy of a message already delivered (or archived): its record, events and delivery
+    /// A copy of a message already delivered (or archived): its record, history and delivery
     /// count stay as the attempt that sent it left them, and the copy is acknowledged unsent.
-    /// That attempt may have stopped between its record and its archive write (a crash, or an
-    /// archive that failed), so the archive object is written again from the recorded outcome:
-    /// the same key and the same outcome, so where it was written nothing changes. (Asking the
-    /// archive first would need more than writing does: S3 answers a `HEAD` of a missing object
-    /// with 403 to a role without `s3:ListBucket`.)
+    /// That attempt may have stopped between its record and what follows it, so what follows
+    /// is done again from the recorded outcome: the archive object is written (the same key and
+    /// outcome, so where it was written nothing changes; asking the archive first would need
+    /// more than writing does, as S3 answers a `HEAD` of a missing object with 403 to a role
+    /// without `s3:ListBucket`), and the change's event is published again (events are at
+    /// least once).
     pub(super) async fn sent_before(&self, lease: Lease, status: Status) -> Result<(), QueueError> {
         let id = lease.message.id;
-        if let Some(archive) = &self.archive {
-            let outcome = match self.recorded_outcome(id, status, lease.attempt).await {
-                Ok(outcome) => outcome,
-                Err(e) => {
-                    let delay = self.store_pause(1);
-                    tracing::warn!(message_id = %id, error = %e, "Could not read the outcome of a message sent before; will retry.");
-                    return self.queue.retry(lease, delay).await;
-                }
-            };
-            if let Err(e) = archive.put(&lease.message, &outcome).await {
-                return self.archive_failed(lease, e).await;
+        let outcome = match self.recorded_outcome(id, status, lease.attempt).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let delay = self.store_pause(1);
+                tracing::warn!(message_id = %id, error = %e, "Could not read the outcome of a message sent before; will retry.");
+                return self.queue.retry(lease, delay).await;
             }
+        };
+        if let Some(archive) = &self.archive
+            && let Err(e) = archive.put(&lease.message, &outcome).await
+        {
+            return self.archive_failed(lease, e).await;
         }
+        let (attempts, detail) = (outcome.attempts, outcome.detail);
+        let change = match status {
+            Status::Archived => Transition::Archived { attempts, detail },
+            _ => Transition::Delivered { attempts, detail },
+        };
+        self.store.announce_again(id, change).await;
         tracing::info!(message_id = %id, status = status.as_str(), "Already sent: this copy is acknowledged unsent.");
         self.queue.ack(lease).await
     }

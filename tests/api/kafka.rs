@@ -510,3 +510,68 @@ async fn a_new_retry_group_starts_where_the_main_group_left_the_retry_topic() {
     lag_comes_to_nothing(queue.as_ref()).await;
     queue.close().await;
 }
+
+/// With `EVENTS_TOPIC`, a worker that stopped between recording a send and publishing its
+/// event leaves the event to the message's next holder: the lease comes back, the message is
+/// found sent and not sent again, and its `delivered` event is published with the recorded
+/// outcome (events are at least once). (The first fix for copies of sent messages, which left
+/// their record alone, published nothing: a process test's kill -9 lost one such event.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_of_a_send_recorded_before_a_crash_is_published_by_the_next_holder() {
+    use mailroom::store::{Store, Transition};
+    let topic = unique("crash-events");
+    let s = settings(&unique("unused"));
+    mailroom::kafka::ensure_topics(&s, std::slice::from_ref(&topic))
+        .await
+        .expect("topic");
+    let app = crate::helpers::spawn_app_with(|raw| {
+        raw.kafka_brokers = Some(brokers());
+        raw.events_topic = Some(topic.clone());
+        raw.visibility_timeout_secs = 2;
+        raw.smtp_timeout_secs = 1;
+    })
+    .await;
+    let to = crate::helpers::unique_rcpt("crash-events");
+    let id = app.send_to(&to).await;
+    let uuid = uuid::Uuid::parse_str(&id).expect("a uuid");
+    // Its worker leases it, records the send straight in the database (as the store does
+    // before the event goes out), and dies.
+    let leases = app.queue.pull(10).await.expect("pull");
+    assert_eq!(leases.len(), 1);
+    std::mem::forget(leases);
+    let url = format!(
+        "sqlite://{}",
+        app.app_data.path().join("mailroom.db").display()
+    );
+    let db = Arc::new(mailroom::store::sqlite::Db::open(&url).await.expect("open"));
+    let unpublished = mailroom::store::sqlite::SqliteStore::new(db);
+    let sent = Transition::Delivered {
+        attempts: 1,
+        detail: "250 2.0.0 Ok: queued as 7A3F".into(),
+    };
+    assert!(unpublished.record(uuid, sent).await.expect("recorded"));
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    assert_eq!(app.dispatch_all_pending().await, 1, "the lease came back");
+    assert!(app.relay.received_for(&to).is_empty(), "not sent again");
+    let events = read_until(
+        &reader(&topic),
+        Duration::from_secs(30),
+        |m| serde_json::from_slice::<DeliveryEvent>(m.payload().expect("payload")).expect("JSON"),
+        |got| {
+            got.iter()
+                .any(|e| e.message_id == uuid && e.event == "delivered")
+        },
+    )
+    .await;
+    let delivered = events
+        .iter()
+        .find(|e| e.message_id == uuid && e.event == "delivered")
+        .unwrap_or_else(|| panic!("no delivered event in {events:?}"));
+    assert_eq!(
+        delivered.detail.as_deref(),
+        Some("250 2.0.0 Ok: queued as 7A3F")
+    );
+    assert_eq!(delivered.attempts, Some(1));
+    let m = app.get_message(&id).await;
+    assert_eq!(crate::helpers::event_kinds(&m), ["accepted", "delivered"]);
+}
