@@ -314,14 +314,34 @@ mod tests {
             text.contains("filename*"),
             "non-ASCII name RFC 2231-encoded: {text}"
         );
-        // The part's body: base64 lines after the blank line, up to the next boundary.
-        let part = &text[pdf..];
-        let body = &part[part.find("\r\n\r\n").expect("body") + 4..];
+        assert_eq!(attachment_bytes(&text[pdf..]), bytes);
+    }
+
+    /// The bytes of the attachment whose part starts `part`: its base64 lines after the blank
+    /// line, up to the next boundary. The part must say it is base64.
+    fn attachment_bytes(part: &str) -> Vec<u8> {
+        use base64::Engine;
+        let (head, body) = part.split_once("\r\n\r\n").expect("its body");
+        assert!(head.contains("Content-Transfer-Encoding: base64"), "{part}");
         let encoded: String = body.lines().take_while(|l| !l.starts_with("--")).collect();
-        let decoded = base64::engine::general_purpose::STANDARD
+        base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
-            .expect("base64");
-        assert_eq!(decoded, bytes);
+            .expect("base64")
+    }
+
+    /// Builds the message and checks that no header line passes 78 octets; returns it and its
+    /// header section.
+    fn built_with_short_header_lines(n: NativeEmail) -> (lettre::Message, String) {
+        let m = Message::new(Content::Native(Box::new(n)));
+        let email = build(&m, &MimeSettings::default())
+            .expect("builds")
+            .expect("has recipients");
+        let text = String::from_utf8(email.formatted()).expect("utf-8");
+        let (head, _) = text.split_once("\r\n\r\n").expect("a header section");
+        for line in head.split("\r\n") {
+            assert!(line.len() <= 78, "a line of {}: {line:?}", line.len());
+        }
+        (email, head.to_owned())
     }
 
     /// Fifty recipients, as many as a message may have, fold into header lines of at most 78
@@ -334,15 +354,7 @@ mod tests {
             .map(|i| format!("Ünïcode Name {i} <cc{i:02}@example.com>"))
             .collect();
         n.reply_to = vec!["a@example.com".into(), "b@example.com".into()];
-        let m = Message::new(Content::Native(Box::new(n)));
-        let email = build(&m, &MimeSettings::default())
-            .expect("builds")
-            .expect("has recipients");
-        let text = String::from_utf8(email.formatted()).expect("utf-8");
-        let (head, _) = text.split_once("\r\n\r\n").expect("a header section");
-        for line in head.split("\r\n") {
-            assert!(line.len() <= 78, "a line of {}: {line:?}", line.len());
-        }
+        let (email, head) = built_with_short_header_lines(n);
         let to: Mailboxes = email.headers().get::<To>().expect("To").into();
         assert_eq!(to.iter().count(), 25);
         let cc: Mailboxes = email.headers().get::<Cc>().expect("Cc").into();
@@ -380,17 +392,27 @@ mod tests {
                 .map(|i| format!("{}{i}@example.com", "x".repeat(local)))
                 .collect();
             n.bcc.clear();
-            let m = Message::new(Content::Native(Box::new(n)));
-            let email = build(&m, &MimeSettings::default())
-                .expect("builds")
-                .expect("has recipients");
-            let text = String::from_utf8(email.formatted()).expect("utf-8");
-            let (head, _) = text.split_once("\r\n\r\n").expect("a header section");
-            for line in head.split("\r\n") {
-                assert!(line.len() <= 78, "local part {local}: {line:?}");
-            }
+            let (email, _) = built_with_short_header_lines(n);
             assert_eq!(email.envelope().to().len(), 50);
         }
+    }
+
+    /// Builds the message and checks that CRLF is its only line end; returns it as text.
+    fn built_with_crlf_only(n: NativeEmail) -> String {
+        let m = Message::new(Content::Native(Box::new(n)));
+        let raw = build(&m, &MimeSettings::default())
+            .expect("builds")
+            .expect("has recipients")
+            .formatted();
+        let text = String::from_utf8(raw).expect("utf-8");
+        let lone_cr = text
+            .match_indices('\r')
+            .any(|(i, _)| !text[i..].starts_with("\r\n"));
+        let lone_lf = text
+            .match_indices('\n')
+            .any(|(i, _)| i == 0 || !text[..i].ends_with('\r'));
+        assert!(!lone_cr && !lone_lf, "{text:?}");
+        text
     }
 
     /// An attachment is base64 whatever it holds: a text file with lone CRs and LFs and a line
@@ -406,27 +428,9 @@ mod tests {
             content_type: Some("text/plain".into()),
             content: base64::engine::general_purpose::STANDARD.encode(content),
         }];
-        let m = Message::new(Content::Native(Box::new(n)));
-        let raw = build(&m, &MimeSettings::default())
-            .expect("builds")
-            .expect("has recipients")
-            .formatted();
-        let text = String::from_utf8(raw).expect("utf-8");
-        let lone_cr = text
-            .match_indices('\r')
-            .any(|(i, _)| !text[i..].starts_with("\r\n"));
-        let lone_lf = text
-            .match_indices('\n')
-            .any(|(i, _)| i == 0 || !text[..i].ends_with('\r'));
-        assert!(!lone_cr && !lone_lf, "{text:?}");
+        let text = built_with_crlf_only(n);
         let part = &text[text.find("filename=\"notes.txt\"").expect("the part")..];
-        let (head, body) = part.split_once("\r\n\r\n").expect("its body");
-        assert!(head.contains("Content-Transfer-Encoding: base64"), "{part}");
-        let encoded: String = body.lines().take_while(|l| !l.starts_with("--")).collect();
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .expect("base64");
-        assert_eq!(decoded, content);
+        assert_eq!(attachment_bytes(part), content);
     }
 
     /// A lone CR in a body is a line break like any other: the built message has no line end but
@@ -436,19 +440,7 @@ mod tests {
         let mut n = native();
         n.text = Some("hi\r.\r\nMAIL FROM:<ceo@example.com>\r\nDATA\rend".into());
         n.html = Some("<p>a</p>\r<p>b</p>".into());
-        let m = Message::new(Content::Native(Box::new(n)));
-        let raw = build(&m, &MimeSettings::default())
-            .expect("builds")
-            .expect("has recipients")
-            .formatted();
-        let text = String::from_utf8(raw).expect("utf-8");
-        let lone_cr = text
-            .match_indices('\r')
-            .any(|(i, _)| !text[i..].starts_with("\r\n"));
-        let lone_lf = text
-            .match_indices('\n')
-            .any(|(i, _)| i == 0 || !text[..i].ends_with('\r'));
-        assert!(!lone_cr && !lone_lf, "{text:?}");
+        let text = built_with_crlf_only(n);
         assert!(
             text.contains("hi\r\n.\r\nMAIL FROM:<ceo@example.com>\r\nDATA\r\nend"),
             "{text:?}"
