@@ -501,17 +501,9 @@ async fn dead_letters(settings: Settings, cmd: DeadLetters) -> anyhow::Result<()
 /// queue backend, the archive and the templates directory), so that `config` shows what a
 /// process started with them uses.
 fn effective(settings: &Settings) -> crate::config::RawConfig {
-    use crate::config::QueueBackend;
     let mut raw = settings.raw.clone();
     raw.database_url = Some(settings.database_url.clone());
-    raw.queue_backend = Some(
-        match settings.queue {
-            QueueBackend::Database => "database",
-            QueueBackend::Sqs => "sqs",
-            QueueBackend::Kafka => "kafka",
-        }
-        .into(),
-    );
+    raw.queue_backend = Some(settings.queue.as_str().into());
     raw.archive_url = Some(
         settings
             .archive_url

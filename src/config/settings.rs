@@ -17,6 +17,17 @@ pub enum QueueBackend {
     Kafka,
 }
 
+impl QueueBackend {
+    /// Its `QUEUE_BACKEND` value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            QueueBackend::Database => "database",
+            QueueBackend::Sqs => "sqs",
+            QueueBackend::Kafka => "kafka",
+        }
+    }
+}
+
 /// Where the AWS clients point: `None` leaves it to the SDK's own chain.
 #[derive(Debug, Clone, Default)]
 pub struct AwsSettings {

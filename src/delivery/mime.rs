@@ -4,9 +4,11 @@ use std::borrow::Cow;
 use std::time::SystemTime;
 
 use lettre::message::header::{
-    Cc, ContentTransferEncoding, Header, HeaderName, HeaderValue, Headers, ReplyTo, To,
+    Bcc, Cc, ContentTransferEncoding, Header, HeaderName, HeaderValue, Headers, ReplyTo, To,
 };
-use lettre::message::{Attachment, Body, Mailbox, Mailboxes, MultiPart, SinglePart};
+use lettre::message::{
+    Attachment, Body, Mailbox, Mailboxes, MessageBuilder, MultiPart, SinglePart,
+};
 
 use super::DeliveryError;
 use crate::message::{Content, Message, deliverable};
@@ -77,19 +79,11 @@ pub fn build(
                 addresses.iter().map(|a| parse(field, a)).collect()
             };
             let (to, cc) = (list("to", &n.to)?, list("cc", &n.cc)?);
-            let reply_to = list("reply_to", &n.reply_to)?;
-            for a in &to {
-                builder = builder.to(a.clone());
-            }
-            for a in &cc {
-                builder = builder.cc(a.clone());
-            }
-            for a in &n.bcc {
-                builder = builder.bcc(parse("bcc", a)?);
-            }
-            for a in &reply_to {
-                builder = builder.reply_to(a.clone());
-            }
+            let (bcc, reply_to) = (list("bcc", &n.bcc)?, list("reply_to", &n.reply_to)?);
+            builder = with_list::<To>(builder, &to);
+            builder = with_list::<Cc>(builder, &cc);
+            builder = with_list::<Bcc>(builder, &bcc);
+            builder = with_list::<ReplyTo>(builder, &reply_to);
             lists = vec![
                 (To::name(), to),
                 (Cc::name(), cc),
@@ -138,6 +132,18 @@ pub fn build(
         fold_address_list(email.headers_mut(), name, list);
     }
     Ok(Some(email))
+}
+
+/// Sets an address list header at once, when the list is not empty. (lettre's `to()` and its
+/// kin add one address at a time, parsing the whole header again for each.)
+fn with_list<H: Header + From<Mailboxes>>(
+    builder: MessageBuilder,
+    list: &[Mailbox],
+) -> MessageBuilder {
+    if list.is_empty() {
+        return builder;
+    }
+    builder.header(H::from(Mailboxes::from(list.to_vec())))
 }
 
 /// A body's line breaks as LF alone, which lettre writes as CRLF: a lone CR (an old Mac line

@@ -391,7 +391,7 @@ impl Worker {
         } = pulled;
         if let Some(done) = status.filter(|s| s.is_final()) {
             // Sent before: by an attempt interrupted before it settled its lease, or by another
-            // copy of the message. Its record stands; only a missing archive object is written.
+            // copy of the message. Its record stands; what follows a record is done again.
             return self.sent_before(lease, done).await;
         }
         if status == Some(Status::Dead) {

@@ -33,6 +33,14 @@ pub fn backoff(retry: &RetrySettings, attempt: u32) -> Duration {
     half + half.mul_f64(rand::rng().random::<f64>())
 }
 
+/// The status change of a message sent (`Delivered`), or archived only (`DELIVERY=none`).
+fn sent(status: Status, attempts: u32, detail: String) -> Transition {
+    match status {
+        Status::Archived => Transition::Archived { attempts, detail },
+        _ => Transition::Delivered { attempts, detail },
+    }
+}
+
 impl Worker {
     /// Success: record, archive, ack.
     pub(super) async fn finish(
@@ -43,17 +51,8 @@ impl Worker {
     ) -> Result<(), QueueError> {
         let id = lease.message.id;
         let attempts = lease.attempt;
-        let transition = match status {
-            Status::Archived => Transition::Archived {
-                attempts,
-                detail: detail.clone(),
-            },
-            _ => Transition::Delivered {
-                attempts,
-                detail: detail.clone(),
-            },
-        };
-        self.record_outcome(&lease, transition).await?;
+        self.record_outcome(&lease, sent(status, attempts, detail.clone()))
+            .await?;
         let outcome = Outcome {
             status,
             at: Utc::now(),
@@ -94,11 +93,7 @@ impl Worker {
         {
             return self.archive_failed(lease, e).await;
         }
-        let (attempts, detail) = (outcome.attempts, outcome.detail);
-        let change = match status {
-            Status::Archived => Transition::Archived { attempts, detail },
-            _ => Transition::Delivered { attempts, detail },
-        };
+        let change = sent(status, outcome.attempts, outcome.detail);
         self.store.announce_again(id, change).await;
         tracing::info!(message_id = %id, status = status.as_str(), "Already sent: this copy is acknowledged unsent.");
         self.queue.ack(lease).await
@@ -125,8 +120,8 @@ impl Worker {
         })
     }
 
-    /// The archive could not be read or written: the message goes back to the queue, and its
-    /// next attempt, finding it sent, archives it.
+    /// The archive could not be written: the message goes back to the queue, and its next
+    /// attempt, finding it sent, archives it.
     async fn archive_failed(
         &self,
         lease: Lease,
