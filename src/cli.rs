@@ -1,6 +1,6 @@
 //! The `mailroom` command line.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -9,11 +9,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use object_store::ObjectStoreExt;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use crate::config::Settings;
-use crate::message::{CompatEmail, Content, Message, NativeEmail, NativeRules, Status};
+use crate::message::{
+    CompatEmail, Content, Message, NativeEmail, NativeRules, Status, strict_json,
+};
 use crate::startup::{Application, Backends, Roles, shutdown_on_signals};
 use crate::store::{Acceptance, Accepted, ListFilter};
 use crate::telemetry;
@@ -291,7 +293,7 @@ async fn send(settings: Settings, args: SendArgs) -> anyhow::Result<()> {
         let variables: Option<Value> = args
             .variables
             .as_deref()
-            .map(serde_json::from_str)
+            .map(strict_json::from_str)
             .transpose()
             .map_err(|e| anyhow::anyhow!("Invalid message: --variables is not JSON: {e}"))?;
         let value = json!({
@@ -313,67 +315,137 @@ async fn send(settings: Settings, args: SendArgs) -> anyhow::Result<()> {
         println!("{id}");
         return Ok(());
     };
-    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
-        Box::new(std::io::BufReader::new(std::io::stdin()))
-    } else {
-        Box::new(std::io::BufReader::new(
-            std::fs::File::open(&path)
-                .with_context(|| format!("Failed to open {}", path.display()))?,
-        ))
+    // Read as a stream: a file of millions of messages needs no more memory than a chunk of
+    // them, and a line over the limit is counted and skipped without being held.
+    let (mut reader, length): (Box<dyn AsyncBufRead + Unpin + Send>, Option<u64>) =
+        if path.as_os_str() == "-" {
+            (
+                Box::new(tokio::io::BufReader::new(tokio::io::stdin())),
+                None,
+            )
+        } else {
+            let file = tokio::fs::File::open(&path)
+                .await
+                .with_context(|| format!("Failed to open {}", path.display()))?;
+            let length = file.metadata().await.ok().map(|m| m.len());
+            (Box::new(tokio::io::BufReader::new(file)), length)
+        };
+    let bar = match length {
+        Some(length) => ProgressBar::new(length).with_style(
+            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} read, {msg} (eta {eta})")
+                .expect("the template is valid"),
+        ),
+        None => ProgressBar::no_length().with_style(
+            ProgressStyle::with_template("{spinner} {bytes} read, {msg}")
+                .expect("the template is valid"),
+        ),
     };
-    let lines: Vec<String> = reader
-        .lines()
-        .enumerate()
-        .map(|(n, line)| line.with_context(|| format!("Failed to read line {} of the file", n + 1)))
-        .collect::<Result<_, _>>()?;
-    let bar = ProgressBar::new(lines.len() as u64).with_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} queued ({per_sec}, eta {eta})")
-            .expect("the template is valid"),
-    );
     let (mut accepted, mut rejected) = (0u64, 0u64);
     let mut chunk = Vec::new();
-    for (n, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
-            bar.inc(1);
-            continue;
-        }
-        let parsed = if line.len() > max_line {
-            Err(format!(
-                "is {} bytes; the limit is MAX_BODY_BYTES ({max_line} bytes), as for a request",
-                line.len()
-            ))
-        } else {
-            serde_json::from_str::<Value>(line)
+    let mut buf = Vec::new();
+    let mut n = 0;
+    loop {
+        let read = read_line(&mut reader, max_line, &mut buf)
+            .await
+            .with_context(|| format!("Failed to read line {} of the file", n + 1))?;
+        let Some((line, bytes)) = read else { break };
+        n += 1;
+        bar.inc(bytes);
+        let parsed = match line {
+            Line::Text(text) if text.trim().is_empty() => continue,
+            Line::Text(text) => strict_json::from_str(&text)
                 .map_err(|e| e.to_string())
-                .and_then(|v| parse_line(v, &backends))
+                .and_then(|v| parse_line(v, &backends)),
+            Line::TooLong => Err(format!(
+                "is {bytes} bytes; the limit is MAX_BODY_BYTES ({max_line} bytes), as for a request"
+            )),
+            Line::NotUtf8 => Err("is not UTF-8".to_string()),
         };
         match parsed {
-            Ok(m) => chunk.push((n + 1, m)),
+            Ok(m) => chunk.push((n, m)),
             Err(e) => {
                 rejected += 1;
-                bar.suspend(|| eprintln!("line {}: {e}", n + 1));
-                bar.inc(1);
+                bar.suspend(|| eprintln!("line {n}: {e}"));
             }
         }
         if chunk.len() == QUEUE_CHUNK {
-            let not_queued = queue_chunk(&backends, &mut chunk, n + 1, &bar).await?;
+            let not_queued = queue_chunk(&backends, &mut chunk, n, &bar).await?;
             accepted += QUEUE_CHUNK as u64 - not_queued;
             rejected += not_queued;
-            bar.inc(QUEUE_CHUNK as u64);
+            bar.set_message(format!("{accepted} queued"));
         }
     }
     // What is left after the last line (which may be blank or rejected).
     let k = chunk.len() as u64;
-    let not_queued = queue_chunk(&backends, &mut chunk, lines.len(), &bar).await?;
+    let not_queued = queue_chunk(&backends, &mut chunk, n, &bar).await?;
     accepted += k - not_queued;
     rejected += not_queued;
-    bar.inc(k);
-    bar.finish();
+    bar.finish_and_clear();
     println!("{accepted} queued, {rejected} rejected");
     if rejected > 0 {
         bail!("{rejected} line(s) were rejected");
     }
     Ok(())
+}
+
+/// One line of a JSONL file, without its line end.
+enum Line {
+    Text(String),
+    /// Longer than the limit: skipped, not kept.
+    TooLong,
+    NotUtf8,
+}
+
+/// Reads the next line holding at most `max` bytes of it in memory (`buf` is reused); answers
+/// the line and how many bytes it took from the reader, or `None` at the end.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<(Line, u64)>> {
+    buf.clear();
+    // One byte over the limit tells a line at the limit (its line end read) from a longer one.
+    let n = (&mut *reader)
+        .take(max as u64 + 2)
+        .read_until(b'\n', buf)
+        .await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let mut taken = n as u64;
+    let ended = buf.last() == Some(&b'\n');
+    if ended {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    }
+    if buf.len() > max {
+        // The rest of the line, up to and with its line end, goes unread into memory.
+        if !ended {
+            loop {
+                let available = reader.fill_buf().await?;
+                if available.is_empty() {
+                    break;
+                }
+                let (used, end) = match available.iter().position(|&b| b == b'\n') {
+                    Some(i) => (i + 1, true),
+                    None => (available.len(), false),
+                };
+                reader.consume(used);
+                taken += used as u64;
+                if end {
+                    break;
+                }
+            }
+        }
+        return Ok(Some((Line::TooLong, taken)));
+    }
+    let line = match String::from_utf8(std::mem::take(buf)) {
+        Ok(text) => Line::Text(text),
+        Err(_) => Line::NotUtf8,
+    };
+    Ok(Some((line, taken)))
 }
 
 /// Messages of `send --file` accepted together: one transaction (and one queue call) each.
@@ -660,4 +732,42 @@ async fn healthcheck(addr: String) -> anyhow::Result<()> {
         bail!("Health check answered {}", String::from_utf8_lossy(&head));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every line of `input` as `read_line` gives it, with a limit of 4 bytes.
+    async fn lines_of(input: &[u8]) -> Vec<(String, u64)> {
+        let mut reader = tokio::io::BufReader::with_capacity(3, input);
+        let (mut buf, mut out) = (Vec::new(), Vec::new());
+        while let Some((line, taken)) = read_line(&mut reader, 4, &mut buf).await.expect("read") {
+            let shown = match line {
+                Line::Text(text) => text,
+                Line::TooLong => "<too long>".into(),
+                Line::NotUtf8 => "<not utf-8>".into(),
+            };
+            out.push((shown, taken));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn lines_over_the_limit_are_skipped_whole_and_the_next_read_as_usual() {
+        let got = lines_of(b"abcd\nabcde\r\nabcdefghijk\n\xff\r\nab\r\n\nxyz").await;
+        let want = [
+            ("abcd", 5),
+            ("<too long>", 7),
+            ("<too long>", 12),
+            ("<not utf-8>", 3),
+            ("ab", 4),
+            ("", 1),
+            ("xyz", 3),
+        ];
+        let want: Vec<(String, u64)> = want.iter().map(|(l, n)| (l.to_string(), *n)).collect();
+        assert_eq!(got, want);
+        assert_eq!(lines_of(b"abcdefgh").await, [("<too long>".into(), 8)]);
+        assert_eq!(lines_of(b"abcd\r\n").await, [("abcd".into(), 6)]);
+    }
 }

@@ -32,7 +32,7 @@ pub use error::ApiError;
 
 use crate::auth::TokenVerifier;
 use crate::intake::Intake;
-use crate::message::{LiveTemplates, NativeRules, Templates};
+use crate::message::{LiveTemplates, NativeRules, Templates, strict_json};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -187,7 +187,7 @@ impl FromRequest<Arc<AppState>> for JsonBody {
             }
         })?;
         let value =
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+            strict_json::from_slice(&bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
         Ok(JsonBody { value, bytes })
     }
 }

@@ -15,7 +15,7 @@ pub use delivery::DeliverySettings;
 pub use kafka::{KafkaSecurity, KafkaSettings};
 pub use raw::RawConfig;
 pub use settings::{AwsSettings, QueueBackend, RetrySettings, Settings, SqsConfig};
-pub use token::TokenSettings;
+pub use token::{MIN_TOKEN_CHARS, TokenSettings};
 
 /// Every environment variable mailroom reads. Deployment files are checked against this list.
 pub const ENV_VARS: &[&str] = &[

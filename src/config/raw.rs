@@ -11,7 +11,7 @@ use super::{ConfigError, ENV_VARS};
 
 /// The settings as written by the user: every field has the name of its variable, lower-cased.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawConfig {
     pub port: u16,
     pub bind_address: String,
@@ -166,11 +166,20 @@ impl RawConfig {
             }
             figment = figment.merge(Toml::file(path));
         }
-        Ok(figment.merge(Env::raw().only(ENV_VARS)))
+        Ok(figment.merge(TextEnv(Env::raw().only(ENV_VARS))))
     }
 
     fn extract(figment: Figment) -> Result<Self, ConfigError> {
-        figment.extract().map_err(|e| {
+        // Lossy: a number or a boolean setting may be written as text ("8080", "true"), as every
+        // environment variable is.
+        figment.extract_lossy().map_err(|e| {
+            if let figment::error::Kind::UnknownField(key, _) = &e.kind {
+                let source = e.metadata.as_ref().map(|m| m.name.to_string());
+                return ConfigError::Source(format!(
+                    "Unknown setting `{key}` (in {}): the keys are the variable names in lower case, such as `port` or `send_rate_per_second`.",
+                    source.as_deref().unwrap_or("the config file")
+                ));
+            }
             let var = e
                 .path
                 .last()
@@ -186,5 +195,28 @@ impl RawConfig {
                 e.kind
             ))
         })
+    }
+}
+
+/// The environment with every value kept as the text it is. figment's `Env` reads a value as
+/// TOML would (`1` a number, `true` a boolean, `"x"` without its quotes), which refuses an
+/// `INSTANCE_ID=1` meant as text and drops a token's leading zeros or its quotes; numbers and
+/// booleans are read from text by the lossy extraction instead.
+struct TextEnv(Env);
+
+impl figment::Provider for TextEnv {
+    fn metadata(&self) -> figment::Metadata {
+        self.0.metadata()
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        let dict = self
+            .0
+            .iter()
+            .map(|(key, value)| (key.to_string(), figment::value::Value::from(value)))
+            .collect();
+        Ok(figment::Profile::Default.collect(dict))
     }
 }

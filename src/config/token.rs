@@ -8,6 +8,9 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{ConfigError, RawConfig};
 
+/// The shortest token accepted from any source: a guessable token is refused at start-up.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
 #[derive(Debug, Clone)]
 pub enum TokenSettings {
     Value(SecretString),
@@ -31,11 +34,11 @@ impl RawConfig {
                 &self.ssm_token_parameter,
             ) {
                 (Some(t), None, None) => {
-                    if t.expose_secret().trim().len() < 16 {
+                    if t.expose_secret().trim().chars().count() < MIN_TOKEN_CHARS {
                         return Err(ConfigError::invalid(
                             "API_TOKEN",
                             "[redacted]",
-                            "must be at least 16 characters",
+                            format!("must be at least {MIN_TOKEN_CHARS} characters"),
                         ));
                     }
                     TokenSettings::Value(t.clone())

@@ -11,6 +11,7 @@
 
 mod compat;
 mod native;
+pub mod strict_json;
 mod template;
 
 pub use compat::{CompatEmail, CompatFields};

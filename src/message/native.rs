@@ -52,6 +52,9 @@ pub struct NativeEmail {
     pub text: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub html: Option<String>,
+    /// Extra header fields by name (at most 50; names case-insensitively unique). Those mailroom
+    /// writes itself (From, To, Subject, Message-ID, ...) and the `Content-*` fields of the MIME
+    /// body (all but Content-Language) are refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -395,10 +398,20 @@ impl NativeEmail {
                     "header names must be 1 to 76 printable ASCII characters without ':' or spaces",
                 ));
             }
-            if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            let lower = name.to_ascii_lowercase();
+            if RESERVED_HEADERS.contains(&lower.as_str()) {
                 return Err(FieldError::new(
                     field,
                     "is set by mailroom and cannot be overridden",
+                ));
+            }
+            // Content-Disposition, Content-ID and the like describe the MIME body that mailroom
+            // builds: set on the message they would change how receivers read it (an `attachment`
+            // disposition hides the text). Content-Language only labels it.
+            if lower.starts_with("content-") && lower != "content-language" {
+                return Err(FieldError::new(
+                    field,
+                    "Content-* headers describe the MIME body mailroom builds and cannot be set (Content-Language can)",
                 ));
             }
             header_safe(&field, value)?;

@@ -20,12 +20,28 @@ use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use minijinja::syntax::SyntaxConfig;
-use minijinja::value::Serde;
-use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
+use minijinja::value::{Kwargs, Serde, StringInput, ValueKind};
+use minijinja::{
+    AutoEscape, Environment, Error, ErrorKind, Output, State, UndefinedBehavior, Value,
+};
 
 /// Instructions one part of one message may run: far above what a receipt with a few hundred
 /// lines needs, far below what a request could make a loop do in a second.
 const FUEL: u64 = 2_000_000;
+
+/// How many times its size limit one part may print in all, what macros, `{% set %}` and
+/// `{% filter %}` blocks print included: MiniJinja holds such output in memory before the part's
+/// own output sees it, so without this a loop over a request's list inside a macro could print
+/// the request's largest string a million times into memory. Output printed through a macro
+/// counts once inside it and once where it is printed, hence more than once the limit.
+const PRINT_BUDGET: usize = 4;
+
+/// The widest `indent` a template may ask for: the built-in builds the indent string first,
+/// so a width taken from a request could ask for terabytes.
+const MAX_INDENT: usize = 256;
+
+/// Where a render keeps how many bytes it printed (a MiniJinja temp: one per render).
+const PRINTED: &str = "mailroom.printed";
 
 /// What a file's name says it is.
 const SUBJECT: &str = ".subject";
@@ -97,11 +113,12 @@ impl LiveTemplates {
 
 impl Default for Templates {
     fn default() -> Self {
+        let max_bytes = 1024 * 1024;
         Self {
-            plain: environment(AutoEscape::None),
-            html: environment(AutoEscape::Html),
+            plain: environment(AutoEscape::None, max_bytes),
+            html: environment(AutoEscape::Html, max_bytes),
             parts: BTreeMap::new(),
-            max_bytes: 1024 * 1024,
+            max_bytes,
         }
     }
 }
@@ -128,8 +145,11 @@ impl std::io::Write for Capped {
     }
 }
 
-fn environment(escape: AutoEscape) -> Environment<'static> {
+fn environment(escape: AutoEscape, max_bytes: usize) -> Environment<'static> {
     let mut env = Environment::new();
+    let budget = max_bytes.saturating_mul(PRINT_BUDGET);
+    env.set_formatter(move |out, state, value| print(out, state, value, budget));
+    env.add_filter("indent", indent);
     env.set_auto_escape_callback(move |_| escape.clone());
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_syntax(
@@ -143,6 +163,63 @@ fn environment(escape: AutoEscape) -> Environment<'static> {
     env
 }
 
+/// Prints one `{{ ... }}` as MiniJinja would, after checking it: a null or a list or map
+/// printed whole is a request's mistake (it would show `none` or `[1, 2]` to a customer), and
+/// the render's printing stays within `budget` bytes.
+fn print(out: &mut Output, state: &mut State, value: &Value, budget: usize) -> Result<(), Error> {
+    let refuse = |what: &str| {
+        Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("a value printed is {what}; the template needs text or a number there"),
+        ))
+    };
+    match value.kind() {
+        ValueKind::None => return refuse("null"),
+        ValueKind::Seq | ValueKind::Iterable => return refuse("a list"),
+        ValueKind::Map => return refuse("an object"),
+        _ => {}
+    }
+    let size = value
+        .as_str()
+        .map_or_else(|| value.to_string().len(), str::len);
+    let printed = state
+        .get_temp(PRINTED)
+        .and_then(|v| usize::try_from(v).ok())
+        .unwrap_or(0)
+        .saturating_add(size);
+    if printed > budget {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!(
+                "the template prints more than {budget} bytes in all ({PRINT_BUDGET} × MAX_BODY_BYTES, macros and blocks included)"
+            ),
+        ));
+    }
+    state.set_temp(PRINTED, Value::from(printed));
+    minijinja::escape_formatter(out, state, value)
+}
+
+/// MiniJinja's `indent`, with its width held to [`MAX_INDENT`].
+fn indent(
+    value: StringInput<'_>,
+    width: Option<usize>,
+    first: Option<bool>,
+    blank: Option<bool>,
+    kwargs: Kwargs,
+) -> Result<Value, Error> {
+    let asked = match width {
+        Some(width) => Some(width),
+        None => kwargs.peek::<Option<usize>>("width")?,
+    };
+    if asked.is_some_and(|w| w > MAX_INDENT) {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("indent is at most {MAX_INDENT} wide"),
+        ));
+    }
+    minijinja::filters::indent(value, width, first, blank, kwargs)
+}
+
 impl Templates {
     /// Compiles every file of `dir` (not of its subdirectories; names starting with `.` are
     /// skipped); a rendered part may be at most `max_bytes` long. The error is a sentence naming
@@ -150,8 +227,8 @@ impl Templates {
     pub fn load(dir: &Path, max_bytes: usize) -> Result<Self, String> {
         let entries = std::fs::read_dir(dir)
             .map_err(|e| format!("cannot read the directory {}: {e}", dir.display()))?;
-        let mut plain = environment(AutoEscape::None);
-        let mut html = environment(AutoEscape::Html);
+        let mut plain = environment(AutoEscape::None, max_bytes);
+        let mut html = environment(AutoEscape::Html, max_bytes);
         let mut files = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
@@ -379,6 +456,69 @@ mod tests {
                 .contains("big.txt makes more than 10000 bytes"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn what_macros_and_blocks_hold_counts_against_a_budget() {
+        let dir = dir_with(&[
+            ("m.subject", "M"),
+            (
+                "m.txt",
+                "{% macro lines(items) %}{% for i in items %}{{ name }}{% endfor %}{% endmacro %}{% set held %}{{ lines(items) }}{% endset %}{{ held | length }}",
+            ),
+        ]);
+        let templates = Templates::load(dir.path(), 100_000).expect("loads");
+        let fits = vars(json!({"items": [1, 2, 3], "name": "n".repeat(1_000)}));
+        assert_eq!(
+            templates.render("m", &fits).expect("fits").text.as_deref(),
+            Some("3000")
+        );
+        // Its own output is 7 bytes; what the macro held would be 10 MB.
+        let held = vars(json!({"items": vec![0; 10_000], "name": "n".repeat(1_000)}));
+        let e = templates.render("m", &held).expect_err("over the budget");
+        assert!(
+            e.to_string()
+                .contains("prints more than 400000 bytes in all"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn request_values_cannot_size_an_indent_or_print_as_none_or_lists() {
+        let dir = dir_with(&[
+            ("t.subject", "Hi {{ name }}"),
+            ("t.txt", "{{ body | indent(width) }}"),
+        ]);
+        let templates = Templates::load(dir.path(), 1024 * 1024).expect("loads");
+        let ok = vars(json!({"name": 7, "body": "a\nb", "width": 2}));
+        let out = templates.render("t", &ok).expect("renders");
+        assert_eq!(
+            (out.subject.as_str(), out.text.as_deref()),
+            ("Hi 7", Some("a\n  b"))
+        );
+        for (bad, says) in [
+            (
+                json!({"name": "x", "body": "a", "width": 1_000_000_000_000u64}),
+                "indent is at most 256",
+            ),
+            (
+                json!({"name": null, "body": "a", "width": 2}),
+                "printed is null",
+            ),
+            (
+                json!({"name": [1], "body": "a", "width": 2}),
+                "printed is a list",
+            ),
+            (
+                json!({"name": {"a": 1}, "body": "a", "width": 2}),
+                "printed is an object",
+            ),
+        ] {
+            let e = templates
+                .render("t", &vars(bad.clone()))
+                .expect_err("refused");
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

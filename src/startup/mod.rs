@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::auth::{self, StaticToken, TokenVerifier};
-use crate::config::{Settings, TokenSettings};
+use crate::config::{MIN_TOKEN_CHARS, Settings, TokenSettings};
 use crate::store::IDEMPOTENCY_TTL;
 use crate::telemetry;
 use crate::worker::Worker;
@@ -76,8 +76,18 @@ pub async fn token(
             bail!("SSM_TOKEN_PARAMETER needs a build with the `ssm` feature")
         }
     };
-    if token.expose_secret().is_empty() {
-        bail!("The API token is empty");
+    // API_TOKEN was checked with the settings; a file (or a saved token edited by hand) is
+    // held to the same minimum.
+    let length = token.expose_secret().chars().count();
+    if length < MIN_TOKEN_CHARS {
+        bail!(
+            "The API token in {} is {length} characters; it must be at least {MIN_TOKEN_CHARS}",
+            match &settings.token {
+                TokenSettings::File(path) | TokenSettings::Generated(path) =>
+                    path.display().to_string(),
+                _ => "API_TOKEN".to_string(),
+            }
+        );
     }
     Ok((Arc::new(StaticToken::new(&token)), generated))
 }

@@ -200,21 +200,28 @@ async fn command_line() {
     std::fs::write(
         &file,
         format!(
-            "{{\"from\": \"a@example.com\", \"to\": \"{to}\", \"subject\": \"one\", \"text\": \"1\"}}\n{{\"from\": \"a@example.com\", \"subject\": \"no recipient\", \"text\": \"2\"}}\n{}\n{{\"from\": \"a@example.com\", \"to\": \"{to}\", \"subject\": \"big\", \"text\": \"{}\"}}\n",
+            "{{\"from\": \"a@example.com\", \"to\": \"{to}\", \"subject\": \"one\", \"text\": \"1\"}}\n{{\"from\": \"a@example.com\", \"subject\": \"no recipient\", \"text\": \"2\"}}\n{}\n{{\"from\": \"a@example.com\", \"to\": \"{to}\", \"subject\": \"big\", \"text\": \"{}\"}}\n{{\"from\": \"a@example.com\", \"to\": \"{to}\", \"to\": \"b@example.com\", \"subject\": \"twice\", \"text\": \"5\"}}\r\n{}",
             compat_body("unused"),
             // Over MAX_BODY_BYTES (1 MiB by default), which a line is held to as a request is.
             "x".repeat(1_100_000),
+            // The last line has no line end.
+            compat_body("unused"),
         ),
     )
     .expect("write");
     let (ok, out, err) = cli(d, &good, &["send", "--file", file.to_str().expect("utf-8")]).await;
     assert!(!ok, "a rejected line fails the command");
-    assert!(out.contains("2 queued, 2 rejected"), "{out}");
+    assert!(out.contains("3 queued, 3 rejected"), "{out}");
     assert!(err.contains("line 2") && err.contains("to"), "{err}");
     assert!(
-        err.contains("line 4") && err.contains("MAX_BODY_BYTES"),
+        err.contains("line 4: is 1100") && err.contains("MAX_BODY_BYTES"),
         "{err}"
     );
+    assert!(
+        err.contains("line 5: the key \"to\" is given twice"),
+        "{err}"
+    );
+    assert!(!err.contains("line 6"), "{err}");
     let waiting = |out: &str| -> u64 {
         let (before, _) = out
             .split_once(" message(s) waiting")
@@ -549,4 +556,87 @@ async fn a_paused_provider_leaves_serve_ready_to_accept() {
     );
     assert_eq!(post().await, 202, "still accepting while paused");
     assert!(relay.received_for(&rcpt).is_empty());
+}
+
+/// Settings are read as they are written: a number or a boolean may be given as text (every
+/// environment variable is), text that looks like a number stays text, a token keeps its
+/// leading zeros and its quotes, a key of the TOML file that is no setting is refused by name,
+/// and a token file is held to the token's 16-character minimum.
+#[tokio::test]
+async fn settings_are_read_as_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (ok, out, err) = cli(
+        d,
+        &[
+            ("INSTANCE_ID", "1"),
+            ("REDIS_KEY_PREFIX", "0123"),
+            ("SES_CONFIGURATION_SET", "2024"),
+            ("PORT", "8081"),
+            ("KAFKA_CREATE_TOPICS", "true"),
+            ("SEND_RATE_PER_SECOND", "7.5"),
+        ],
+        &["config"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    for line in [
+        "instance_id = \"1\"",
+        "redis_key_prefix = \"0123\"",
+        "ses_configuration_set = \"2024\"",
+        "port = 8081",
+        "kafka_create_topics = true",
+        "send_rate_per_second = 7.5",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line} in {out}");
+    }
+    let (ok, _, err) = cli(d, &[("PORT", "eighty")], &["config"]).await;
+    assert!(!ok && err.contains("PORT"), "{err}");
+
+    let file = d.join("mailroom.toml");
+    std::fs::write(&file, "send_rate_per_sec = 1\n").expect("write");
+    let (ok, _, err) = cli(
+        d,
+        &[],
+        &["--config", file.to_str().expect("utf-8"), "config"],
+    )
+    .await;
+    assert!(!ok, "a misspelt key is refused");
+    assert!(
+        err.contains("`send_rate_per_sec`") && err.contains("lower case"),
+        "{err}"
+    );
+
+    // The token exactly as written, quotes and leading zero included.
+    let token = "\"0123456789abcdef\"";
+    let server = crate::start(d, &[("API_TOKEN", token.to_string())]).await;
+    let http = reqwest::Client::new();
+    let posted = |bearer: &'static str| {
+        http.post(format!("{}/v1/messages", server.url))
+            .bearer_auth(bearer)
+            .json(&serde_json::json!({
+                "from": "a@example.com", "to": "b@example.com", "subject": "s", "text": "t",
+            }))
+            .send()
+    };
+    assert_eq!(posted(token).await.expect("sent").status(), 202);
+    assert_eq!(
+        posted("0123456789abcdef").await.expect("sent").status(),
+        401
+    );
+    drop(server);
+
+    let short = d.join("short-token");
+    std::fs::write(&short, "short\n").expect("write");
+    let (ok, out, err) = cli(
+        d,
+        &[("API_TOKEN_FILE", short.to_str().expect("utf-8"))],
+        &["serve"],
+    )
+    .await;
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("5 characters") && err.contains("at least 16"),
+        "{err}"
+    );
 }

@@ -54,6 +54,9 @@ pub fn cases(token: &str) -> Vec<Case> {
         "{\"data\": tru}",
         "{\"data\": nul}",
         "<xml/>",
+        // A key given twice: which one counts is anyone's guess (RFC 8259).
+        "{\"data\": {}, \"data\": {}}",
+        "{\"data\": {\"email_subject\": \"x\", \"email_subject\": \"y\"}}",
     ];
     for (i, text) in broken.iter().enumerate() {
         for path in [COMPAT, NATIVE, BATCH] {
@@ -76,6 +79,24 @@ pub fn cases(token: &str) -> Vec<Case> {
         for (api, path) in [("compat", COMPAT), ("native", NATIVE), ("batch", BATCH)] {
             cases.push(Case::json(format!("{api} body {name}"), path, &v, 400).field("body"));
         }
+    }
+
+    // Good bodies but for one key given twice, with the same value or another: refused, where
+    // a parser that keeps the last would accept the first and send to the second's address.
+    let token_again = format!("\"token\": \"{token}\", ");
+    for (path, good, again) in [
+        (COMPAT, &good_compat, token_again.as_str()),
+        (NATIVE, &good_native, "\"to\": \"other@example.com\", "),
+        (NATIVE, &good_native, "\"subject\": \"Your receipt\", "),
+    ] {
+        let text = String::from_utf8(good.clone()).expect("UTF-8");
+        let body = text.replacen('{', &format!("{{{again}"), 1);
+        cases.push(Case::bytes(
+            format!("{path} good body with {again}given twice"),
+            path,
+            body.into_bytes(),
+            400,
+        ));
     }
 
     // Invalid UTF-8 inside a string value, and in a key.
