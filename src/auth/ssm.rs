@@ -141,15 +141,27 @@ impl TokenVerifier for SsmToken {
             return Ok(true);
         }
         // Maybe a token this replica has not read yet: read SSM again, once at a time and at
-        // most every `recheck_every`, so that wrong tokens cannot make it hammer SSM.
-        if let Ok(mut last) = self.rechecked.try_lock()
-            && last.is_none_or(|t| t.elapsed() >= self.recheck_every)
-        {
+        // most every `recheck_every`, so that wrong tokens cannot make it hammer SSM. Requests
+        // that come while a read is in flight wait for it (the clients that switched to the new
+        // token arrive together) and look again at what it found.
+        let mut last = self.rechecked.lock().await;
+        if self.known(presented) {
+            return Ok(true);
+        }
+        if last.is_none_or(|t| t.elapsed() >= self.recheck_every) {
             *last = Some(Instant::now());
             self.refresh().await;
-            return Ok(self.known(presented));
+            if self.known(presented) {
+                return Ok(true);
+            }
         }
-        Ok(false)
+        drop(last);
+        // Unknown, and SSM could not be read just now: the token may be the new one, so the
+        // client is told to try again (503) rather than that its token is wrong.
+        match self.health() {
+            Ok(()) => Ok(false),
+            Err(e) => Err(AuthError::Unavailable(e)),
+        }
     }
 
     fn health(&self) -> Result<(), String> {

@@ -66,6 +66,19 @@ async fn a_rotated_token_is_accepted_at_once_and_the_old_one_for_a_while() {
     assert_eq!(status(&app, "wrong-token-value").await, 401);
 }
 
+/// The clients that switched to a rotated token arrive together: every one of them is accepted,
+/// not only the one whose request made the replica read SSM (the others waited for that read).
+#[tokio::test]
+async fn clients_switching_together_to_a_rotated_token_are_all_accepted() {
+    let moto = Moto::start().await;
+    let app = app_with_ssm_token(&moto, "together", "old-token-value", 300).await;
+    moto.put_parameter("/mailroom/test/together", "new-token-value")
+        .await;
+    let statuses =
+        futures::future::join_all((0..20).map(|_| status(&app, "new-token-value"))).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+}
+
 /// An app whose API token is the SSM parameter `/mailroom/test/{name}`, first set to `token`,
 /// re-read every `ttl_secs`.
 async fn app_with_ssm_token(moto: &Moto, name: &str, token: &str, ttl_secs: u64) -> TestApp {
