@@ -95,7 +95,8 @@ pub enum Command {
 #[derive(Subcommand, Debug)]
 pub enum DeadLetters {
     List {
-        #[arg(long, default_value_t = 50)]
+        /// How many to list, newest first (1 to 500, as the API's `limit`).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=500))]
         limit: u32,
     },
     /// Put dead letters back in the queue.
@@ -113,6 +114,7 @@ pub struct SendArgs {
     /// body ({"data": {...}}). `-` reads standard input.
     #[arg(long, conflicts_with_all = ["to", "subject", "text", "html", "template", "send_at"])]
     pub file: Option<PathBuf>,
+    /// The sender; with --file, of each line that names none (DEFAULT_FROM otherwise).
     #[arg(long)]
     pub from: Option<String>,
     #[arg(long)]
@@ -355,7 +357,7 @@ async fn send(settings: Settings, args: SendArgs) -> anyhow::Result<()> {
             Line::Text(text) if text.trim().is_empty() => continue,
             Line::Text(text) => strict_json::from_str(&text)
                 .map_err(|e| e.to_string())
-                .and_then(|v| parse_line(v, &backends)),
+                .and_then(|v| parse_line(with_sender(v, args.from.as_deref()), &backends)),
             Line::TooLong => Err(format!(
                 "is {bytes} bytes; the limit is MAX_BODY_BYTES ({max_line} bytes), as for a request"
             )),
@@ -386,6 +388,17 @@ async fn send(settings: Settings, args: SendArgs) -> anyhow::Result<()> {
         bail!("{rejected} line(s) were rejected");
     }
     Ok(())
+}
+
+/// A native message of `send --file` that names no sender takes the one of `--from`.
+fn with_sender(mut value: Value, from: Option<&str>) -> Value {
+    if let (Some(from), Value::Object(fields)) = (from, &mut value)
+        && !fields.contains_key("data")
+        && !fields.contains_key("from")
+    {
+        fields.insert("from".into(), Value::from(from));
+    }
+    value
 }
 
 /// One line of a JSONL file, without its line end.
@@ -556,13 +569,19 @@ async fn dead_letters(settings: Settings, cmd: DeadLetters) -> anyhow::Result<()
             if ids.is_empty() {
                 bail!("Name dead letter ids to redrive, or pass --all");
             }
+            // Each id is tried: one that is no longer dead does not keep the rest back.
+            let mut failed = 0;
             for id in &ids {
-                backends
-                    .intake
-                    .redrive(*id)
-                    .await
-                    .with_context(|| format!("Failed to redrive {id}"))?;
-                println!("{id} redriven");
+                match backends.intake.redrive(*id).await {
+                    Ok(()) => println!("{id} redriven"),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("{id} not redriven: {e}");
+                    }
+                }
+            }
+            if failed > 0 {
+                bail!("{failed} of {} dead letter(s) were not redriven", ids.len());
             }
         }
     }

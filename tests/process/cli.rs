@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde_json::Value;
 use tokio::process::Command;
+use uuid::Uuid;
 
 use crate::helpers::{Relay, compat_body, unique_rcpt};
 
@@ -241,19 +242,40 @@ async fn command_line() {
             "{{\"from\": \"a@example.com\", \"to\": \"{to}\", \"subject\": \"{n}\", \"text\": \"x\"}}"
         )
     };
-    std::fs::write(&file, format!("{}\n\n{}\n  \n\n", message(1), message(2))).expect("write");
-    let (ok, out, err) = cli(d, &good, &["send", "--file", file.to_str().expect("utf-8")]).await;
+    // A line that names no sender takes the one of --from.
+    let unsigned = format!("{{\"to\": \"{to}\", \"subject\": \"3\", \"text\": \"x\"}}");
+    std::fs::write(
+        &file,
+        format!("{}\n\n{}\n  \n{unsigned}\n\n", message(1), message(2)),
+    )
+    .expect("write");
+    let path = file.to_str().expect("utf-8");
+    let (ok, out, err) = cli(
+        d,
+        &good,
+        &["send", "--file", path, "--from", "b@example.com"],
+    )
+    .await;
     assert!(ok, "{err}");
-    assert!(out.contains("2 queued, 0 rejected"), "{out}");
+    assert!(out.contains("3 queued, 0 rejected"), "{out}");
     let (_, out, err) = cli(d, &good, &["check"]).await;
-    assert_eq!(waiting(&format!("{out}{err}")), before + 2, "{out}{err}");
+    assert_eq!(waiting(&format!("{out}{err}")), before + 3, "{out}{err}");
 
     let (ok, _, err) = cli(d, &good, &["dead-letters", "list"]).await;
     assert!(ok);
     assert!(err.contains("0 dead letter(s)"), "{err}");
-    let (ok, _, err) = cli(d, &good, &["dead-letters", "redrive", &id]).await;
+    let (ok, _, err) = cli(d, &good, &["dead-letters", "list", "--limit", "0"]).await;
+    assert!(!ok && err.contains("--limit"), "{err}");
+    // Each id named is tried, and each one refused is named.
+    let unknown = Uuid::now_v7().to_string();
+    let (ok, _, err) = cli(d, &good, &["dead-letters", "redrive", &id, &unknown]).await;
     assert!(!ok, "a queued message is not a dead letter");
-    assert!(err.contains("not dead"), "{err}");
+    assert!(
+        err.contains(&format!("{id} not redriven")) && err.contains("not dead"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{unknown} not redriven")), "{err}");
+    assert!(err.contains("2 of 2 dead letter(s)"), "{err}");
 }
 
 /// A worker alone serves `/health` and `/metrics` on PORT (it has no API there), so container
