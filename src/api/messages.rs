@@ -25,7 +25,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 #[utoipa::path(post, path = "/v1/messages", tag = "messages",
     request_body = NativeEmail,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters, no spaces; the same key and body within 24 h answer the first response again (header `idempotent-replayed: true`), another body with it is a 422")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters, no spaces; the same key and body (the same JSON: key order and spacing aside) within 24 h answer the first response again (header `idempotent-replayed: true`), another body with it is a 422")),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Accepted: the message is durable and queued", body = AcceptedMessage),
@@ -60,7 +60,7 @@ pub async fn create(
 
 #[utoipa::path(post, path = "/v1/messages/batch", tag = "messages",
     request_body = BatchRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters, no spaces; the same key and body within 24 h answer the first response again (header `idempotent-replayed: true`), another body with it is a 422")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters, no spaces; the same key and body (the same JSON: key order and spacing aside) within 24 h answer the first response again (header `idempotent-replayed: true`), another body with it is a 422")),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "At least one message accepted; one result per message, in order: a message id, or an error (its field, or `unavailable` for one an external queue did not take: send that one again)", body = BatchResult),
@@ -175,7 +175,7 @@ enum Begin {
     Replay(Response),
     New {
         key: Option<String>,
-        hash: String,
+        hash: BodyHash,
     },
 }
 
@@ -187,7 +187,11 @@ async fn begin(
 ) -> Result<Begin, ApiError> {
     authenticate(state, bearer(headers)).await?;
     let key = idempotency_key(headers)?;
-    let hash = request_hash(route, &body.bytes);
+    // Only a request with a key is ever compared with another.
+    let hash = match key {
+        Some(_) => BodyHash::of(route, body),
+        None => BodyHash::default(),
+    };
     match replay(state, key.as_deref(), &hash).await? {
         Some(r) => Ok(Begin::Replay(r)),
         None => Ok(Begin::New { key, hash }),
@@ -198,14 +202,14 @@ async fn accept(
     state: &AppState,
     messages: Vec<Message>,
     key: Option<String>,
-    hash: String,
+    hash: BodyHash,
     status: StatusCode,
     response: Value,
     count: u64,
 ) -> Result<Response, ApiError> {
     let idempotency = key.map(|key| IdempotencyRecord {
         key,
-        request_hash: hash.clone(),
+        request_hash: hash.canonical.clone(),
         status: status.as_u16(),
         response: response.to_string(),
         // The intake sets it when an external queue is to take the messages.
@@ -260,18 +264,43 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_string()))
 }
 
-fn request_hash(route: &str, body: &[u8]) -> String {
-    let mut h = Sha256::new();
-    h.update(route.as_bytes());
-    h.update([0]);
-    h.update(body);
-    hex::encode(h.finalize())
+/// What identifies a request's body for its Idempotency-Key: the route and the JSON it holds,
+/// written again with sorted keys and no spaces, so a client that rebuilds the same body on its
+/// retry (keys in another order, other spacing) gets its first answer again, not a 422.
+#[derive(Default)]
+struct BodyHash {
+    canonical: String,
+    /// Of the bytes as sent: what keys stored before the canonical form were compared with,
+    /// still accepted while they live (24 h after an upgrade).
+    raw: String,
+}
+
+impl BodyHash {
+    fn of(route: &str, body: &JsonBody) -> Self {
+        let digest = |bytes: &[u8]| {
+            let mut h = Sha256::new();
+            h.update(route.as_bytes());
+            h.update([0]);
+            h.update(bytes);
+            hex::encode(h.finalize())
+        };
+        // serde_json's maps are sorted by key; writing a parsed value cannot fail.
+        let canonical = serde_json::to_vec(&body.value).unwrap_or_default();
+        Self {
+            canonical: format!("c1:{}", digest(&canonical)),
+            raw: digest(&body.bytes),
+        }
+    }
+
+    fn matches(&self, stored: &str) -> bool {
+        stored == self.canonical || stored == self.raw
+    }
 }
 
 async fn replay(
     state: &AppState,
     key: Option<&str>,
-    hash: &str,
+    hash: &BodyHash,
 ) -> Result<Option<Response>, ApiError> {
     let Some(key) = key else { return Ok(None) };
     match state
@@ -285,8 +314,8 @@ async fn replay(
     }
 }
 
-fn replayed(first: IdempotencyRecord, hash: &str) -> Result<Response, ApiError> {
-    if first.request_hash != hash {
+fn replayed(first: IdempotencyRecord, hash: &BodyHash) -> Result<Response, ApiError> {
+    if !hash.matches(&first.request_hash) {
         return Err(ApiError::IdempotencyMismatch);
     }
     if first.pending(now_ms()) {

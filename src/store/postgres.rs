@@ -260,12 +260,14 @@ impl Store for PgStore {
 
     async fn cancel(&self, id: Uuid) -> Result<Cancel, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // The queue row first, as a lease takes it, so the two never wait on each other.
-        let leased: Option<bool> = sqlx::query_scalar(query_file!("cancel_lock"))
+        // The message's row before its queue row, the order of a redrive (which records, then
+        // enqueues): the other order could deadlock with a redrive of the same message. A lease
+        // locks only queue rows, reading the message without a lock, so it never waits on this.
+        let state: Option<(String, bool)> = sqlx::query_as(query_file!("cancel_state"))
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-        let state: Option<(String, bool)> = sqlx::query_as(query_file!("cancel_state"))
+        let leased: Option<bool> = sqlx::query_scalar(query_file!("cancel_lock"))
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;

@@ -129,6 +129,35 @@ async fn idempotency_key_replays_or_rejects() {
     let again: Value = again.json().await.expect("JSON");
     assert_eq!(first, again);
     assert_eq!(app.message_count().await, 1);
+    // The same JSON rebuilt by the client's retry: other spacing, keys in another order.
+    let mut fields: Vec<(String, Value)> = body
+        .as_object()
+        .expect("object")
+        .clone()
+        .into_iter()
+        .collect();
+    fields.reverse();
+    let rebuilt = format!(
+        "{{ {} }}",
+        fields
+            .iter()
+            .map(|(k, v)| format!("{} :  {}", json!(k), v))
+            .collect::<Vec<_>>()
+            .join(" ,\n ")
+    );
+    let r = app
+        .client
+        .post(app.url("/v1/messages"))
+        .bearer_auth(&app.token)
+        .header("content-type", "application/json")
+        .header("idempotency-key", "order-42")
+        .body(rebuilt.clone())
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 202, "{rebuilt}");
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    assert_eq!(app.message_count().await, 1);
 
     let other = native_body(&unique_rcpt("idem-other"));
     let (code, _) = error_field(app.post_message(&other, Some("order-42")).await, 422).await;
