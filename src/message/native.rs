@@ -25,24 +25,28 @@ pub struct NativeEmail {
     /// An address (`a@example.com` or `Name <a@example.com>`) or an array of them; to, cc and
     /// bcc together hold 1 to 50.
     #[serde(default, deserialize_with = "one_or_many")]
+    #[schema(schema_with = addresses_schema)]
     pub to: Vec<String>,
     #[serde(
         default,
         deserialize_with = "one_or_many",
         skip_serializing_if = "Vec::is_empty"
     )]
+    #[schema(schema_with = addresses_schema)]
     pub cc: Vec<String>,
     #[serde(
         default,
         deserialize_with = "one_or_many",
         skip_serializing_if = "Vec::is_empty"
     )]
+    #[schema(schema_with = addresses_schema)]
     pub bcc: Vec<String>,
     #[serde(
         default,
         deserialize_with = "one_or_many",
         skip_serializing_if = "Vec::is_empty"
     )]
+    #[schema(schema_with = addresses_schema)]
     pub reply_to: Vec<String>,
     /// Required unless `template` is given: 1 to 989 characters, no line breaks.
     // Defaults to empty so that a missing subject is reported by name, like an empty one.
@@ -79,7 +83,7 @@ pub struct NativeEmail {
         deserialize_with = "send_at",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[schema(schema_with = send_at_schema)]
     pub send_at: Option<DateTime<Utc>>,
 }
 
@@ -120,6 +124,42 @@ impl Attachment {
             .unwrap_or("application/octet-stream");
         lettre::message::header::ContentType::parse(given).map_err(|e| e.to_string())
     }
+}
+
+/// The OpenAPI form of an address field: one address or an array of them (`one_or_many`).
+fn addresses_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    let address = || ObjectBuilder::new().schema_type(Type::String);
+    OneOfBuilder::new()
+        .item(address())
+        .item(ArrayBuilder::new().items(address()))
+        .description(Some(
+            "An address (`a@example.com` or `Name <a@example.com>`) or an array of them",
+        ))
+        .build()
+        .into()
+}
+
+/// The OpenAPI form of `send_at`: an RFC 3339 time, or Unix seconds as a number or a string.
+fn send_at_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[0-9]+$")),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)))
+        .description(Some(
+            "When to send it: RFC 3339, or Unix seconds (a number or a string), at most 30 days ahead",
+        ))
+        .build()
+        .into()
 }
 
 /// An RFC 3339 time, or Unix seconds as a number or a string (as `email_timestream` takes them).

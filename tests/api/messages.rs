@@ -407,6 +407,22 @@ async fn openapi_matches_real_answers() {
             .is_some_and(|s| s.contains(&json!({})) && s.contains(&json!({"bearer": []}))),
         "{security}"
     );
+    // What the API takes: one address or a list; `send_at` as a time or as Unix seconds.
+    let native = &doc["components"]["schemas"]["NativeEmail"]["properties"];
+    for field in ["to", "cc", "bcc", "reply_to"] {
+        let kinds: Vec<&Value> = native[field]["oneOf"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{field}: {}", native[field]))
+            .iter()
+            .map(|k| &k["type"])
+            .collect();
+        assert_eq!(kinds, [&json!("string"), &json!("array")], "{field}");
+    }
+    let send_at = native["send_at"]["oneOf"].to_string();
+    assert!(
+        send_at.contains("date-time") && send_at.contains("integer"),
+        "{send_at}"
+    );
     // Every route that reads or writes the store says what a store that is down answers.
     for route in &routes {
         let (method, path) = route.split_once(' ').expect("METHOD /path");
