@@ -159,6 +159,14 @@ pub trait Delivery: Send + Sync + 'static {
         PAUSE_RECHECK
     }
 
+    /// How many of the send rate's slots this message takes: one, or one per envelope
+    /// recipient where the provider's rate counts recipients (SES: a message to 50 addresses is
+    /// 50 of its MaxSendRate), so that `SEND_RATE_PER_SECOND` means what the provider's limit
+    /// means.
+    fn rate_cost(&self, _email: &lettre::Message) -> u32 {
+        1
+    }
+
     /// How many sends the backend takes at once (SMTP: its connections); `None`: no limit of
     /// its own. The worker takes a place among them before a rate-limit slot (see
     /// [`crate::worker::Worker::places`]).

@@ -131,6 +131,13 @@ fn sdk_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
     }
 }
 
+/// One slot per envelope recipient (To, Cc and Bcc), at least one.
+fn recipients_cost(email: &lettre::Message) -> u32 {
+    u32::try_from(email.envelope().to().len())
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
 #[async_trait]
 impl Delivery for SesDelivery {
     async fn deliver(&self, email: &lettre::Message) -> Result<Receipt, DeliveryError> {
@@ -198,6 +205,11 @@ impl Delivery for SesDelivery {
         self.pause.recheck_in()
     }
 
+    /// SES counts every recipient against the account's maximum send rate.
+    fn rate_cost(&self, email: &lettre::Message) -> u32 {
+        recipients_cost(email)
+    }
+
     fn name(&self) -> &'static str {
         "ses"
     }
@@ -222,6 +234,20 @@ mod tests {
         let used_up = quota(true, 200.0, 200.0).stopped().expect("stopped");
         assert!(used_up.contains("200 of 200"), "{used_up}");
         assert!(quota(false, 200.0, 0.0).stopped().is_some());
+    }
+
+    /// SES's rate counts recipients: every envelope recipient (To, Cc and Bcc) takes a slot.
+    #[test]
+    fn each_recipient_takes_a_slot_of_the_send_rate() {
+        let email = lettre::Message::builder()
+            .from("a@example.com".parse().expect("address"))
+            .to("b@example.com".parse().expect("address"))
+            .cc("c@example.com".parse().expect("address"))
+            .bcc("d@example.com".parse().expect("address"))
+            .subject("s")
+            .body(String::from("t"))
+            .expect("builds");
+        assert_eq!(recipients_cost(&email), 3);
     }
 
     /// One attempt per call: a retry is the worker's, through the rate limiter.

@@ -43,7 +43,7 @@ impl LocalLimiter {
 
 #[async_trait]
 impl RateLimiter for LocalLimiter {
-    async fn reserve(&self) -> Result<Duration, LimitError> {
+    async fn reserve(&self, cost: u32) -> Result<Duration, LimitError> {
         let now = self.epoch.elapsed().as_micros() as u64;
         let mut tat = self
             .tat
@@ -52,7 +52,7 @@ impl RateLimiter for LocalLimiter {
         match gcra_reserve(
             *tat,
             now,
-            self.interval_us,
+            self.interval_us.saturating_mul(u64::from(cost.max(1))),
             self.tolerance_us,
             self.horizon_us,
         ) {
@@ -102,7 +102,7 @@ mod tests {
                     if sent.lock().expect("lock").len() >= 71 {
                         return;
                     }
-                    acquire(l.as_ref()).await;
+                    acquire(l.as_ref(), 1).await;
                     sent.lock().expect("lock").push(start.elapsed());
                 }
             });
@@ -125,8 +125,28 @@ mod tests {
     async fn hold_off_pauses_the_burst_too() {
         let l = LocalLimiter::new(7.0, 14, Duration::from_secs(60)).expect("valid");
         l.hold_off(Duration::from_secs(1)).await.expect("held off");
-        let wait = l.reserve().await.expect("fits");
+        let wait = l.reserve(1).await.expect("fits");
         assert!(wait >= Duration::from_secs(1), "{wait:?}");
+    }
+
+    /// A booking of several slots (a message to several recipients, where the provider counts
+    /// recipients) takes them back to back: at 10/s, after a message of 3 the next waits 300 ms.
+    #[tokio::test(start_paused = true)]
+    async fn a_booking_of_several_slots_holds_them_all() {
+        let l = LocalLimiter::new(10.0, 1, Duration::from_secs(60)).expect("valid");
+        assert_eq!(l.reserve(3).await.expect("fits"), Duration::ZERO);
+        assert_eq!(
+            l.reserve(1).await.expect("fits"),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            l.reserve(50).await.expect("fits"),
+            Duration::from_millis(400)
+        );
+        assert_eq!(
+            l.reserve(1).await.expect("fits"),
+            Duration::from_millis(5_400)
+        );
     }
 
     /// Bookings beyond the horizon are refused with the time until one fits.
@@ -135,11 +155,11 @@ mod tests {
         let l = LocalLimiter::new(1.0, 1, Duration::from_secs(2)).expect("valid");
         for expected in [0, 1, 2] {
             assert_eq!(
-                l.reserve().await.expect("fits"),
+                l.reserve(1).await.expect("fits"),
                 Duration::from_secs(expected)
             );
         }
-        match l.reserve().await {
+        match l.reserve(1).await {
             Err(LimitError::NotUntil(d)) => assert_eq!(d, Duration::from_secs(1)),
             other => panic!("expected a refusal, got {other:?}"),
         }

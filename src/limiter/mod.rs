@@ -27,10 +27,12 @@ pub enum LimitError {
 
 #[async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
-    /// Books one send slot; returns how long until it comes (zero: send now).
-    async fn reserve(&self) -> Result<Duration, LimitError>;
+    /// Books `cost` send slots back to back (one per message, or one per recipient where the
+    /// provider counts recipients); returns how long until the first comes (zero: send now).
+    /// The next booking starts after the last of them.
+    async fn reserve(&self, cost: u32) -> Result<Duration, LimitError>;
 
-    /// The configured ceiling in messages per second.
+    /// The configured ceiling in slots per second.
     fn rate_per_second(&self) -> f64;
 
     /// The provider said "slow down" (SES throttling, SMTP 421/454): no slot is handed out to
@@ -49,11 +51,11 @@ pub fn horizon(visibility_timeout: Duration) -> Duration {
     visibility_timeout / 3
 }
 
-/// Books a slot and waits for it; returns how long that took.
-pub async fn acquire(limiter: &dyn RateLimiter) -> Duration {
+/// Books `cost` slots and waits for the first; returns how long that took.
+pub async fn acquire(limiter: &dyn RateLimiter, cost: u32) -> Duration {
     let started = tokio::time::Instant::now();
     loop {
-        match limiter.reserve().await {
+        match limiter.reserve(cost).await {
             Ok(wait) => {
                 tokio::time::sleep(wait).await;
                 return started.elapsed();
@@ -68,7 +70,8 @@ pub async fn acquire(limiter: &dyn RateLimiter) -> Duration {
 }
 
 /// One GCRA reservation step, shared by the in-process limiter (and mirrored by the Redis
-/// script): with the theoretical arrival time `tat` (the next free slot), book a slot at `now`.
+/// script): with the theoretical arrival time `tat` (the next free slot), book a slot at `now`
+/// that lasts `interval` (the emission interval times the booking's cost).
 /// Returns the new `tat` and the wait, or how long until the booking fits in `horizon`.
 pub fn gcra_reserve(
     tat: u64,

@@ -1,6 +1,6 @@
 //! The send rate shared by every worker replica: the GCRA reservation schedule of
 //! [`super::gcra_reserve`] in one atomic Lua script on Redis, timed by Redis's own clock so
-//! replicas with skewed clocks still share one schedule. One call books one slot.
+//! replicas with skewed clocks still share one schedule. One call books one message's slots.
 
 use std::time::Duration;
 
@@ -9,7 +9,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{LimitError, RateLimiter};
 
-/// KEYS[1]: the schedule's key. ARGV: emission interval, burst tolerance, horizon (all µs).
+/// KEYS[1]: the schedule's key. ARGV: emission interval, burst tolerance, horizon (all µs),
+/// and the booking's cost in slots (1 if absent).
 /// Returns {1, wait} with a booked slot `wait` µs ahead, or {0, retry} when the schedule is
 /// booked past the horizon.
 ///
@@ -34,7 +35,7 @@ local wait = slot - now
 if wait > horizon then
   return {0, wait - horizon}
 end
-redis.call('SET', KEYS[1], next + interval, 'PX', 86400000)
+redis.call('SET', KEYS[1], next + interval * (tonumber(ARGV[4]) or 1), 'PX', 86400000)
 return {1, wait}
 "#;
 
@@ -111,7 +112,7 @@ impl RedisLimiter {
 
 #[async_trait]
 impl RateLimiter for RedisLimiter {
-    async fn reserve(&self) -> Result<Duration, LimitError> {
+    async fn reserve(&self, cost: u32) -> Result<Duration, LimitError> {
         let mut conn = self.conn.clone();
         let (booked, us): (u8, u64) = self
             .script
@@ -119,6 +120,7 @@ impl RateLimiter for RedisLimiter {
             .arg(self.interval_us)
             .arg(self.tolerance_us)
             .arg(self.horizon_us)
+            .arg(cost.max(1))
             .invoke_async(&mut conn)
             .await
             .map_err(|e| LimitError::Unavailable(e.to_string()))?;

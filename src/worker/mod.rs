@@ -499,7 +499,7 @@ impl Worker {
         };
         if let Some(limiter) = &self.limiter {
             let waited = tokio::select! {
-                w = limiter::acquire(limiter.as_ref()) => w,
+                w = limiter::acquire(limiter.as_ref(), self.delivery.rate_cost(email)) => w,
                 _ = soft_stop.cancelled() => return Sent::Stopped,
                 lost = &mut kept => return Sent::Lost(lost),
             };

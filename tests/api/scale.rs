@@ -237,7 +237,7 @@ async fn redis_limiter_is_shared_by_replicas() {
             let (limiter, booked, sends) = (replicas[i % 3].clone(), booked.clone(), sends.clone());
             tokio::spawn(async move {
                 while booked.fetch_add(1, Ordering::SeqCst) < 60 {
-                    acquire(limiter.as_ref()).await;
+                    acquire(limiter.as_ref(), 1).await;
                     sends.lock().expect("lock").push(started.elapsed());
                 }
             })
@@ -260,6 +260,31 @@ async fn redis_limiter_is_shared_by_replicas() {
     );
 }
 
+/// A booking of several slots on the shared schedule (a message to several recipients, where
+/// the provider counts recipients) holds them all: at 10/s, the booking after one of 5 slots
+/// comes 500 ms after it, for every replica.
+#[tokio::test]
+async fn redis_limiter_books_a_message_of_several_slots() {
+    let key = format!("mailroom-test:{}", uuid::Uuid::new_v4());
+    let mut conn = connect(&redis_url()).expect("url");
+    // An idle schedule (a missing one is a lost schedule, waited out first).
+    redis::cmd("SET")
+        .arg(&key)
+        .arg(0)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("set");
+    let one = RedisLimiter::new(conn.clone(), &key, 10.0, 1, Duration::from_secs(10));
+    let other = RedisLimiter::new(conn, &key, 10.0, 1, Duration::from_secs(10));
+    let first = one.reserve(5).await.expect("within the horizon");
+    let second = other.reserve(1).await.expect("within the horizon");
+    let gap = second.saturating_sub(first);
+    assert!(
+        gap >= Duration::from_millis(495) && gap <= Duration::from_millis(505),
+        "{first:?} then {second:?}"
+    );
+}
+
 /// A limiter at 10/s on an idle shared schedule books 10 slots, then Redis loses the schedule
 /// (its key deleted, as a restart without persistence, a failover or an eviction would). The
 /// limiter, the test's start, and when the last slot booked before the loss comes.
@@ -277,7 +302,7 @@ async fn ten_booked_then_lost() -> (RedisLimiter, Instant, Duration) {
     let started = Instant::now();
     let mut last = Duration::ZERO;
     for _ in 0..10 {
-        let wait = limiter.reserve().await.expect("within the horizon");
+        let wait = limiter.reserve(1).await.expect("within the horizon");
         last = last.max(started.elapsed() + wait);
     }
     redis::cmd("DEL")
@@ -290,7 +315,7 @@ async fn ten_booked_then_lost() -> (RedisLimiter, Instant, Duration) {
 
 /// The next slot of `limiter` comes no earlier than `last`.
 async fn next_slot_after(limiter: &RedisLimiter, started: Instant, last: Duration) {
-    let wait = limiter.reserve().await.expect("within the horizon");
+    let wait = limiter.reserve(1).await.expect("within the horizon");
     let next = started.elapsed() + wait;
     assert!(
         next >= last,
@@ -334,7 +359,7 @@ async fn redis_down_pauses_delivery_not_the_api() {
     );
     let started = Instant::now();
     assert!(matches!(
-        limiter.reserve().await,
+        limiter.reserve(1).await,
         Err(LimitError::Unavailable(_))
     ));
     assert!(

@@ -56,7 +56,7 @@ async fn two_copies(moto: &Moto, name: &str, concurrency: usize) -> (TestApp, St
 /// Books the limiter's next slot, so that the next send waits one interval for its turn.
 async fn take_the_next_slot(app: &TestApp) {
     let limiter = app.worker.limiter.clone().expect("a rate limit");
-    limiter.reserve().await.expect("a slot");
+    limiter.reserve(1).await.expect("a slot");
 }
 
 /// Waits past the second copy's wait, dispatches what comes back, and checks that the message
