@@ -197,10 +197,24 @@ impl Intake {
                     Err(own) => (m.id, format!("not queued: {own}")),
                     Ok(()) => (m.id, others()),
                 });
+                let mut all_abandoned = true;
                 for (id, error) in outcomes.chain(held.iter().map(|id| (*id, others()))) {
-                    let _ = self.store.record(id, Transition::Abandoned { error }).await;
+                    match self.store.record(id, Transition::Abandoned { error }).await {
+                        Ok(true) => {}
+                        Ok(false) => all_abandoned = false,
+                        Err(abandon) => {
+                            all_abandoned = false;
+                            tracing::error!(message_id = %id, error = %abandon, "Could not abandon a message of a request that was not queued.");
+                        }
+                    }
                 }
-                if let Some((key, _)) = key
+                // The key is let go only when none of the request's messages can still go out:
+                // otherwise the client's retry would be accepted afresh beside one that may be
+                // sent. It then stays pending: a retry is told to wait (409) until PENDING_FOR has
+                // passed, and after it takes the key over, abandoning in the same transaction
+                // whatever of this request is not being sent.
+                if all_abandoned
+                    && let Some((key, _)) = key
                     && let Err(forget) = self.store.forget_idempotency(&key).await
                 {
                     tracing::error!(error = %forget, "Could not let go of the Idempotency-Key of a request that was not queued.");
