@@ -130,10 +130,14 @@ impl Queue for PostgresQueue {
             let id: Uuid = row.try_get(0).map_err(unavailable)?;
             let attempts: i32 = row.try_get(1).map_err(unavailable)?;
             let payload: Option<String> = row.try_get(2).map_err(unavailable)?;
-            let payload = payload.ok_or_else(|| {
-                QueueError::Unavailable("a queued message has no stored payload".into())
-            })?;
-            let Some(message) = readable(id, &payload) else {
+            // A queue row without its message (nothing ties the two): set aside like a row this
+            // release cannot read, not an error that would leave the batch's other leases
+            // to run out unattempted.
+            let Some(message) = payload.as_deref().and_then(|p| readable(id, p)) else {
+                if payload.is_none() {
+                    tracing::error!(message_id = %id, "A queued message has no stored payload; setting it aside for its visibility timeout.");
+                    metrics::counter!("mailroom_queue_poison_messages_total").increment(1);
+                }
                 self.set_aside(id, token).await;
                 continue;
             };

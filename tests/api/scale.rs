@@ -68,6 +68,31 @@ async fn postgres_queue_sets_unreadable_rows_aside() {
     .await;
 }
 
+/// A queue row whose message row is missing is set aside; the rest of the batch is leased.
+#[tokio::test]
+async fn postgres_queue_leases_the_rest_beside_a_row_without_its_message() {
+    let pool = pg_pool().await;
+    let queue = PostgresQueue::new(pool.clone(), Duration::from_secs(60));
+    let good = crate::conformance::queue::message(1);
+    let results = queue.push(std::slice::from_ref(&good)).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let orphan = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO queue (message_id, enqueued_at, available_at) VALUES ($1, 0, 0)")
+        .bind(orphan)
+        .execute(&pool)
+        .await
+        .expect("inserted");
+    let leases = queue.pull(10).await.expect("the batch is leased");
+    let ids: Vec<_> = leases.iter().map(|l| l.message.id).collect();
+    assert_eq!(ids, [good.id]);
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM queue WHERE message_id = $1")
+        .bind(orphan)
+        .fetch_one(&pool)
+        .await
+        .expect("still queued");
+    assert_eq!(attempts, 0, "set aside without counting an attempt");
+}
+
 /// A redrive on PostgreSQL queues the message in the same transaction as its status.
 #[tokio::test]
 async fn postgres_redrive_requeues_in_one_step() {

@@ -7,7 +7,7 @@
 //! backends' tests (`scale.rs`, `aws.rs`, `kafka.rs`).
 
 mod archive;
-mod queue;
+pub mod queue;
 mod sqlite;
 pub mod store;
 
