@@ -78,8 +78,12 @@ impl CompatFields<'_> {
                 "must be Unix epoch seconds as a string (e.g. \"1700000000\") or RFC 3339",
             ));
         }
-        if email.email_content.is_empty() {
-            return Err(FieldError::new("data.email_content", "must not be empty"));
+        // Blank like an empty subject or sender: a message with nothing to say is a mistake.
+        if email.email_content.trim().is_empty() {
+            return Err(FieldError::new(
+                "data.email_content",
+                "must not be empty or only white space",
+            ));
         }
         if email.email_content.contains('\0') {
             return Err(FieldError::new(

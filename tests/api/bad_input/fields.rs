@@ -68,6 +68,7 @@ pub fn compat(token: &str) -> Vec<Case> {
         ("sender 257 chars", "email_sender", "n".repeat(257)),
         ("sender blank", "email_sender", " \t ".into()),
         ("content with NUL", "email_content", "a\0b".into()),
+        ("content blank", "email_content", " \r\n\t ".into()),
     ] {
         cases.push(compat_field(token, name, field, json!(value)));
     }
