@@ -618,7 +618,18 @@ async fn check(settings: Settings, roles: Roles) -> anyhow::Result<()> {
     };
     let unused = |role: &str| Ok(format!("not used by the {role}"));
     report("config", Ok("settings are valid".into()));
-    if roles.api {
+    if let (true, crate::config::TokenSettings::Generated(path)) = (roles.api, &settings.token)
+        && !path.exists()
+    {
+        // Not made here: the first `serve` makes it and prints it with a curl command.
+        report(
+            "token",
+            Ok(format!(
+                "none saved yet; the first start makes one in {}",
+                path.display()
+            )),
+        );
+    } else if roles.api {
         report(
             "token",
             crate::startup::token(&settings)

@@ -629,6 +629,13 @@ async fn settings_are_read_as_written() {
         "{err}"
     );
 
+    // `check` on a fresh data directory leaves the token to the first start, which prints it.
+    let fresh = tempfile::tempdir().expect("tempdir");
+    let (ok, out, err) = cli(fresh.path(), &[], &["check", "--role", "api"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("ok    token: none saved yet"), "{out}");
+    assert!(!fresh.path().join("token").exists(), "check made a token");
+
     // The token exactly as written, quotes and leading zero included.
     let token = "\"0123456789abcdef\"";
     let server = crate::start(d, &[("API_TOKEN", token.to_string())]).await;
