@@ -395,8 +395,9 @@ impl Worker {
             return self.sent_before(lease, done).await;
         }
         if status == Some(Status::Dead) {
-            // Dead-lettered, then interrupted before the lease was let go: do not send again.
-            return self.queue.dead(lease, "already dead-lettered").await;
+            // Dead-lettered, then interrupted (or its archive write failed) before the lease was
+            // let go: archived and taken off the queue, not sent again.
+            return self.dead_before(lease).await;
         }
         if status == Some(Status::Cancelled) {
             // Withdrawn by its sender on a queue that could not take it back (SQS, Kafka), or

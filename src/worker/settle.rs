@@ -250,7 +250,7 @@ impl Worker {
         self.dead_letter(lease, attempts, text).await
     }
 
-    /// Archives the dead outcome, records it and takes the message off the queue.
+    /// Records the dead outcome, archives it and takes the message off the queue.
     pub(super) async fn dead_letter(
         &self,
         lease: Lease,
@@ -258,16 +258,6 @@ impl Worker {
         text: String,
     ) -> Result<(), QueueError> {
         let id = lease.message.id;
-        let outcome = Outcome {
-            status: Status::Dead,
-            at: Utc::now(),
-            attempts,
-            detail: text.clone(),
-        };
-        if let Err(e) = self.archive(&lease, &outcome).await {
-            tracing::error!(message_id = %id, error = %e, "Archive write for a dead letter failed.");
-            metrics::counter!("mailroom_archive_failures_total").increment(1);
-        }
         self.store
             .record(
                 id,
@@ -277,10 +267,40 @@ impl Worker {
                 },
             )
             .await?;
-        self.queue.dead(lease, &text).await?;
         tracing::warn!(message_id = %id, attempts, error = %text, "Message dead-lettered.");
         metrics::counter!("mailroom_deliveries_total", "outcome" => "dead").increment(1);
-        Ok(())
+        let outcome = Outcome {
+            status: Status::Dead,
+            at: Utc::now(),
+            attempts,
+            detail: text,
+        };
+        self.archive_dead(lease, outcome).await
+    }
+
+    /// A message found dead-lettered (an attempt stopped, or its archive write failed, after
+    /// its record): archived from the record and taken off the queue, never sent again.
+    pub(super) async fn dead_before(&self, lease: Lease) -> Result<(), QueueError> {
+        let id = lease.message.id;
+        match self.recorded_outcome(id, Status::Dead, lease.attempt).await {
+            Ok(outcome) => self.archive_dead(lease, outcome).await,
+            Err(e) => {
+                let delay = self.store_pause(1);
+                tracing::warn!(message_id = %id, error = %e, "Could not read the outcome of a dead letter; will retry.");
+                self.queue.retry(lease, delay).await
+            }
+        }
+    }
+
+    /// The archive object of a dead letter, then its removal from the queue (to the queue's
+    /// dead-letter queue, with its error). Should the archive fail, the message stays on the
+    /// queue and its next attempt, finding it dead, archives it: a dead letter is archived like
+    /// a sent message, not skipped.
+    async fn archive_dead(&self, lease: Lease, outcome: Outcome) -> Result<(), QueueError> {
+        if let Err(e) = self.archive(&lease, &outcome).await {
+            return self.archive_failed(lease, e).await;
+        }
+        self.queue.dead(lease, &outcome.detail).await
     }
 }
 
