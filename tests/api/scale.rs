@@ -285,20 +285,26 @@ async fn redis_limiter_is_shared_by_replicas() {
     );
 }
 
-/// A booking of several slots on the shared schedule (a message to several recipients, where
-/// the provider counts recipients) holds them all: at 10/s, the booking after one of 5 slots
-/// comes 500 ms after it, for every replica.
-#[tokio::test]
-async fn redis_limiter_books_a_message_of_several_slots() {
+/// A new schedule's key on Redis, idle (its time in the past; a missing key is a schedule Redis
+/// lost, waited out first), and a connection.
+async fn idle_schedule() -> (String, redis::aio::ConnectionManager) {
     let key = format!("mailroom-test:{}", uuid::Uuid::new_v4());
     let mut conn = connect(&redis_url()).expect("url");
-    // An idle schedule (a missing one is a lost schedule, waited out first).
     redis::cmd("SET")
         .arg(&key)
         .arg(0)
         .query_async::<()>(&mut conn)
         .await
         .expect("set");
+    (key, conn)
+}
+
+/// A booking of several slots on the shared schedule (a message to several recipients, where
+/// the provider counts recipients) holds them all: at 10/s, the booking after one of 5 slots
+/// comes 500 ms after it, for every replica.
+#[tokio::test]
+async fn redis_limiter_books_a_message_of_several_slots() {
+    let (key, conn) = idle_schedule().await;
     let one = RedisLimiter::new(conn.clone(), &key, 10.0, 1, Duration::from_secs(10));
     let other = RedisLimiter::new(conn, &key, 10.0, 1, Duration::from_secs(10));
     let first = one.reserve(5).await.expect("within the horizon");
@@ -314,16 +320,8 @@ async fn redis_limiter_books_a_message_of_several_slots() {
 /// (its key deleted, as a restart without persistence, a failover or an eviction would). The
 /// limiter, the test's start, and when the last slot booked before the loss comes.
 async fn ten_booked_then_lost() -> (RedisLimiter, Instant, Duration) {
-    let key = format!("mailroom-test:{}", uuid::Uuid::new_v4());
-    let mut conn = connect(&redis_url()).expect("url");
+    let (key, mut conn) = idle_schedule().await;
     let limiter = RedisLimiter::new(conn.clone(), &key, 10.0, 1, Duration::from_secs(10));
-    // An idle schedule: its time is in the past.
-    redis::cmd("SET")
-        .arg(&key)
-        .arg(0)
-        .query_async::<()>(&mut conn)
-        .await
-        .expect("set");
     let started = Instant::now();
     let mut last = Duration::ZERO;
     for _ in 0..10 {
