@@ -171,6 +171,10 @@ fn describe() {
         "mailroom_rate_limit_wait_seconds",
         "Time a delivery waited for the global send rate."
     );
+    describe_counter!(
+        "mailroom_rate_limit_slots_total",
+        "Slots of the send rate booked: one per message, one per recipient where the provider counts recipients (SES)."
+    );
     describe_histogram!(
         "mailroom_retry_delay_seconds",
         "Backoff chosen before the next attempt of a temporarily failed delivery."

@@ -2,7 +2,7 @@
 //!
 //! Read once at start-up (a failure stops start-up: there is no token to check against), then
 //! again every `SSM_TOKEN_TTL_SECS` in the background, so a rotated token is picked up without
-//! a restart and no request waits on SSM. When SSM cannot be reached the last token read keeps
+//! a restart and no request with a known token waits on SSM. When SSM cannot be reached the last token read keeps
 //! working; `/ready` reports the outage and `mailroom_token_source_up` drops to 0.
 //!
 //! A rotation reaches each replica at its own moment, and clients switch over at theirs: for
@@ -23,6 +23,9 @@ use super::{AuthError, StaticToken, TokenVerifier};
 
 /// How often an unknown token may make a replica read SSM again, at most.
 const RECHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// How long a request with an unknown token waits for such a read.
+const RECHECK_WAIT: Duration = Duration::from_secs(5);
 
 pub struct SsmToken {
     client: Client,
@@ -144,18 +147,22 @@ impl TokenVerifier for SsmToken {
         // most every `recheck_every`, so that wrong tokens cannot make it hammer SSM. Requests
         // that come while a read is in flight wait for it (the clients that switched to the new
         // token arrive together) and look again at what it found.
-        let mut last = self.rechecked.lock().await;
-        if self.known(presented) {
-            return Ok(true);
-        }
-        if last.is_none_or(|t| t.elapsed() >= self.recheck_every) {
-            *last = Some(Instant::now());
-            self.refresh().await;
+        // The wait is bounded: SSM that is slow to answer holds the read for up to its
+        // operation timeout, and the requests behind it are answered as below meanwhile.
+        if let Ok(mut last) = tokio::time::timeout(RECHECK_WAIT, self.rechecked.lock()).await {
             if self.known(presented) {
                 return Ok(true);
             }
+            if last.is_none_or(|t| t.elapsed() >= self.recheck_every) {
+                self.refresh().await;
+                // Stamped when the read ends: a read as slow as the interval must not let the
+                // next waiter start another at once.
+                *last = Some(Instant::now());
+                if self.known(presented) {
+                    return Ok(true);
+                }
+            }
         }
-        drop(last);
         // Unknown, and SSM could not be read just now: the token may be the new one, so the
         // client is told to try again (503) rather than that its token is wrong.
         match self.health() {

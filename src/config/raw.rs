@@ -55,6 +55,7 @@ pub struct RawConfig {
     pub s3_server_side_encryption: Option<String>,
     pub s3_sse_kms_key_id: Option<String>,
     pub ses_configuration_set: Option<String>,
+    #[serde(deserialize_with = "decimal")]
     pub send_rate_per_second: f64,
     pub send_burst: u32,
     #[serde(serialize_with = "redact")]
@@ -198,10 +199,49 @@ impl RawConfig {
     }
 }
 
-/// The environment with every value kept as the text it is. figment's `Env` reads a value as
-/// TOML would (`1` a number, `true` a boolean, `"x"` without its quotes), which refuses an
-/// `INSTANCE_ID=1` meant as text and drops a token's leading zeros or its quotes; numbers and
-/// booleans are read from text by the lossy extraction instead.
+/// A variable's value without the blanks around it, and without one pair of double quotes
+/// around it (an env file for `docker run --env-file` keeps `API_TOKEN="…"` quoted), as
+/// figment's own reading took them off.
+fn as_written(value: &str) -> String {
+    let value = value.trim();
+    value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value)
+        .to_string()
+}
+
+/// A number with a fraction, read from text as f64. (figment's lossy reading takes a short
+/// decimal as an f32: `0.1` would become 0.10000000149.)
+fn decimal<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    struct Decimal;
+    impl serde::de::Visitor<'_> for Decimal {
+        type Value = f64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a number")
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<f64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<f64, E> {
+            v.trim()
+                .parse()
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+        }
+    }
+    d.deserialize_any(Decimal)
+}
+
+/// The environment with every value kept as the text it is (see [`as_written`]). figment's
+/// `Env` reads a value as TOML would (`1` a number, `true` a boolean), which refuses an
+/// `INSTANCE_ID=1` meant as text and drops a token's leading zeros; numbers and booleans are
+/// read from text by the lossy extraction instead.
 struct TextEnv(Env);
 
 impl figment::Provider for TextEnv {
@@ -215,7 +255,12 @@ impl figment::Provider for TextEnv {
         let dict = self
             .0
             .iter()
-            .map(|(key, value)| (key.to_string(), figment::value::Value::from(value)))
+            .map(|(key, value)| {
+                (
+                    key.to_string(),
+                    figment::value::Value::from(as_written(&value)),
+                )
+            })
             .collect();
         Ok(figment::Profile::Default.collect(dict))
     }

@@ -10,7 +10,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use super::{LimitError, RateLimiter};
 
 /// KEYS[1]: the schedule's key. ARGV: emission interval, burst tolerance, horizon (all µs),
-/// and the booking's cost in slots (1 if absent).
+/// and the booking's cost in slots (1 if absent): [`super::gcra_reserve`], step for step.
 /// Returns {1, wait} with a booked slot `wait` µs ahead, or {0, retry} when the schedule is
 /// booked past the horizon.
 ///
@@ -24,18 +24,20 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local horizon = tonumber(ARGV[3])
+local fits = math.max(math.floor(horizon / math.max(interval, 1)), 1)
+local cost = math.min(math.max(tonumber(ARGV[4]) or 1, 1), fits)
 local stored = redis.call('GET', KEYS[1])
 local tat = now + horizon + tolerance
 if stored then
   tat = tonumber(stored)
 end
 local next = math.max(tat, now)
-local slot = math.max(next - tolerance, now)
+local slot = math.max(next + interval * (cost - 1) - tolerance, now)
 local wait = slot - now
 if wait > horizon then
   return {0, wait - horizon}
 end
-redis.call('SET', KEYS[1], next + interval * (tonumber(ARGV[4]) or 1), 'PX', 86400000)
+redis.call('SET', KEYS[1], next + interval * cost, 'PX', 86400000)
 return {1, wait}
 "#;
 

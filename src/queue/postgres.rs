@@ -130,14 +130,21 @@ impl Queue for PostgresQueue {
             let id: Uuid = row.try_get(0).map_err(unavailable)?;
             let attempts: i32 = row.try_get(1).map_err(unavailable)?;
             let payload: Option<String> = row.try_get(2).map_err(unavailable)?;
-            // A queue row without its message (nothing ties the two): set aside like a row this
-            // release cannot read, not an error that would leave the batch's other leases
-            // to run out unattempted.
-            let Some(message) = payload.as_deref().and_then(|p| readable(id, p)) else {
-                if payload.is_none() {
-                    tracing::error!(message_id = %id, "A queued message has no stored payload; setting it aside for its visibility timeout.");
-                    metrics::counter!("mailroom_queue_poison_messages_total").increment(1);
+            let Some(payload) = payload else {
+                // A queue row without its message (nothing ties the two): there is nothing to
+                // send, now or later. Removed, not an error that would leave the batch's other
+                // leases to run out unattempted.
+                tracing::error!(message_id = %id, "A queued message has no stored payload; removing its queue row.");
+                metrics::counter!("mailroom_queue_poison_messages_total").increment(1);
+                if let Err(e) = self
+                    .settle_row(id, token, query_file!("delete_leased"), None)
+                    .await
+                {
+                    tracing::warn!(message_id = %id, error = %e, "Could not remove a queue row without its message; its lease will run out.");
                 }
+                continue;
+            };
+            let Some(message) = readable(id, &payload) else {
                 self.set_aside(id, token).await;
                 continue;
             };

@@ -395,8 +395,8 @@ impl Worker {
             return self.sent_before(lease, done).await;
         }
         if status == Some(Status::Dead) {
-            // Dead-lettered, then interrupted (or its archive write failed) before the lease was
-            // let go: archived and taken off the queue, not sent again.
+            // Dead-lettered, then interrupted before the lease was let go (or a second copy):
+            // archived again and taken off the queue, not sent again.
             return self.dead_before(lease).await;
         }
         if status == Some(Status::Cancelled) {
@@ -499,12 +499,14 @@ impl Worker {
             None => None,
         };
         if let Some(limiter) = &self.limiter {
+            let cost = self.delivery.rate_cost(email);
             let waited = tokio::select! {
-                w = limiter::acquire(limiter.as_ref(), self.delivery.rate_cost(email)) => w,
+                w = limiter::acquire(limiter.as_ref(), cost) => w,
                 _ = soft_stop.cancelled() => return Sent::Stopped,
                 lost = &mut kept => return Sent::Lost(lost),
             };
             metrics::histogram!("mailroom_rate_limit_wait_seconds").record(waited.as_secs_f64());
+            metrics::counter!("mailroom_rate_limit_slots_total").increment(u64::from(cost));
         }
         let started = Instant::now();
         let deliver = self.delivery.deliver(email);

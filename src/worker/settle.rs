@@ -250,7 +250,12 @@ impl Worker {
         self.dead_letter(lease, attempts, text).await
     }
 
-    /// Records the dead outcome, archives it and takes the message off the queue.
+    /// Archives the dead outcome, records it and takes the message off the queue.
+    ///
+    /// Unlike a sent message's, a dead letter's archive write is not retried by keeping it on
+    /// the queue: on SQS or Kafka a copy kept there would outlive a redrive of the message and,
+    /// past `MAX_ATTEMPTS` receives, dead-letter it again. A failed write is logged and counted
+    /// (alert `MailroomArchiveFailing`); the next copy found dead writes it again.
     pub(super) async fn dead_letter(
         &self,
         lease: Lease,
@@ -258,6 +263,13 @@ impl Worker {
         text: String,
     ) -> Result<(), QueueError> {
         let id = lease.message.id;
+        let outcome = Outcome {
+            status: Status::Dead,
+            at: Utc::now(),
+            attempts,
+            detail: text.clone(),
+        };
+        self.archive_dead(&lease, &outcome).await;
         self.store
             .record(
                 id,
@@ -267,40 +279,35 @@ impl Worker {
                 },
             )
             .await?;
+        self.queue.dead(lease, &text).await?;
         tracing::warn!(message_id = %id, attempts, error = %text, "Message dead-lettered.");
         metrics::counter!("mailroom_deliveries_total", "outcome" => "dead").increment(1);
-        let outcome = Outcome {
-            status: Status::Dead,
-            at: Utc::now(),
-            attempts,
-            detail: text,
-        };
-        self.archive_dead(lease, outcome).await
+        Ok(())
     }
 
-    /// A message found dead-lettered (an attempt stopped, or its archive write failed, after
-    /// its record): archived from the record and taken off the queue, never sent again.
+    /// A copy of a message found dead-lettered (its attempt stopped after the record, or the
+    /// queue delivered it twice): archived again from the record, when the record can be read,
+    /// and taken off the queue, never sent.
     pub(super) async fn dead_before(&self, lease: Lease) -> Result<(), QueueError> {
         let id = lease.message.id;
-        match self.recorded_outcome(id, Status::Dead, lease.attempt).await {
-            Ok(outcome) => self.archive_dead(lease, outcome).await,
-            Err(e) => {
-                let delay = self.store_pause(1);
-                tracing::warn!(message_id = %id, error = %e, "Could not read the outcome of a dead letter; will retry.");
-                self.queue.retry(lease, delay).await
+        let detail = match self.recorded_outcome(id, Status::Dead, lease.attempt).await {
+            Ok(outcome) => {
+                self.archive_dead(&lease, &outcome).await;
+                outcome.detail
             }
-        }
+            Err(e) => {
+                tracing::warn!(message_id = %id, error = %e, "Could not read the outcome of a dead letter; not archived again.");
+                "already dead-lettered".into()
+            }
+        };
+        self.queue.dead(lease, &detail).await
     }
 
-    /// The archive object of a dead letter, then its removal from the queue (to the queue's
-    /// dead-letter queue, with its error). Should the archive fail, the message stays on the
-    /// queue and its next attempt, finding it dead, archives it: a dead letter is archived like
-    /// a sent message, not skipped.
-    async fn archive_dead(&self, lease: Lease, outcome: Outcome) -> Result<(), QueueError> {
-        if let Err(e) = self.archive(&lease, &outcome).await {
-            return self.archive_failed(lease, e).await;
+    async fn archive_dead(&self, lease: &Lease, outcome: &Outcome) {
+        if let Err(e) = self.archive(lease, outcome).await {
+            tracing::error!(message_id = %lease.message.id, error = %e, "Archive write for a dead letter failed.");
+            metrics::counter!("mailroom_archive_failures_total").increment(1);
         }
-        self.queue.dead(lease, &outcome.detail).await
     }
 }
 

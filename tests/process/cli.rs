@@ -582,8 +582,9 @@ async fn a_paused_provider_leaves_serve_ready_to_accept() {
 
 /// Settings are read as they are written: a number or a boolean may be given as text (every
 /// environment variable is), text that looks like a number stays text, a token keeps its
-/// leading zeros and its quotes, a key of the TOML file that is no setting is refused by name,
-/// and a token file is held to the token's 16-character minimum.
+/// leading zeros, a decimal is not rounded, blanks around a value are dropped, a key of the
+/// TOML file that is no setting is refused by name, and a token file is held to the token's
+/// 16-character minimum.
 #[tokio::test]
 async fn settings_are_read_as_written() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -596,7 +597,8 @@ async fn settings_are_read_as_written() {
             ("SES_CONFIGURATION_SET", "2024"),
             ("PORT", "8081"),
             ("KAFKA_CREATE_TOPICS", "true"),
-            ("SEND_RATE_PER_SECOND", "7.5"),
+            ("SEND_RATE_PER_SECOND", "0.1"),
+            ("DELIVERY", " none\n"),
         ],
         &["config"],
     )
@@ -608,7 +610,8 @@ async fn settings_are_read_as_written() {
         "ses_configuration_set = \"2024\"",
         "port = 8081",
         "kafka_create_topics = true",
-        "send_rate_per_second = 7.5",
+        "send_rate_per_second = 0.1",
+        "delivery = \"none\"",
     ] {
         assert!(out.lines().any(|l| l == line), "{line} in {out}");
     }
@@ -636,9 +639,10 @@ async fn settings_are_read_as_written() {
     assert!(out.contains("ok    token: none saved yet"), "{out}");
     assert!(!fresh.path().join("token").exists(), "check made a token");
 
-    // The token exactly as written, quotes and leading zero included.
-    let token = "\"0123456789abcdef\"";
-    let server = crate::start(d, &[("API_TOKEN", token.to_string())]).await;
+    // The token as written, its leading zero kept; one pair of quotes around it is taken off
+    // (env files for `docker run --env-file` keep them).
+    let token = "0123456789abcdef";
+    let server = crate::start(d, &[("API_TOKEN", format!("\"{token}\""))]).await;
     let http = reqwest::Client::new();
     let posted = |bearer: &'static str| {
         http.post(format!("{}/v1/messages", server.url))
@@ -650,7 +654,7 @@ async fn settings_are_read_as_written() {
     };
     assert_eq!(posted(token).await.expect("sent").status(), 202);
     assert_eq!(
-        posted("0123456789abcdef").await.expect("sent").status(),
+        posted("\"0123456789abcdef\"").await.expect("sent").status(),
         401
     );
     drop(server);

@@ -49,6 +49,17 @@ async fn api_token_from_ssm_rotates_and_survives_an_outage() {
             .contains("cached"),
         "{ready}"
     );
+    // A token the replica does not know, while SSM cannot be read, may be the new one: the
+    // client is told to try again, not that its token is wrong.
+    let r = app
+        .client
+        .get(app.url("/v1/messages"))
+        .bearer_auth("third-token-value")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
 }
 
 /// A rotation as clients live it: a client already on the new token is accepted at once (an
