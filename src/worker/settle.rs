@@ -22,6 +22,10 @@ const THROTTLE_PAUSE: Duration = Duration::from_secs(1);
 /// How long a delivery's outcome is tried again while the store cannot take it.
 const RECORD_FOR: Duration = Duration::from_secs(600);
 
+/// How long one try of that write may take: a store's own limits (PostgreSQL's statement timeout
+/// and pool wait, 10 s each by default; SQLite's busy wait) end a slow one well before.
+const RECORD_WITHIN: Duration = Duration::from_secs(30);
+
 /// Delay before attempt `attempt + 1`: exponential from `base`, capped at `max`, with "equal
 /// jitter" (half fixed, half random) so retries of one outage spread out.
 pub fn backoff(retry: &RetrySettings, attempt: u32) -> Duration {
@@ -137,24 +141,31 @@ impl Worker {
     /// unreachable must not make it go out again, so the write is tried again, for up to
     /// [`RECORD_FOR`], with the lease kept alive meanwhile (not the claim: it is the same store,
     /// and the message is past cancelling). Should the lease be lost, the write still goes in:
-    /// whoever takes the message next finds it delivered and does not send it again.
+    /// whoever takes the message next finds it delivered and does not send it again. Each try
+    /// has [`RECORD_WITHIN`]: a connection that hangs (a half-open TCP link to a database that
+    /// failed over) is given up and the write tried on another, and the lease is kept alive from
+    /// the first try on, so a hung first write cannot let it run out under a sent message.
     async fn record_outcome(
         &self,
         lease: &Lease,
         transition: Transition,
     ) -> Result<(), QueueError> {
         let id = lease.message.id;
-        // The usual case, one write that goes through, needs no heartbeat beside it.
-        let first = self.store.record(id, transition.clone()).await;
-        if first.is_ok() {
-            return Ok(());
-        }
+        let record = || async {
+            match tokio::time::timeout(RECORD_WITHIN, self.store.record(id, transition.clone()))
+                .await
+            {
+                Ok(result) => result,
+                Err(_) => Err(crate::store::StoreError::Unavailable(format!(
+                    "no answer within {RECORD_WITHIN:?}"
+                ))),
+            }
+        };
         let retried = async {
             let started = tokio::time::Instant::now();
             let mut failures = 0u32;
-            let mut result = first;
             loop {
-                match result {
+                match record().await {
                     Ok(_) => return Ok(()),
                     Err(e) if started.elapsed() >= RECORD_FOR => {
                         tracing::error!(message_id = %id, error = %e, "Could not record a delivery; giving up, the message may be sent again.");
@@ -167,7 +178,6 @@ impl Worker {
                         tokio::time::sleep(pause).await;
                     }
                 }
-                result = self.store.record(id, transition.clone()).await;
             }
         };
         tokio::pin!(retried);

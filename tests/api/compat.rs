@@ -186,18 +186,32 @@ async fn malformed_bodies_are_4xx() {
 }
 
 /// When the store cannot commit (another process holds the database's write lock past the busy
-/// timeout), the API answers 503 with Retry-After, never a 202, and nothing is recorded.
+/// timeout), the API answers 503 with Retry-After, never a 202, and nothing is recorded; while
+/// the write waits, `/ready` says the store is stuck (a read alone would still answer).
 #[tokio::test]
 async fn store_unavailable_is_503_never_202() {
     let app = spawn_app().await;
     let blocker = app.lock_store().await;
-    let r = app.post_compat(&compat_body(&app.token)).await;
+    let body = compat_body(&app.token);
+    let (r, stuck) = tokio::join!(app.post_compat(&body), async {
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_secs(9) {
+            let r = app.get_public("/ready").await;
+            if r.status() == 503 {
+                return Some(r.text().await.expect("text"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        None
+    });
+    let stuck = stuck.expect("/ready is 503 while writes wait");
+    assert!(stuck.contains("writes have waited"), "{stuck}");
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "5");
     let v: Value = r.json().await.expect("JSON");
     assert_eq!(v["error"]["code"], "unavailable");
     let r = app.get_public("/ready").await;
-    assert_eq!(r.status(), 200, "reads still work while writes wait");
+    assert_eq!(r.status(), 200, "no write waits now");
     app.unlock_store(blocker).await;
     assert_eq!(app.message_count().await, 0);
     assert_eq!(

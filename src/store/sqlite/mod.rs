@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -48,7 +48,13 @@ pub struct Db {
     writer: mpsc::Sender<Op>,
     /// Transactions committed by the writer; with group commit, fewer than the writes asked for.
     commits: Arc<AtomicU64>,
+    /// When the writer began the batch it is applying (Unix ms), 0 while it waits for work.
+    writing_since: Arc<AtomicI64>,
 }
+
+/// A batch of writes that has not committed after this long is stuck (another process holds
+/// the database's lock), and `/ready` says so: batches take milliseconds.
+const STALLED_AFTER: Duration = Duration::from_secs(5);
 
 impl Db {
     /// Opens (creating if needed) the database at `url`, runs the migrations and starts the writer.
@@ -76,11 +82,13 @@ impl Db {
             .await?;
         let (tx, rx) = mpsc::channel(8192);
         let commits = Arc::new(AtomicU64::new(0));
-        tokio::spawn(write_loop(conn, rx, commits.clone()));
+        let writing_since = Arc::new(AtomicI64::new(0));
+        tokio::spawn(write_loop(conn, rx, commits.clone(), writing_since.clone()));
         Ok(Db {
             read,
             writer: tx,
             commits,
+            writing_since,
         })
     }
 
@@ -399,7 +407,17 @@ impl Store for SqliteStore {
             .map(|_| ())
     }
 
+    /// Reads answer, and writes are not stuck behind a lock another process holds (a read
+    /// would still answer then, while every write waits and then fails).
     async fn ping(&self) -> Result<(), StoreError> {
+        let since = self.db.writing_since.load(Ordering::Relaxed);
+        let waited = Duration::from_millis(now_ms().saturating_sub(since).max(0) as u64);
+        if since != 0 && waited >= STALLED_AFTER {
+            return Err(StoreError::Unavailable(format!(
+                "writes have waited {} s for the database (another process may hold its lock)",
+                waited.as_secs()
+            )));
+        }
         sqlx::query("SELECT 1").execute(&self.db.read).await?;
         Ok(())
     }

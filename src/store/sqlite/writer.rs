@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
@@ -102,9 +102,11 @@ pub(super) async fn write_loop(
     mut conn: SqliteConnection,
     mut rx: mpsc::Receiver<Op>,
     commits: Arc<AtomicU64>,
+    writing_since: Arc<AtomicI64>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        writing_since.store(now_ms(), Ordering::Relaxed);
         for ops in in_order(std::mem::take(&mut batch)) {
             metrics::histogram!("mailroom_store_writes_per_commit").record(ops.len() as f64);
             match apply(&mut conn, ops).await {
@@ -114,6 +116,7 @@ pub(super) async fn write_loop(
                 Err(e) => tracing::error!(error = %e, "Database write batch failed."),
             }
         }
+        writing_since.store(0, Ordering::Relaxed);
     }
 }
 
