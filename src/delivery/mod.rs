@@ -112,10 +112,8 @@ impl Pause {
     /// A message went out: the next pause starts again from the shortest wait.
     pub fn sent(&self) {
         let mut state = self.state();
-        if state.unproven || state.strikes > 0 {
-            state.unproven = false;
-            state.strikes = 0;
-        }
+        state.unproven = false;
+        state.strikes = 0;
     }
 
     pub fn get(&self) -> Option<String> {

@@ -92,9 +92,7 @@ impl Worker {
                 return self.queue.retry(lease, delay).await;
             }
         };
-        if let Some(archive) = &self.archive
-            && let Err(e) = archive.put(&lease.message, &outcome).await
-        {
+        if let Err(e) = self.archive(&lease, &outcome).await {
             return self.archive_failed(lease, e).await;
         }
         let change = sent(status, outcome.attempts, outcome.detail);
@@ -103,8 +101,9 @@ impl Worker {
         self.queue.ack(lease).await
     }
 
-    /// The outcome the store recorded for a message that was sent: the time and detail of its
-    /// last `delivered` or `archived` event, and its attempts.
+    /// The outcome the store recorded for a message that was sent or dead-lettered: the time and
+    /// detail of its last event of that `status` (`delivered`, `archived`, `dead`), and its
+    /// attempts.
     async fn recorded_outcome(
         &self,
         id: uuid::Uuid,
@@ -113,14 +112,14 @@ impl Worker {
     ) -> Result<Outcome, crate::store::StoreError> {
         let attempts = self.store.get(id).await?.map_or(attempt, |r| r.attempts);
         let events = self.store.events(id).await?;
-        let sent = events.iter().rev().find(|e| e.kind == status.as_str());
+        let recorded = events.iter().rev().find(|e| e.kind == status.as_str());
         Ok(Outcome {
             status,
-            at: sent.map_or_else(Utc::now, |e| e.at),
+            at: recorded.map_or_else(Utc::now, |e| e.at),
             attempts,
-            detail: sent
+            detail: recorded
                 .and_then(|e| e.detail.clone())
-                .unwrap_or_else(|| "sent in an earlier attempt".into()),
+                .unwrap_or_else(|| format!("{} in an earlier attempt", status.as_str())),
         })
     }
 

@@ -27,6 +27,16 @@ pub async fn cli(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> (bool,
     )
 }
 
+/// Runs `args` (a `check`), which must pass or fail as `passes` says and print every one of
+/// `lines`.
+async fn check_says(d: &Path, env: &[(&str, &str)], args: &[&str], passes: bool, lines: &[&str]) {
+    let (ok, out, err) = cli(d, env, args).await;
+    assert_eq!(ok, passes, "{out}{err}");
+    for line in lines {
+        assert!(out.contains(line), "{line} in {out}");
+    }
+}
+
 /// The command line: `config` redacts secrets, a bad setting names its variable, `check` reaches
 /// the relay (and fails on a dead one), `send` queues one message or a JSONL file, `status`
 /// shows it, `dead-letters list` runs.
@@ -88,26 +98,30 @@ async fn command_line() {
         ("DELIVERY", "smtp"),
         ("SMTP_URL", "smtp://127.0.0.1:1"),
     ];
-    let (ok, out, _) = cli(d, &dead, &["check"]).await;
-    assert!(!ok);
-    assert!(out.contains("FAIL  delivery"), "{out}");
+    check_says(d, &dead, &["check"], false, &["FAIL  delivery"]).await;
     // Each role is checked for what it uses alone, as its own permissions allow: an API process
     // never reaches the relay, and a worker never reads the token.
-    let (ok, out, err) = cli(d, &dead, &["check", "--role", "api"]).await;
-    assert!(ok, "{out}{err}");
-    assert!(out.contains("ok    delivery: not used by the api"), "{out}");
+    let api = ["check", "--role", "api"];
+    check_says(
+        d,
+        &dead,
+        &api,
+        true,
+        &["ok    delivery: not used by the api"],
+    )
+    .await;
     let unreadable = [
         ("API_TOKEN_FILE", "/nonexistent/mailroom-token"),
         ("DELIVERY", "smtp"),
         ("SMTP_URL", plain.as_str()),
     ];
-    let (ok, out, _) = cli(d, &unreadable, &["check"]).await;
-    assert!(!ok);
-    assert!(out.contains("FAIL  token"), "{out}");
-    let (ok, out, err) = cli(d, &unreadable, &["check", "--role", "worker"]).await;
-    assert!(ok, "{out}{err}");
-    assert!(out.contains("ok    token: not used by the worker"), "{out}");
-    assert!(out.contains("ok    delivery: smtp reachable"), "{out}");
+    check_says(d, &unreadable, &["check"], false, &["FAIL  token"]).await;
+    let worker = ["check", "--role", "worker"];
+    let lines = [
+        "ok    token: not used by the worker",
+        "ok    delivery: smtp reachable",
+    ];
+    check_says(d, &unreadable, &worker, true, &lines).await;
 
     let to = unique_rcpt("cli");
     // `send` of one message to `to`, with what else the step gives.
