@@ -210,8 +210,8 @@ impl Store for EventingStore {
         self.inner.claim(ids, owner, ttl).await
     }
 
-    async fn counts(&self) -> Result<HashMap<Status, u64>, StoreError> {
-        self.inner.counts().await
+    async fn dead_letters(&self) -> Result<u64, StoreError> {
+        self.inner.dead_letters().await
     }
 
     async fn purge_idempotency(&self, ttl: Duration) -> Result<u64, StoreError> {

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backends::{depth, templates};
 use crate::config::Settings;
-use crate::message::{LiveTemplates, Status};
+use crate::message::LiveTemplates;
 use crate::queue::Queue;
 use crate::store::{IDEMPOTENCY_TTL, Store};
 
@@ -76,8 +76,7 @@ pub(super) async fn maintenance(
                     metrics::gauge!("mailroom_queue_oldest_age_seconds").set(depth.oldest_age_secs);
                     metrics::gauge!("mailroom_queue_scheduled").set(depth.scheduled as f64);
                 }
-                if let Ok(counts) = store.counts().await {
-                    let dead = counts.get(&Status::Dead).copied().unwrap_or(0);
+                if let Ok(dead) = store.dead_letters().await {
                     metrics::gauge!("mailroom_dead_letters").set(dead as f64);
                 }
             }

@@ -278,8 +278,8 @@ pub trait Store: Send + Sync + 'static {
     /// statuses the claim saw (a message cancelled first is not claimed, and reads `cancelled`).
     async fn claim(&self, ids: &[Uuid], owner: Uuid, ttl: Duration) -> Result<Claimed, StoreError>;
 
-    /// Messages per status, for the metrics.
-    async fn counts(&self) -> Result<HashMap<Status, u64>, StoreError>;
+    /// How many messages are dead-lettered now, for the `mailroom_dead_letters` gauge.
+    async fn dead_letters(&self) -> Result<u64, StoreError>;
 
     /// Deletes idempotency keys older than `ttl`; returns how many.
     async fn purge_idempotency(&self, ttl: Duration) -> Result<u64, StoreError>;

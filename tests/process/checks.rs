@@ -8,7 +8,7 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use crate::helpers::Relay;
-use crate::{archive_objects, received_ids};
+use crate::{Server, archive_objects, received_ids};
 
 /// Settings for processes that send compat messages to `smtp_url` (the relay, or a forwarder in
 /// front of it) for `rcpt`, with short SMTP timeouts; callers add the rate, leases and concurrency.
@@ -129,4 +129,34 @@ pub async fn assert_one_archive_object_each(archive: &Path, ids: &[String]) {
 pub async fn kill_9(server: &mut tokio::process::Child) {
     server.start_kill().expect("SIGKILL is sent");
     server.wait().await.expect("the process is reaped");
+}
+
+/// The value of one unlabelled-or-labelled series in Prometheus text (`name{labels} value`).
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(name, _)| {
+            // Series carry extra labels (instance_id): match the name and each wanted label.
+            let (want_name, want_labels) = series.split_once('{').unwrap_or((series, ""));
+            let (got_name, got_labels) = name.split_once('{').unwrap_or((name, ""));
+            got_name == want_name
+                && want_labels
+                    .trim_end_matches('}')
+                    .split(',')
+                    .filter(|l| !l.is_empty())
+                    .all(|l| got_labels.contains(l))
+        })
+        .map(|(_, v)| v.parse::<f64>().expect("a number"))
+        .sum()
+}
+
+/// The server's `/metrics` page.
+pub async fn metrics_text(server: &Server) -> String {
+    reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("text")
 }

@@ -594,6 +594,65 @@ async fn a_paused_provider_leaves_serve_ready_to_accept() {
     assert!(relay.received_for(&rcpt).is_empty());
 }
 
+/// `mailroom serve` publishes how many messages are dead-lettered now: a 550 turns the gauge to
+/// 1 within a maintenance round (5 s), and a redrive of it back to 0 once the next round reads
+/// the store again.
+#[tokio::test]
+async fn the_dead_letter_gauge_follows_the_store() {
+    let _turn = crate::HEAVY.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relay = Relay::from_env();
+    let token = "gauge-token-0123456789abcdef";
+    // Refused once, so the redriven copy is delivered.
+    let rcpt = unique_rcpt("fail-550-1");
+    let env = crate::checks::smtp_env(relay.plain_url(), token, &rcpt);
+    let server = crate::start(dir.path(), &env).await;
+    let http = reqwest::Client::new();
+    let gauge_reaches = |want: f64| {
+        let server = &server;
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+            loop {
+                let text = crate::checks::metrics_text(server).await;
+                let got = crate::checks::metric(&text, "mailroom_dead_letters");
+                if got == want {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "mailroom_dead_letters stayed {got}, not {want}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let r = http
+        .post(format!("{}/api/email", server.url))
+        .json(&compat_body(token))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.expect("JSON")["message_id"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    gauge_reaches(1.0).await;
+    let r = http
+        .post(format!("{}/v1/dead-letters/{id}/redrive", server.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 202);
+    gauge_reaches(0.0).await;
+    assert_eq!(
+        relay.received_for(&rcpt).len(),
+        1,
+        "the redriven copy went out"
+    );
+}
+
 /// Settings are read as they are written: a number or a boolean may be given as text (every
 /// environment variable is), text that looks like a number stays text, a token keeps its
 /// leading zeros, a decimal is not rounded, blanks around a value are dropped, a key of the

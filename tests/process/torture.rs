@@ -21,7 +21,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::checks::{
-    assert_one_archive_object_each, assert_recorded_delivered, kill_9, smtp_env, wait_all_received,
+    assert_one_archive_object_each, assert_recorded_delivered, kill_9, metric, metrics_text,
+    smtp_env, wait_all_received,
 };
 use crate::helpers::{Relay, compat_body, unique_rcpt};
 use crate::proxy::Proxy;
@@ -245,35 +246,6 @@ async fn api_and_workers_killed_ten_times_under_load_lose_nothing() {
         concurrency,
     )
     .await;
-}
-
-/// The value of one unlabelled-or-labelled series in Prometheus text (`name{labels} value`).
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter(|(name, _)| {
-            // Series carry extra labels (instance_id): match the name and each wanted label.
-            let (want_name, want_labels) = series.split_once('{').unwrap_or((series, ""));
-            let (got_name, got_labels) = name.split_once('{').unwrap_or((name, ""));
-            got_name == want_name
-                && want_labels
-                    .trim_end_matches('}')
-                    .split(',')
-                    .filter(|l| !l.is_empty())
-                    .all(|l| got_labels.contains(l))
-        })
-        .map(|(_, v)| v.parse::<f64>().expect("a number"))
-        .sum()
-}
-
-async fn metrics_text(server: &Server) -> String {
-    reqwest::get(format!("{}/metrics", server.url))
-        .await
-        .expect("metrics answer")
-        .text()
-        .await
-        .expect("text")
 }
 
 /// The relay unreachable for 60 s while clients keep posting: the API keeps accepting, nothing

@@ -359,18 +359,11 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn counts(&self) -> Result<HashMap<Status, u64>, StoreError> {
-        let rows = sqlx::query(query_file!("counts"))
-            .fetch_all(&self.db.read)
+    async fn dead_letters(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(query_file!("dead_letters"))
+            .fetch_one(&self.db.read)
             .await?;
-        let mut out = HashMap::new();
-        for r in rows {
-            let st: String = r.try_get(0)?;
-            if let Ok(st) = Status::from_str(&st) {
-                out.insert(st, r.try_get::<i64, _>(1)? as u64);
-            }
-        }
-        Ok(out)
+        Ok(n as u64)
     }
 
     async fn purge_idempotency(&self, ttl: Duration) -> Result<u64, StoreError> {

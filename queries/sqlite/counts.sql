@@ -1,1 +1,0 @@
-SELECT status, count(*) FROM messages GROUP BY status
