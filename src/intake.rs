@@ -14,7 +14,8 @@ use crate::store::{Acceptance, Accepted, Cancel, Store, StoreError, Transition, 
 /// How long a request's Idempotency-Key stays pending while an external queue takes its
 /// messages: a retry meanwhile is told to wait (409), and once it has passed the accepting process
 /// is taken to have died mid-push and the key is claimed afresh. The push itself is given up
-/// (503, messages abandoned) well before, so a push that succeeds always settles in time.
+/// (503, messages abandoned) well before, so a push that succeeds always settles in time: the
+/// push has until [`PUSH_WITHIN`] after the key was stamped, the store's insert included.
 pub const PENDING_FOR: Duration = Duration::from_secs(120);
 const PUSH_WITHIN: Duration = Duration::from_secs(90);
 
@@ -126,6 +127,10 @@ impl Intake {
                 held.into_iter().map(|m| m.id).collect(),
             )
         };
+        // The push must end (or be given up) well within the key's pending time, which starts
+        // now, before the store's insert: a slow insert leaves the push less time, not the key
+        // less margin.
+        let push_by = tokio::time::Instant::now() + PUSH_WITHIN;
         // The key, and the answer recorded with it (rewritten should the queue take only some).
         let key = acceptance.idempotency.as_mut().map(|i| {
             // Its answer is not one to give a retry until the queue has taken the messages.
@@ -137,8 +142,7 @@ impl Intake {
         });
         let accepted = self.store.insert(acceptance, self.queue_in_store).await?;
         if accepted == Accepted::Inserted && !messages.is_empty() {
-            let results = match tokio::time::timeout(PUSH_WITHIN, self.queue.push(&messages)).await
-            {
+            let results = match tokio::time::timeout_at(push_by, self.queue.push(&messages)).await {
                 Ok(results) => results,
                 Err(_) => {
                     let late = format!("the queue did not answer within {PUSH_WITHIN:?}");
@@ -149,77 +153,38 @@ impl Intake {
             let failure = results
                 .iter()
                 .find_map(|r| r.as_ref().err().map(|e| e.to_string()));
-            if failure.is_some() && results.iter().any(Result::is_ok) {
-                // Some are on the queue, where a worker may already be sending them: they stay
-                // accepted, and only those the queue did not take are abandoned, for the client
-                // to send again (a 503 for all would have it send the others twice).
-                let mut failed = Vec::new();
-                for (m, r) in messages.iter().zip(&results) {
-                    if let Err(e) = r {
-                        let error = format!("not queued: {e}");
-                        let _ = self
-                            .store
-                            .record(
-                                m.id,
-                                Transition::Abandoned {
-                                    error: error.clone(),
-                                },
-                            )
-                            .await;
-                        failed.push((m.id, error));
-                    }
-                }
-                // Settled here, not by the request (whose client may have hung up by now), with
-                // the answer that says which were not queued: a retry is given that answer.
-                if let Some((key, Some((status, response)))) = key {
-                    let answer = serde_json::from_str(&response)
-                        .map(|r| without_unqueued(r, &failed).to_string())
-                        .unwrap_or(response);
-                    if let Err(e) = self
-                        .store
-                        .settle_idempotency(&key, Some((status, answer)))
-                        .await
-                    {
-                        tracing::error!(error = %e, "Could not settle the Idempotency-Key of a partly queued request.");
-                    }
-                }
-                self.wake.notify_one();
-                return Ok(Accepted::Partly(failed));
-            }
             if let Some(e) = failure {
-                // The client hears 503 and will send the whole request again, so no message of
-                // it may look pending: those the queue did take are abandoned too, and the worker
-                // drops them unsent (and those held for later, when the scheduler hands them
-                // over).
-                let others =
-                    || format!("not sent: another message of its request was not queued ({e})");
-                let outcomes = messages.iter().zip(&results).map(|(m, r)| match r {
-                    Err(own) => (m.id, format!("not queued: {own}")),
-                    Ok(()) => (m.id, others()),
-                });
-                let mut all_abandoned = true;
-                for (id, error) in outcomes.chain(held.iter().map(|id| (*id, others()))) {
-                    match self.store.record(id, Transition::Abandoned { error }).await {
-                        Ok(true) => {}
-                        Ok(false) => all_abandoned = false,
+                // What the queue did not take is abandoned, for the client to send again. A push
+                // that reported a failure may have landed all the same (an answer lost, a
+                // produce that timed out after the write): a message that a worker has already
+                // claimed is not abandoned (record.sql), and counts as queued, since it is being
+                // sent. An abandon that could not be written leaves the message in doubt.
+                let mut failed = Vec::new();
+                let mut in_doubt = false;
+                for (m, r) in messages.iter().zip(&results) {
+                    let Err(own) = r else { continue };
+                    let error = format!("not queued: {own}");
+                    let abandon = Transition::Abandoned {
+                        error: error.clone(),
+                    };
+                    match self.store.record(m.id, abandon).await {
+                        Ok(true) => failed.push((m.id, error)),
+                        Ok(false) => {
+                            tracing::info!(message_id = %m.id, error = %own, "The queue reported a failure, but a worker already holds the message: it counts as queued.");
+                        }
                         Err(abandon) => {
-                            all_abandoned = false;
-                            tracing::error!(message_id = %id, error = %abandon, "Could not abandon a message of a request that was not queued.");
+                            in_doubt = true;
+                            tracing::error!(message_id = %m.id, error = %abandon, "Could not abandon a message that was not queued.");
+                            failed.push((m.id, error));
                         }
                     }
                 }
-                // The key is let go only when none of the request's messages can still go out:
-                // otherwise the client's retry would be accepted afresh beside one that may be
-                // sent. It then stays pending: a retry is told to wait (409) until PENDING_FOR has
-                // passed, and after it takes the key over, abandoning in the same transaction
-                // whatever of this request is not being sent.
-                if all_abandoned
-                    && let Some((key, _)) = key
-                    && let Err(forget) = self.store.forget_idempotency(&key).await
-                {
-                    tracing::error!(error = %forget, "Could not let go of the Idempotency-Key of a request that was not queued.");
+                if failed.len() == messages.len() {
+                    return Err(self.unqueued(key, &held, in_doubt, e).await);
                 }
-                return Err(IntakeError::Unavailable(e));
+                if !failed.is_empty() {
+                    return Ok(self.partly_queued(key, failed).await);
+                }
             }
             if let Some((key, _)) = key
                 && let Err(e) = self.store.settle_idempotency(&key, None).await
@@ -232,6 +197,68 @@ impl Intake {
         }
         self.wake.notify_one();
         Ok(accepted)
+    }
+
+    /// Some of a request's messages are on the queue, where a worker may already be sending
+    /// them: they stay accepted, and only those the queue did not take (`failed`, abandoned)
+    /// are refused, for the client to send again (a 503 for all would have it send the others
+    /// twice). The key is settled here, not by the request (whose client may have hung up by
+    /// now), with the answer that says which were not queued: a retry is given that answer.
+    async fn partly_queued(
+        &self,
+        key: Option<(String, Option<(u16, String)>)>,
+        failed: Vec<(Uuid, String)>,
+    ) -> Accepted {
+        if let Some((key, Some((status, response)))) = key {
+            let answer = serde_json::from_str(&response)
+                .map(|r| without_unqueued(r, &failed).to_string())
+                .unwrap_or(response);
+            if let Err(e) = self
+                .store
+                .settle_idempotency(&key, Some((status, answer)))
+                .await
+            {
+                tracing::error!(error = %e, "Could not settle the Idempotency-Key of a partly queued request.");
+            }
+        }
+        self.wake.notify_one();
+        Accepted::Partly(failed)
+    }
+
+    /// The queue took none of a request's messages (each was abandoned, or is `in_doubt`): the
+    /// client hears 503 and will send the whole request again, so none of it may look pending:
+    /// those held for later are abandoned too (the scheduler would hand them over).
+    async fn unqueued(
+        &self,
+        key: Option<(String, Option<(u16, String)>)>,
+        held: &[Uuid],
+        mut in_doubt: bool,
+        e: String,
+    ) -> IntakeError {
+        let others = || format!("not sent: another message of its request was not queued ({e})");
+        for id in held {
+            let abandon = Transition::Abandoned { error: others() };
+            match self.store.record(*id, abandon).await {
+                Ok(true) => {}
+                Ok(false) => in_doubt = true,
+                Err(abandon) => {
+                    in_doubt = true;
+                    tracing::error!(message_id = %id, error = %abandon, "Could not abandon a message of a request that was not queued.");
+                }
+            }
+        }
+        // The key is let go only when none of the request's messages can still go out:
+        // otherwise the client's retry would be accepted afresh beside one that may be sent. It
+        // then stays pending: a retry is told to wait (409) until PENDING_FOR has passed, and
+        // after it takes the key over, abandoning in the same transaction whatever of this
+        // request is not being sent.
+        if !in_doubt
+            && let Some((key, _)) = key
+            && let Err(forget) = self.store.forget_idempotency(&key).await
+        {
+            tracing::error!(error = %forget, "Could not let go of the Idempotency-Key of a request that was not queued.");
+        }
+        IntakeError::Unavailable(e)
     }
 
     /// Withdraws a message that has not been sent yet (queued, scheduled or waiting for a retry).

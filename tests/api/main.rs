@@ -13,6 +13,7 @@ mod kafka;
 // Shared with tests/process, which uses parts this binary does not.
 #[allow(dead_code)]
 mod helpers;
+mod intake;
 mod messages;
 
 mod properties;

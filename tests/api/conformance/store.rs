@@ -322,6 +322,59 @@ where
     store_claim(fresh().await.as_ref()).await;
     store_pending_keys(fresh().await.as_ref()).await;
     store_concurrent_changes(fresh().await.as_ref()).await;
+    store_late_changes(fresh().await.as_ref()).await;
+}
+
+/// Changes that come too late are refused: a stale worker's temporary failure does not make a
+/// dead letter due again (it would be neither queued nor a dead letter), and a message whose
+/// push reported a failure is not abandoned while a worker holds a claim on it (the push landed
+/// after all, and the copy is being sent); once the claim has ended, it is.
+pub async fn store_late_changes(store: &dyn Store) {
+    let (dead, held) = (native(1), native(2));
+    stored(store, &[dead.clone(), held.clone()]).await;
+    let dead_letter = Transition::Dead {
+        attempts: 1,
+        error: "550 no such user".into(),
+    };
+    assert!(store.record(dead.id, dead_letter).await.expect("record"));
+    let deferral = Transition::Deferred {
+        attempts: 1,
+        error: "451 later".into(),
+        retry_in: Duration::from_secs(1),
+    };
+    assert!(
+        !store.record(dead.id, deferral).await.expect("record"),
+        "a dead letter is not deferred"
+    );
+    let abandon = || Transition::Abandoned {
+        error: "not queued: timed out".into(),
+    };
+    assert!(!store.record(dead.id, abandon()).await.expect("record"));
+    assert_eq!(store.dead_letters().await.expect("dead letters"), 1);
+    let r = store.get(dead.id).await.expect("get").expect("found");
+    assert_eq!(
+        (r.status, r.last_error.as_deref()),
+        (Status::Dead, Some("550 no such user"))
+    );
+
+    let owner = uuid::Uuid::new_v4();
+    store
+        .claim(&[held.id], owner, Duration::from_secs(60))
+        .await
+        .expect("claim");
+    assert!(
+        !store.record(held.id, abandon()).await.expect("record"),
+        "a claimed message is being sent"
+    );
+    let r = store.get(held.id).await.expect("get").expect("found");
+    assert_eq!(r.status, Status::Queued);
+    store
+        .claim(&[held.id], owner, Duration::ZERO)
+        .await
+        .expect("end the claim");
+    assert!(store.record(held.id, abandon()).await.expect("record"));
+    let r = store.get(held.id).await.expect("get").expect("found");
+    assert_eq!(r.status, Status::Abandoned);
 }
 
 /// A key committed before an external queue took its messages is pending: a second request
