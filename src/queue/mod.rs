@@ -111,6 +111,14 @@ pub trait Queue: Send + Sync + 'static {
     /// comes back once that one is settled, to be acknowledged, or sent if it never was.
     async fn postpone(&self, lease: Lease, delay: Duration) -> Result<(), QueueError>;
 
+    /// Due again after `delay` for what is left to do once the message was sent (its archive
+    /// write): the delivery attempt is not spent where the queue counts attempts itself. SQS
+    /// counts receives, and past its redrive policy's `maxReceiveCount` would move a message
+    /// that was sent to its dead-letter queue, its archive never written. A retry elsewhere.
+    async fn retry_sent(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
+        self.retry(lease, delay).await
+    }
+
     /// Failed for good: the message leaves the queue for the dead letters.
     async fn dead(&self, lease: Lease, error: &str) -> Result<(), QueueError>;
 

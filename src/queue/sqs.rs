@@ -555,6 +555,12 @@ impl Queue for SqsQueue {
         self.delete(&lease).await
     }
 
+    async fn retry_sent(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
+        // A copy that keeps the attempts used: a visibility change would count one more
+        // receive.
+        self.postpone(lease, delay).await
+    }
+
     async fn dead(&self, lease: Lease, error: &str) -> Result<(), QueueError> {
         self.let_go(&lease)?;
         if let Some(dlq) = self.dlq_url().await? {

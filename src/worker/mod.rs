@@ -93,6 +93,9 @@ struct Pulled {
 /// the statuses of a pulled batch, while the store is unreachable.
 const STORE_PAUSE_MAX: Duration = Duration::from_secs(10);
 
+/// The shortest pause after a failed pull.
+const PULL_PAUSE_MIN: Duration = Duration::from_millis(100);
+
 /// A delivery task that panicked left its lease unsettled: the lease runs out and the message
 /// is taken again (dead-lettered once its attempts are used up). Said in the logs, with why.
 fn reap(joined: Result<(), tokio::task::JoinError>) {
@@ -174,7 +177,10 @@ impl Worker {
                 Err(e) => {
                     pull_errors = pull_errors.saturating_add(1);
                     tracing::error!(error = %e, "Queue pull failed; retrying.");
-                    let pause = self.poll_interval * pull_errors.min(25);
+                    // Backoff, not the poll interval: that is zero for Kafka and for SQS's
+                    // long poll, and errors no SDK retries (access denied, a queue that does not
+                    // exist, expired credentials) come back at once.
+                    let pause = self.store_pause(pull_errors).max(PULL_PAUSE_MIN);
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
                         _ = shutdown.cancelled() => break,
@@ -352,8 +358,8 @@ impl Worker {
         }
     }
 
-    /// How long to wait before the `n`th try after the store failed: the retry backoff, at
-    /// most [`STORE_PAUSE_MAX`].
+    /// How long to wait before the `n`th try after the store (or the queue's pull) failed: the
+    /// retry backoff, at most [`STORE_PAUSE_MAX`].
     fn store_pause(&self, n: u32) -> Duration {
         backoff(&self.retry, n).min(STORE_PAUSE_MAX)
     }

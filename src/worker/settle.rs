@@ -65,7 +65,7 @@ impl Worker {
         };
         if let Err(e) = self.archive(&lease, &outcome).await {
             // Already delivered: the next attempt sees that and only archives.
-            return self.archive_failed(lease, e).await;
+            return self.archive_failed(lease, e, outcome.at).await;
         }
         self.queue.ack(lease).await?;
         let outcome = status.as_str();
@@ -89,11 +89,11 @@ impl Worker {
             Err(e) => {
                 let delay = self.store_pause(1);
                 tracing::warn!(message_id = %id, error = %e, "Could not read the outcome of a message sent before; will retry.");
-                return self.queue.retry(lease, delay).await;
+                return self.queue.retry_sent(lease, delay).await;
             }
         };
         if let Err(e) = self.archive(&lease, &outcome).await {
-            return self.archive_failed(lease, e).await;
+            return self.archive_failed(lease, e, outcome.at).await;
         }
         let change = sent(status, outcome.attempts, outcome.detail);
         self.store.announce_again(id, change).await;
@@ -123,17 +123,23 @@ impl Worker {
         })
     }
 
-    /// The archive could not be written: the message goes back to the queue, and its next
-    /// attempt, finding it sent, archives it.
+    /// The archive could not be written: the message goes back to the queue without spending a
+    /// delivery attempt, and its next attempt, finding it sent, archives it. The wait doubles
+    /// without counting attempts: it is as long as the write has been owed since the message
+    /// was sent (`sent_at`), at least the attempt's backoff and at most `RETRY_MAX_MS`.
     async fn archive_failed(
         &self,
         lease: Lease,
         e: crate::archive::ArchiveError,
+        sent_at: chrono::DateTime<Utc>,
     ) -> Result<(), QueueError> {
-        let delay = backoff(&self.retry, lease.attempt);
-        tracing::error!(message_id = %lease.message.id, error = %e, "Archive write failed; will retry.");
+        let owed = (Utc::now() - sent_at).to_std().unwrap_or_default();
+        let delay = backoff(&self.retry, lease.attempt)
+            .max(owed)
+            .min(self.retry.max);
+        tracing::error!(message_id = %lease.message.id, error = %e, retry_in_ms = delay.as_millis() as u64, "Archive write failed; will retry.");
         metrics::counter!("mailroom_archive_failures_total").increment(1);
-        self.queue.retry(lease, delay).await
+        self.queue.retry_sent(lease, delay).await
     }
 
     /// Records a delivery's outcome. The message has gone out: a store that is briefly

@@ -360,3 +360,43 @@ async fn a_batch_sqs_takes_only_part_of_is_answered_entry_by_entry() {
         assert_eq!(app.get_message(id).await["status"], "delivered", "{id}");
     }
 }
+
+/// On SQS a message sent whose archive cannot be written goes back without spending a receive:
+/// with `maxReceiveCount` 2, five failed writes leave it on the queue, not in the dead-letter
+/// queue (where its archive would never be written); once the archive works it is archived,
+/// and it was sent once.
+#[tokio::test]
+async fn an_archive_that_fails_on_sqs_spends_no_receives() {
+    let moto = Moto::start().await;
+    let (url, dlq) = moto.queue_with_dlq("archive-owed", 2, None).await;
+    let app = spawn_app_with(|raw| on_aws(raw, &moto, &url)).await;
+    let archive = app.archive_dir();
+    std::fs::create_dir_all(&archive).expect("archive dir");
+    // The archive's top directory is a file: every write fails.
+    std::fs::write(archive.join("emails"), "not a directory").expect("written");
+    let to = unique_rcpt("archive-owed");
+    let id = app.send_to(&to).await;
+    let mut tries = 0;
+    for _ in 0..10 {
+        tries += app.worker.run_once().await.expect("the queue answers");
+        if tries >= 5 {
+            break;
+        }
+    }
+    assert!(tries >= 5, "{tries} tries to write the archive");
+    let m = app.get_message(&id).await;
+    assert_eq!(m["status"], "delivered", "{m}");
+    assert!(moto.drain(&dlq).await.is_empty(), "nothing dead-lettered");
+
+    std::fs::remove_file(archive.join("emails")).expect("removed");
+    let path = archive.join(m["archive_key"].as_str().expect("archive key"));
+    for _ in 0..10 {
+        app.worker.run_once().await.expect("the queue answers");
+        if path.exists() {
+            break;
+        }
+    }
+    assert!(path.exists(), "archived once the archive works");
+    assert_eq!(app.relay.received_for(&to).len(), 1, "sent once");
+    assert!(moto.drain(&dlq).await.is_empty(), "nothing dead-lettered");
+}

@@ -12,7 +12,7 @@ use mailroom::worker::Worker;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{TestApp, event_kinds, spawn_app_with, unique_rcpt};
+use crate::helpers::{TestApp, event_kinds, spawn_app, spawn_app_with, unique_rcpt};
 
 /// Accepts a message to a recipient of its own and leases it as a worker that then dies would:
 /// never settled. Returns (id, recipient) once the lease has run out (the app's visibility
@@ -239,22 +239,7 @@ async fn a_lease_lost_while_waiting_is_not_sent() {
             inner: app.queue.clone(),
             hangs,
         };
-        let worker = Arc::new(Worker {
-            queue: Arc::new(queue),
-            store: app.worker.store.clone(),
-            delivery: app.worker.delivery.clone(),
-            archive: app.worker.archive.clone(),
-            limiter: app.worker.limiter.clone(),
-            places: app.worker.places.clone(),
-            mime: app.worker.mime.clone(),
-            retry: app.worker.retry.clone(),
-            concurrency: 3,
-            poll_interval: app.worker.poll_interval,
-            wake: app.worker.wake.clone(),
-            shutdown_grace: app.worker.shutdown_grace,
-            visibility: app.worker.visibility,
-            claims: false,
-        });
+        let worker = over(&app, Arc::new(queue), 3, app.worker.poll_interval);
         assert_eq!(worker.run_once().await.expect("pull"), 3);
         let mut delivered = 0;
         for (id, to) in &sent {
@@ -270,6 +255,89 @@ async fn a_lease_lost_while_waiting_is_not_sent() {
             "hangs {hangs}: only the one whose slot came at once"
         );
     }
+}
+
+/// The app's worker over another queue.
+fn over(
+    app: &TestApp,
+    queue: Arc<dyn Queue>,
+    concurrency: usize,
+    poll_interval: Duration,
+) -> Arc<Worker> {
+    Arc::new(Worker {
+        queue,
+        store: app.worker.store.clone(),
+        delivery: app.worker.delivery.clone(),
+        archive: app.worker.archive.clone(),
+        limiter: app.worker.limiter.clone(),
+        places: app.worker.places.clone(),
+        mime: app.worker.mime.clone(),
+        retry: app.worker.retry.clone(),
+        concurrency,
+        poll_interval,
+        wake: app.worker.wake.clone(),
+        shutdown_grace: app.worker.shutdown_grace,
+        visibility: app.worker.visibility,
+        claims: false,
+    })
+}
+
+/// A queue whose every pull fails at once, as SQS does for access denied or a queue that does
+/// not exist (errors its SDK does not retry); counts the pulls.
+struct PullFails {
+    inner: Arc<dyn Queue>,
+    pulls: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl Queue for PullFails {
+    async fn push(&self, messages: &[Message]) -> Vec<Result<(), QueueError>> {
+        self.inner.push(messages).await
+    }
+    async fn pull(&self, _max: usize) -> Result<Vec<Lease>, QueueError> {
+        self.pulls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Err(QueueError::Unavailable("AccessDenied".into()))
+    }
+    async fn ack(&self, lease: Lease) -> Result<(), QueueError> {
+        self.inner.ack(lease).await
+    }
+    async fn retry(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
+        self.inner.retry(lease, delay).await
+    }
+    async fn postpone(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
+        self.inner.postpone(lease, delay).await
+    }
+    async fn dead(&self, lease: Lease, error: &str) -> Result<(), QueueError> {
+        self.inner.dead(lease, error).await
+    }
+    async fn depth(&self) -> Result<Depth, QueueError> {
+        self.inner.depth().await
+    }
+    fn name(&self) -> &'static str {
+        "pull-fails"
+    }
+}
+
+/// A worker whose pulls fail at once waits longer after each (the retry backoff, at least
+/// 100 ms), even with a poll interval of zero (Kafka's, and SQS's under long polling): it does
+/// not spin on the queue and the error log.
+#[tokio::test]
+async fn failed_pulls_back_off_even_with_no_poll_interval() {
+    let app = spawn_app().await;
+    let queue = Arc::new(PullFails {
+        inner: app.queue.clone(),
+        pulls: Default::default(),
+    });
+    let worker = over(&app, queue.clone(), 1, Duration::ZERO);
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(worker.run(stop.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    run.await.expect("the worker exits cleanly");
+    let pulls = queue.pulls.load(std::sync::atomic::Ordering::Relaxed);
+    // Pauses of at least 100 ms: at most 10 pulls and the first, plus one for timing.
+    assert!((2..=12).contains(&pulls), "{pulls} pulls in 1 s");
 }
 
 /// On shutdown the worker stops pulling and releases leases still waiting for the rate limit:
