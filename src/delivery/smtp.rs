@@ -326,27 +326,40 @@ impl Delivery for SmtpDelivery {
     /// whether the quota is back (the relay says nothing of it before a send), and a pause that
     /// comes straight back makes the next check wait longer ([`Pause`]).
     async fn check(&self) -> Result<(), DeliveryError> {
-        let answered = match &self.transport {
-            Transport::Direct(direct) => {
-                let mut conn = direct.connect().await?;
-                let answered = conn.test_connected().await;
-                conn.abort().await;
-                if answered {
-                    Ok(())
-                } else {
-                    Err(DeliveryError::Temporary(
-                        "the relay did not answer NOOP".into(),
-                    ))
+        // The whole check has SMTP_TIMEOUT_SECS, as a send has: the connect's own timeout
+        // covers the TCP connect only, and a relay that accepts and then says nothing (an
+        // implicit-TLS port named with `smtp://`, a stuck relay) would hold it for ever.
+        let ask = async {
+            match &self.transport {
+                Transport::Direct(direct) => {
+                    let mut conn = direct.connect().await?;
+                    let answered = conn.test_connected().await;
+                    conn.abort().await;
+                    if answered {
+                        Ok(())
+                    } else {
+                        Err(DeliveryError::Temporary(
+                            "the relay did not answer NOOP".into(),
+                        ))
+                    }
                 }
+                Transport::Lettre(transport) => match transport.test_connection().await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(DeliveryError::Temporary(
+                        "the relay did not answer NOOP".into(),
+                    )),
+                    Err(e) => Err(classify(e)),
+                },
             }
-            Transport::Lettre(transport) => match transport.test_connection().await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(DeliveryError::Temporary(
-                    "the relay did not answer NOOP".into(),
-                )),
-                Err(e) => Err(classify(e)),
-            },
         };
+        let answered = tokio::time::timeout(self.send_timeout, ask)
+            .await
+            .unwrap_or_else(|_| {
+                Err(DeliveryError::Temporary(format!(
+                    "the relay did not answer within {} s (SMTP_TIMEOUT_SECS)",
+                    self.send_timeout.as_secs()
+                )))
+            });
         if answered.is_ok() {
             self.pause.clear("smtp");
         }

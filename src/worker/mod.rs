@@ -144,8 +144,13 @@ impl Worker {
                     _ = tokio::time::sleep(recheck) => {}
                     _ = shutdown.cancelled() => break,
                 }
-                if let Err(e) = self.delivery.check().await {
-                    tracing::warn!(error = %e, "Delivery still unavailable.");
+                tokio::select! {
+                    checked = self.delivery.check() => {
+                        if let Err(e) = checked {
+                            tracing::warn!(error = %e, "Delivery still unavailable.");
+                        }
+                    }
+                    _ = shutdown.cancelled() => break,
                 }
                 continue;
             }

@@ -332,6 +332,42 @@ async fn stalled_relay_times_out_and_defers() {
     assert!(err.contains("within 1 s"), "{err}");
 }
 
+/// A relay that accepts the connection and then says nothing (an implicit-TLS port named with
+/// `smtp://`, a stuck relay) fails the delivery check within SMTP_TIMEOUT_SECS, for `smtps://`
+/// too: the check asks again after a pause, and `mailroom check` must end.
+#[tokio::test]
+async fn a_silent_relay_fails_the_check_in_time() {
+    use mailroom::delivery::Delivery;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    for url in [
+        format!("smtp://127.0.0.1:{port}"),
+        format!("smtps://127.0.0.1:{port}"),
+    ] {
+        let delivery = mailroom::delivery::smtp::SmtpDelivery::new(&url, Duration::from_secs(1), 2)
+            .expect("a valid URL");
+        let started = Instant::now();
+        let checked = tokio::time::timeout(Duration::from_secs(10), delivery.check())
+            .await
+            .expect("the check ends");
+        let err = checked.expect_err("a silent relay fails the check");
+        assert!(err.to_string().contains("within 1 s"), "{url}: {err}");
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "{url}: {:?}",
+            started.elapsed()
+        );
+    }
+}
+
 /// With every SMTP connection held by a relay that stalls, messages behind them do not book
 /// rate-limit slots they then wait out on a connection: when the relay recovers, they go out
 /// at the ceiling's pace. (Before, a slot came before a connection, and the slots booked
