@@ -140,9 +140,42 @@ pub fn metrics(instance_id: Option<&str>) -> PrometheusHandle {
                 tracing::warn!("A metrics recorder was already installed; /metrics may be empty.");
             }
             describe();
+            start_at_zero();
             handle
         })
         .clone()
+}
+
+/// Series that would otherwise appear only at their first event start at zero, so a dashboard
+/// shows 0 rather than "No data" and `rate()` and `increase()` have a first sample to count
+/// from (an alert on a counter's increase misses the first event without one).
+fn start_at_zero() {
+    for counter in [
+        "mailroom_redrives_total",
+        "mailroom_cancellations_total",
+        "mailroom_archive_failures_total",
+        "mailroom_backend_unavailable_total",
+        "mailroom_duplicate_copies_total",
+        "mailroom_scheduled_handed_over_total",
+        "mailroom_queue_poison_messages_total",
+        "mailroom_token_refresh_failures_total",
+    ] {
+        metrics::counter!(counter).absolute(0);
+    }
+    for outcome in [
+        "delivered",
+        "archived",
+        "deferred",
+        "throttled",
+        "dead",
+        "paused",
+    ] {
+        metrics::counter!("mailroom_deliveries_total", "outcome" => outcome).absolute(0);
+    }
+    for api in ["compat", "native"] {
+        metrics::counter!("mailroom_messages_accepted_total", "api" => api).absolute(0);
+    }
+    metrics::gauge!("mailroom_delivery_paused").set(0.0);
 }
 
 fn describe() {

@@ -329,6 +329,20 @@ async fn a_worker_alone_answers_health_and_metrics() {
         metrics.contains("mailroom_rate_limit_per_second"),
         "{metrics}"
     );
+    // Series of rare events are there from the start, at zero, for dashboards and rate().
+    for (name, label) in [
+        ("mailroom_archive_failures_total", ""),
+        ("mailroom_redrives_total", ""),
+        ("mailroom_delivery_paused", ""),
+        ("mailroom_deliveries_total", "outcome=\"dead\""),
+    ] {
+        let at_zero = metrics.lines().any(|l| {
+            l.starts_with(name)
+                && l.contains(label)
+                && l.rsplit_once(' ').is_some_and(|(_, v)| v == "0")
+        });
+        assert!(at_zero, "{name} {label} at 0 in {metrics}");
+    }
     let port = worker.url.rsplit(':').next().expect("a port").to_string();
     let (ok, _, err) = cli(d, &[("PORT", &port)], &["healthcheck"]).await;
     assert!(ok, "healthcheck on PORT: {err}");
