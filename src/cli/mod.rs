@@ -103,7 +103,9 @@ pub enum DeadLetters {
     },
     /// Put dead letters back in the queue.
     Redrive {
-        ids: Vec<Uuid>,
+        /// Message ids; each is tried, and each that could not be redriven (not dead, unknown,
+        /// not an id) is named.
+        ids: Vec<String>,
         /// Redrive every dead letter.
         #[arg(long, conflicts_with = "ids")]
         all: bool,
@@ -302,7 +304,11 @@ async fn dead_letters(settings: Settings, cmd: DeadLetters) -> anyhow::Result<()
                     r.last_error.as_deref().unwrap_or("")
                 );
             }
-            eprintln!("{} dead letter(s)", records.len());
+            let total = backends.store.dead_letters().await?;
+            eprintln!(
+                "{} of {total} dead letter(s) shown (newest first, --limit {limit})",
+                records.len()
+            );
         }
         DeadLetters::Redrive { ids, all } => {
             let ids = if all {
@@ -318,7 +324,7 @@ async fn dead_letters(settings: Settings, cmd: DeadLetters) -> anyhow::Result<()
                         })
                         .await?;
                     before = page.last().map(|r| r.message.id);
-                    ids.extend(page.iter().map(|r| r.message.id));
+                    ids.extend(page.iter().map(|r| r.message.id.to_string()));
                     if page.len() < 500 {
                         break;
                     }
@@ -333,7 +339,12 @@ async fn dead_letters(settings: Settings, cmd: DeadLetters) -> anyhow::Result<()
             // Each id is tried: one that is no longer dead does not keep the rest back.
             let mut failed = 0;
             for id in &ids {
-                match backends.intake.redrive(*id).await {
+                let Ok(uuid) = Uuid::parse_str(id) else {
+                    failed += 1;
+                    eprintln!("{id} not redriven: not a message id");
+                    continue;
+                };
+                match backends.intake.redrive(uuid).await {
                     Ok(()) => println!("{id} redriven"),
                     Err(e) => {
                         failed += 1;

@@ -277,19 +277,28 @@ async fn command_line() {
 
     let (ok, _, err) = cli(d, &good, &["dead-letters", "list"]).await;
     assert!(ok);
-    assert!(err.contains("0 dead letter(s)"), "{err}");
+    assert!(err.contains("0 of 0 dead letter(s) shown"), "{err}");
     let (ok, _, err) = cli(d, &good, &["dead-letters", "list", "--limit", "0"]).await;
     assert!(!ok && err.contains("--limit"), "{err}");
     // Each id named is tried, and each one refused is named.
     let unknown = Uuid::now_v7().to_string();
-    let (ok, _, err) = cli(d, &good, &["dead-letters", "redrive", &id, &unknown]).await;
+    let (ok, _, err) = cli(
+        d,
+        &good,
+        &["dead-letters", "redrive", &id, "not-an-id", &unknown],
+    )
+    .await;
     assert!(!ok, "a queued message is not a dead letter");
     assert!(
         err.contains(&format!("{id} not redriven")) && err.contains("not dead"),
         "{err}"
     );
     assert!(err.contains(&format!("{unknown} not redriven")), "{err}");
-    assert!(err.contains("2 of 2 dead letter(s)"), "{err}");
+    assert!(
+        err.contains("not-an-id not redriven: not a message id"),
+        "{err}"
+    );
+    assert!(err.contains("3 of 3 dead letter(s)"), "{err}");
 }
 
 /// A worker alone serves `/health` and `/metrics` on PORT (it has no API there), so container
