@@ -148,6 +148,10 @@ pub(super) async fn check(settings: Settings, roles: Roles) -> anyhow::Result<()
 
 /// A plain HTTP/1.0 GET, so the container image needs no curl and the binary no HTTP client.
 pub(super) async fn healthcheck(addr: String) -> anyhow::Result<()> {
+    let addr = addr
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
     let probe = async {
         let mut stream = tokio::net::TcpStream::connect(&addr).await?;
         stream
@@ -160,7 +164,7 @@ pub(super) async fn healthcheck(addr: String) -> anyhow::Result<()> {
     let head = tokio::time::timeout(std::time::Duration::from_secs(3), probe)
         .await
         .context("Health check timed out")?
-        .with_context(|| format!("Health check could not reach {addr}"))?;
+        .with_context(|| format!("Health check could not reach {addr} (expected host:port)"))?;
     if &head[9..12] != b"200" {
         bail!("Health check answered {}", String::from_utf8_lossy(&head));
     }

@@ -88,7 +88,8 @@ pub enum Command {
     Migrate,
     /// Exit 0 if the local server answers /health (for container health checks).
     Healthcheck {
-        /// Address to probe; defaults to 127.0.0.1:$METRICS_PORT when set, else 127.0.0.1:$PORT.
+        /// host:port to probe (`http://` in front is allowed); defaults to METRICS_PORT when set,
+        /// else PORT, on BIND_ADDRESS (127.0.0.1 for a wildcard bind).
         #[arg(long)]
         addr: Option<String>,
     },
@@ -211,10 +212,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Healthcheck { addr } => {
             // `/health` is on METRICS_PORT for every role when it is set, and on PORT otherwise.
-            let port = settings
-                .metrics_addr
-                .map_or(settings.http_addr.port(), |a| a.port());
-            check::healthcheck(addr.unwrap_or_else(|| format!("127.0.0.1:{port}"))).await
+            let bound = settings.metrics_addr.unwrap_or(settings.http_addr);
+            let addr = addr.unwrap_or_else(|| local_addr(bound).to_string());
+            check::healthcheck(addr).await
         }
     }
 }
@@ -255,14 +255,18 @@ async fn serve(settings: Settings, roles: Roles) -> anyhow::Result<()> {
     app.run_until_stopped(shutdown_on_signals()).await
 }
 
-/// The URL a local client reaches `addr` at (127.0.0.1 for a wildcard bind).
-fn local_url(addr: std::net::SocketAddr) -> String {
-    let host = if addr.ip().is_unspecified() {
-        "127.0.0.1".to_string()
+/// Where a local client reaches a server bound to `addr`: 127.0.0.1 for a wildcard bind.
+fn local_addr(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
     } else {
-        addr.ip().to_string()
-    };
-    format!("http://{host}:{}", addr.port())
+        addr
+    }
+}
+
+/// The URL a local client reaches `addr` at; an IPv6 address in brackets (`http://[::1]:8080`).
+fn local_url(addr: std::net::SocketAddr) -> String {
+    format!("http://{}", local_addr(addr))
 }
 
 async fn status(settings: Settings, id: Uuid) -> anyhow::Result<()> {
@@ -375,4 +379,20 @@ fn effective(settings: &Settings) -> crate::config::RawConfig {
     );
     raw.templates_dir = Some(settings.templates_dir.clone());
     raw
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The printed URL is one a client can paste: a wildcard bind is reached on 127.0.0.1, and
+    /// an IPv6 address is written in brackets.
+    #[test]
+    fn printed_urls_can_be_pasted() {
+        let url = |a: &str| local_url(a.parse().expect("an address"));
+        assert_eq!(url("0.0.0.0:8080"), "http://127.0.0.1:8080");
+        assert_eq!(url("[::]:8080"), "http://127.0.0.1:8080");
+        assert_eq!(url("10.0.0.5:8080"), "http://10.0.0.5:8080");
+        assert_eq!(url("[::1]:8080"), "http://[::1]:8080");
+    }
 }

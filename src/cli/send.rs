@@ -83,7 +83,7 @@ pub(super) async fn send(settings: Settings, args: SendArgs) -> anyhow::Result<(
         let parsed = match line {
             Line::Text(text) if text.trim().is_empty() => continue,
             Line::Text(text) => strict_json::from_str(&text)
-                .map_err(|e| e.to_string())
+                .map_err(|e| not_json(&e))
                 .and_then(|v| parse_line(with_sender(v, args.from.as_deref()), &backends)),
             Line::TooLong => Err(format!(
                 "is {bytes} bytes; the limit is MAX_BODY_BYTES ({max_line} bytes), as for a request"
@@ -115,6 +115,20 @@ pub(super) async fn send(settings: Settings, args: SendArgs) -> anyhow::Result<(
         bail!("{rejected} line(s) were rejected");
     }
     Ok(())
+}
+
+/// A line that is not JSON, said of the line (serde_json counts the line's own lines, always 1
+/// here: its "at line 1 column 7" would contradict the file's line number).
+fn not_json(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let what = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(what, _)| what);
+    if e.is_syntax() || e.is_eof() {
+        format!("is not valid JSON: {what} at column {}", e.column())
+    } else {
+        format!("{what} (at column {})", e.column())
+    }
 }
 
 /// A native message of `send --file` that names no sender takes the one of `--from`.
@@ -257,6 +271,23 @@ fn parse_line(value: Value, backends: &Backends) -> Result<Message, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A line that is not JSON is said to be so, at its column; serde_json's "line 1" of the
+    /// line itself is left out (the file's line number goes before it).
+    #[test]
+    fn a_line_that_is_not_json_says_so() {
+        let e = strict_json::from_str("{\"to\": oops}").expect_err("not JSON");
+        assert_eq!(
+            not_json(&e),
+            "is not valid JSON: expected value at column 8"
+        );
+        let e = strict_json::from_str("{\"a\": 1, \"a\": 2}").expect_err("twice");
+        let said = not_json(&e);
+        assert!(
+            said.starts_with("the key \"a\" is given twice") && !said.contains("line"),
+            "{said}"
+        );
+    }
 
     /// Every line of `input` as `read_line` gives it, with a limit of 4 bytes.
     async fn lines_of(input: &[u8]) -> Vec<(String, u64)> {

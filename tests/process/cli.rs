@@ -355,6 +355,9 @@ async fn a_worker_alone_answers_health_and_metrics() {
     let port = worker.url.rsplit(':').next().expect("a port").to_string();
     let (ok, _, err) = cli(d, &[("PORT", &port)], &["healthcheck"]).await;
     assert!(ok, "healthcheck on PORT: {err}");
+    // An address given as the URL the server printed is taken too.
+    let (ok, _, err) = cli(d, &[], &["healthcheck", "--addr", &worker.url]).await;
+    assert!(ok, "healthcheck --addr {}: {err}", worker.url);
     // With METRICS_PORT set, the health check goes there (here: to the same worker), not to PORT.
     let (ok, _, err) = cli(
         d,
