@@ -181,21 +181,54 @@ impl RawConfig {
                     source.as_deref().unwrap_or("the config file")
                 ));
             }
-            let var = e
-                .path
-                .last()
-                .map(|k| k.to_uppercase())
-                .unwrap_or_else(|| "a setting".into());
             let source = e
                 .metadata
                 .as_ref()
-                .map(|m| m.name.to_string())
+                .map(|m| match &m.source {
+                    Some(figment::Source::File(path)) => format!("{} {}", m.name, path.display()),
+                    _ => m.name.to_string(),
+                })
                 .unwrap_or_default();
-            ConfigError::Source(format!(
-                "Invalid setting {var} (from {source}): {}.",
-                e.kind
-            ))
+            let Some(var) = e.path.last().map(|k| k.to_uppercase()) else {
+                // Not one setting's value: the file itself (a TOML syntax error).
+                let kind = e.kind.to_string();
+                return ConfigError::Source(format!("Cannot read the {source}: {}", kind.trim_end()));
+            };
+            let said = match &e.kind {
+                figment::error::Kind::InvalidType(actual, expected)
+                | figment::error::Kind::InvalidValue(actual, expected) => {
+                    format!("{var}={} (from {source}): expected {}", given(actual), in_words(expected))
+                }
+                kind => format!("{var} (from {source}): {kind}"),
+            };
+            ConfigError::Source(format!("Invalid setting {said}."))
         })
+    }
+}
+
+/// A value as it was written.
+fn given(actual: &figment::error::Actual) -> String {
+    use figment::error::Actual;
+    match actual {
+        Actual::Str(v) => format!("{v:?}"),
+        Actual::Unsigned(v) => v.to_string(),
+        Actual::Signed(v) => v.to_string(),
+        Actual::Float(v) => v.to_string(),
+        Actual::Bool(v) => v.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// What a setting accepts, in words: serde names the Rust type ("expected u16").
+fn in_words(expected: &str) -> String {
+    match expected {
+        "u16" => "a whole number from 0 to 65535".into(),
+        "u32" => "a whole number from 0 to 4294967295".into(),
+        "u64" | "usize" => "a whole number, 0 or more".into(),
+        "i32" | "i64" => "a whole number".into(),
+        "bool" | "a boolean" => "true or false".into(),
+        "f32" | "f64" => "a number".into(),
+        other => other.into(),
     }
 }
 

@@ -70,9 +70,40 @@ async fn command_line() {
         "{out}"
     );
 
-    let (ok, _, err) = cli(d, &[("SEND_RATE_PER_SECOND", "fast")], &["config"]).await;
+    // A value of the wrong kind is named with what the setting accepts, in words.
+    for (var, value, said) in [
+        (
+            "SEND_RATE_PER_SECOND",
+            "fast",
+            "SEND_RATE_PER_SECOND=\"fast\" (from environment variable(s)): expected a number.",
+        ),
+        (
+            "PORT",
+            "abc",
+            "PORT=\"abc\" (from environment variable(s)): expected a whole number from 0 to 65535.",
+        ),
+        (
+            "WORKER_CONCURRENCY",
+            "-5",
+            "WORKER_CONCURRENCY=-5 (from environment variable(s)): expected a whole number, 0 or more.",
+        ),
+    ] {
+        let (ok, _, err) = cli(d, &[(var, value)], &["config"]).await;
+        assert!(!ok);
+        assert!(err.contains(&format!("Invalid setting {said}")), "{err}");
+    }
+    // A file that is not TOML is named, not blamed on "a setting".
+    let toml = d.join("broken.toml");
+    std::fs::write(&toml, "port = \n").expect("written");
+    let path = toml.to_str().expect("utf-8");
+    let (ok, _, err) = cli(d, &[], &["--config", path, "config"]).await;
     assert!(!ok);
-    assert!(err.contains("SEND_RATE_PER_SECOND"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "Cannot read the TOML file {path}: TOML parse error"
+        )),
+        "{err}"
+    );
     let (ok, _, err) = cli(d, &[("QUEUE_BACKEND", "carrier-pigeon")], &["check"]).await;
     assert!(!ok);
     assert!(
