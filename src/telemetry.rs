@@ -21,8 +21,14 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// Starts logging to stderr. `json`: `None` picks pretty on a terminal and JSON otherwise.
 pub fn init_logs(json: Option<bool>) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let default = || EnvFilter::new("info,sqlx=warn,tower_http=warn");
+    let (filter, refused) = match std::env::var("RUST_LOG") {
+        Ok(given) if !given.trim().is_empty() => match EnvFilter::try_new(&given) {
+            Ok(filter) => (filter, None),
+            Err(e) => (default(), Some((given, e))),
+        },
+        _ => (default(), None),
+    };
     let json = json.unwrap_or_else(|| !std::io::stderr().is_terminal());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -33,6 +39,9 @@ pub fn init_logs(json: Option<bool>) {
     } else {
         builder.with_target(false).try_init()
     };
+    if let Some((given, e)) = refused {
+        tracing::warn!(rust_log = %given, error = %e, "RUST_LOG is not a filter (such as info or mailroom=debug,sqlx=warn); logging at the default levels instead.");
+    }
 }
 
 /// One JSON object per event, ECS field names at the top level.

@@ -60,6 +60,10 @@ fn parse_archive_url(value: &str) -> Result<url::Url, ConfigError> {
         url::Url::parse(value).map_err(|_| ConfigError::invalid("ARCHIVE_URL", value, accepted))?
     };
     match url.scheme() {
+        // `file://relative/dir` names a host, not a directory.
+        "file" if url.to_file_path().is_err() => {
+            Err(ConfigError::invalid("ARCHIVE_URL", value, accepted))
+        }
         "file" | "s3" => Ok(url),
         _ => Err(ConfigError::invalid("ARCHIVE_URL", value, accepted)),
     }

@@ -125,6 +125,13 @@ impl RawConfig {
                 "must differ from PORT (leave it unset to serve /metrics on PORT)",
             ));
         }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "DATA_DIR",
+                "",
+                "expected a directory (unset, it is ./mailroom-data)",
+            ));
+        }
         let data_dir = self.data_dir.clone();
         let token = self.token_settings(&data_dir)?;
         let database_url = self.database_url.clone().unwrap_or_else(|| {
@@ -508,6 +515,40 @@ mod tests {
             .to_string();
             assert!(err.contains("S3_BUCKET_NAME"), "{bad}: {err}");
         }
+    }
+
+    /// Values that would quietly put mailroom's files somewhere unexpected are refused: an empty
+    /// DATA_DIR (the current directory), and a `file://` URL whose "directory" is a host name.
+    #[test]
+    fn places_that_are_no_directory_are_refused() {
+        let err = RawConfig {
+            data_dir: PathBuf::new(),
+            ..raw()
+        }
+        .into_settings()
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("Invalid setting DATA_DIR=\"\""), "{err}");
+        for bad in ["file://relative", "file://archive/dir"] {
+            let err = RawConfig {
+                archive_url: Some(bad.into()),
+                ..raw()
+            }
+            .into_settings()
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("ARCHIVE_URL") && err.contains("file:///"),
+                "{bad}: {err}"
+            );
+        }
+        let ok = RawConfig {
+            archive_url: Some("file:///srv/archive".into()),
+            ..raw()
+        }
+        .into_settings()
+        .expect("an absolute directory");
+        assert_eq!(ok.archive_url.expect("file").path(), "/srv/archive");
     }
 
     /// `config` output never shows a secret.

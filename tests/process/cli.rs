@@ -92,6 +92,10 @@ async fn command_line() {
         assert!(!ok);
         assert!(err.contains(&format!("Invalid setting {said}")), "{err}");
     }
+    // A RUST_LOG that is no filter is said to be so (and the default levels used).
+    let (ok, _, err) = cli(d, &[("RUST_LOG", "mailroom=verbose")], &["config"]).await;
+    assert!(ok, "{err}");
+    assert!(err.contains("RUST_LOG is not a filter"), "{err}");
     // A file that is not TOML is named, not blamed on "a setting".
     let toml = d.join("broken.toml");
     std::fs::write(&toml, "port = \n").expect("written");
