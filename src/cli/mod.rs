@@ -184,15 +184,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
-        Command::Send(args) => send::send(settings, args).await,
-        Command::Status { id } => status(settings, id).await,
+        Command::Send(args) => {
+            if let Some(path) = missing_database(&settings) {
+                eprintln!(
+                    "No database at {} yet: a new one is made. `mailroom serve` delivers these messages when it runs with the same DATA_DIR ({}).",
+                    path.display(),
+                    settings.data_dir.display()
+                );
+            }
+            send::send(settings, args).await
+        }
+        Command::Status { id } => {
+            refuse_missing_database(&settings)?;
+            status(settings, id).await
+        }
         Command::Cancel { id } => {
+            refuse_missing_database(&settings)?;
             let backends = Backends::build(settings).await?;
             backends.intake.cancel(id).await?;
             println!("{id} cancelled");
             Ok(())
         }
-        Command::DeadLetters(cmd) => dead_letters(settings, cmd).await,
+        Command::DeadLetters(cmd) => {
+            refuse_missing_database(&settings)?;
+            dead_letters(settings, cmd).await
+        }
         Command::Check { role } => check::check(settings, role.roles()).await,
         Command::Config { .. } => {
             print!(
@@ -253,6 +269,28 @@ async fn serve(settings: Settings, roles: Roles) -> anyhow::Result<()> {
         let _ = std::io::stdout().flush();
     }
     app.run_until_stopped(shutdown_on_signals()).await
+}
+
+/// The SQLite file of the settings, when it does not exist: a command that reads or changes
+/// messages, run outside the directory `serve` runs in (DATA_DIR is relative by default), would
+/// otherwise make a new, empty database and work on that.
+fn missing_database(settings: &Settings) -> Option<PathBuf> {
+    use std::str::FromStr;
+    let url = settings.database_url.expose_secret();
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    let path = options.get_filename();
+    (!path.as_os_str().is_empty() && !path.exists() && path != std::path::Path::new(":memory:"))
+        .then(|| path.to_path_buf())
+}
+
+fn refuse_missing_database(settings: &Settings) -> anyhow::Result<()> {
+    if let Some(path) = missing_database(settings) {
+        bail!(
+            "No database at {}: run this where `mailroom serve` runs, or set DATA_DIR (or DATABASE_URL) to what it uses",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// Where a local client reaches a server bound to `addr`: 127.0.0.1 for a wildcard bind.

@@ -52,6 +52,39 @@ async fn command_line() {
         ("SMTP_URL", smtp_url.as_str()),
     ];
 
+    // Where no mailroom has run, commands that read or change messages say so instead of
+    // answering from a new, empty database; `send` makes one and says where.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let e = elsewhere.path();
+    let unknown = Uuid::now_v7().to_string();
+    for args in [
+        vec!["status", unknown.as_str()],
+        vec!["cancel", unknown.as_str()],
+        vec!["dead-letters", "list"],
+    ] {
+        let (ok, _, err) = cli(e, &[], &args).await;
+        assert!(!ok && err.contains("No database at"), "{args:?}: {err}");
+    }
+    let (ok, _, err) = cli(
+        e,
+        &[],
+        &[
+            "send",
+            "--from",
+            "a@example.com",
+            "--to",
+            "b@example.com",
+            "--subject",
+            "s",
+            "--text",
+            "t",
+        ],
+    )
+    .await;
+    assert!(ok && err.contains("a new one is made"), "{err}");
+    let (ok, _, err) = cli(e, &[], &["dead-letters", "list"]).await;
+    assert!(ok, "the database exists now: {err}");
+
     let (ok, out, _) = cli(d, &base, &["config"]).await;
     assert!(ok);
     assert!(
