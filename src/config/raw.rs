@@ -22,7 +22,7 @@ pub struct RawConfig {
     pub api_token_file: Option<PathBuf>,
     pub ssm_token_parameter: Option<String>,
     pub ssm_token_ttl_secs: u64,
-    #[serde(serialize_with = "redact")]
+    #[serde(serialize_with = "redact_url")]
     pub database_url: Option<SecretString>,
     pub database_pool_size: u32,
     pub database_statement_timeout_ms: u64,
@@ -47,7 +47,7 @@ pub struct RawConfig {
     pub kafka_ssl_ca_location: Option<PathBuf>,
     pub events_topic: Option<String>,
     pub delivery: String,
-    #[serde(serialize_with = "redact")]
+    #[serde(serialize_with = "redact_url")]
     pub smtp_url: Option<SecretString>,
     pub smtp_timeout_secs: u64,
     pub archive_url: Option<String>,
@@ -58,7 +58,7 @@ pub struct RawConfig {
     #[serde(deserialize_with = "decimal")]
     pub send_rate_per_second: f64,
     pub send_burst: u32,
-    #[serde(serialize_with = "redact")]
+    #[serde(serialize_with = "redact_url")]
     pub redis_url: Option<SecretString>,
     pub redis_key_prefix: String,
     pub max_attempts: u32,
@@ -145,6 +145,43 @@ fn redact<S: serde::Serializer>(value: &Option<SecretString>, s: S) -> Result<S:
         Some(_) => s.serialize_some("[redacted]"),
         None => s.serialize_none(),
     }
+}
+
+/// A URL with its password, and any query value named like a secret, hidden: the scheme,
+/// host, database and options stay readable (`mailroom config` is how an operator sees which
+/// database and relay a process uses). Text that is no URL is hidden whole.
+fn redact_url<S: serde::Serializer>(value: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    use secrecy::ExposeSecret;
+    let Some(secret) = value else {
+        return s.serialize_none();
+    };
+    let Ok(mut url) = url::Url::parse(secret.expose_secret()) else {
+        return s.serialize_some("[redacted]");
+    };
+    if url.password().is_some() && url.set_password(Some("***")).is_err() {
+        return s.serialize_some("[redacted]");
+    }
+    if url.query().is_some() {
+        let secretive = |k: &str| {
+            let k = k.to_ascii_lowercase();
+            ["pass", "secret", "token", "key", "auth"]
+                .iter()
+                .any(|w| k.contains(w))
+        };
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secretive(&k) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    s.serialize_some(url.as_str())
 }
 
 impl RawConfig {

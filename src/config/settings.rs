@@ -557,13 +557,40 @@ mod tests {
         let r = RawConfig {
             api_token: Some(SecretString::from("super-secret-token-value")),
             smtp_url: Some(SecretString::from("smtp://u:hunter2@relay:587")),
+            database_url: Some(SecretString::from(
+                "postgres://mailroom:pg-secret@db:5432/mail?sslmode=require&password=q-secret",
+            )),
+            redis_url: Some(SecretString::from("not a url with r-secret")),
             ..raw()
         };
         let shown = toml::to_string(&r).expect("serializable");
+        for secret in [
+            "super-secret",
+            "hunter2",
+            "pg-secret",
+            "q-secret",
+            "r-secret",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("api_token = \"[redacted]\""), "{shown}");
+        // A URL keeps what tells the operator where it goes.
         assert!(
-            !shown.contains("super-secret") && !shown.contains("hunter2"),
+            shown.contains("smtp_url = \"smtp://u:***@relay:587\"")
+                && shown.contains(
+                    "database_url = \"postgres://mailroom:***@db:5432/mail?sslmode=require&password=***\""
+                )
+                && shown.contains("redis_url = \"[redacted]\""),
             "{shown}"
         );
-        assert!(shown.contains("[redacted]"));
+        let sqlite = RawConfig {
+            database_url: Some(SecretString::from("sqlite:///srv/mailroom/mailroom.db")),
+            ..raw()
+        };
+        let shown = toml::to_string(&sqlite).expect("serializable");
+        assert!(
+            shown.contains("database_url = \"sqlite:///srv/mailroom/mailroom.db\""),
+            "{shown}"
+        );
     }
 }
