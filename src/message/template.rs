@@ -311,6 +311,9 @@ impl Templates {
                     "{file} makes more than {} bytes (MAX_BODY_BYTES)",
                     self.max_bytes
                 ))),
+                Err(e) if e.kind() == ErrorKind::UndefinedError => {
+                    Err(RenderError::Failed(undefined(&e, env, variables)))
+                }
                 Err(e) => Err(RenderError::Failed(describe(&e))),
             }
         };
@@ -320,6 +323,35 @@ impl Templates {
             html: bodies.html.then(|| part(HTML, &self.html)).transpose()?,
         })
     }
+}
+
+/// An undefined value, naming the variables the request did not give that the file where it
+/// happened uses (MiniJinja's error says only "undefined value"). An attribute missing from a
+/// variable that was given (`item.title`) is not named: the file's line says where.
+fn undefined(
+    e: &minijinja::Error,
+    env: &Environment,
+    variables: &serde_json::Map<String, serde_json::Value>,
+) -> String {
+    let mut missing: Vec<String> = e
+        .name()
+        .and_then(|file| env.get_template(file).ok())
+        .map(|t| t.undeclared_variables(false))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| !variables.contains_key(v) && !env.globals().any(|(g, _)| g == v))
+        .collect();
+    if missing.is_empty() {
+        return describe(e);
+    }
+    missing.sort();
+    let names: Vec<String> = missing.iter().map(|v| format!("`{v}`")).collect();
+    let verb = if names.len() == 1 { "is" } else { "are" };
+    let mut text = format!("undefined value: {} {verb} undefined", names.join(", "));
+    if let (Some(file), Some(line)) = (e.name(), e.line()) {
+        text.push_str(&format!(" (in {file} line {line})"));
+    }
+    text
 }
 
 /// The error and where it happened (`welcome.txt` line 3), without the source listing that the
@@ -403,8 +435,35 @@ mod tests {
         let RenderError::Failed(text) = e else {
             panic!("expected a render failure, got {e:?}")
         };
-        assert!(text.contains("undefined"), "{text}");
-        assert!(text.contains("hi.subject line 1"), "{text}");
+        assert_eq!(
+            text,
+            "undefined value: `name` is undefined (in hi.subject line 1)"
+        );
+        // The variables missing from the file where rendering stopped are named; a loop's own
+        // variable and a global function are not among them; an attribute missing from a
+        // variable given is said without a name, at its line.
+        let dir = dir_with(&[
+            ("r.subject", "Receipt {{ order }}"),
+            (
+                "r.txt",
+                "{% for i in range(2) %}{{ i }}{% endfor %}\n{% for item in items %}{{ item.title }} {{ currency }}{% endfor %}",
+            ),
+        ]);
+        let templates = Templates::load(dir.path(), 1024 * 1024).expect("loads");
+        let given = |v: serde_json::Value| v.as_object().expect("an object").clone();
+        let failed = |v| match templates.render("r", &given(v)) {
+            Err(RenderError::Failed(text)) => text,
+            other => panic!("expected a render failure, got {other:?}"),
+        };
+        assert_eq!(
+            failed(serde_json::json!({"order": 1})),
+            "undefined value: `currency`, `items` are undefined (in r.txt line 2)"
+        );
+        let text = failed(serde_json::json!({"order": 1, "currency": "EUR", "items": [{}]}));
+        assert!(
+            text.starts_with("undefined value") && text.ends_with("(in r.txt line 2)"),
+            "{text}"
+        );
         assert!(matches!(
             templates.render("nope", &serde_json::Map::new()),
             Err(RenderError::Unknown)
