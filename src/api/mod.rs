@@ -29,6 +29,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
+pub use messages::MAX_BATCH;
 
 use crate::auth::TokenVerifier;
 use crate::intake::Intake;

@@ -31,6 +31,7 @@ pub struct CompatRequest {
 #[allow(dead_code)]
 pub struct BatchRequest {
     /// 1 to 100 messages.
+    #[schema(min_items = 1, max_items = 100)]
     messages: Vec<NativeEmail>,
 }
 

@@ -19,6 +19,9 @@ use super::{
 /// stored message is read: a message a later release stored, with a field this one does not
 /// know, is still delivered after a rollback instead of failing the worker's batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(
+    description = "A message: at least one recipient in to, cc or bcc (50 in all), and a subject with text, html or both, or a template with its variables. A field not listed here is refused."
+)]
 pub struct NativeEmail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
@@ -51,6 +54,7 @@ pub struct NativeEmail {
     /// Required unless `template` is given: 1 to 989 characters, no line breaks.
     // Defaults to empty so that a missing subject is reported by name, like an empty one.
     #[serde(default)]
+    #[schema(max_length = 989)]
     pub subject: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
@@ -61,11 +65,14 @@ pub struct NativeEmail {
     /// body (all but Content-Language) are refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Labels for the message (up to 10, each 1 to 64 characters).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 10)]
     pub tags: Vec<String>,
     /// Files sent with the message (up to 20); their decoded sizes count against the request
     /// body limit as base64.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 20)]
     pub attachments: Vec<Attachment>,
     /// The name of a template in `TEMPLATES_DIR` that makes the subject, text and html (which
     /// are then not given): rendered with `variables` when the message is accepted.
@@ -89,6 +96,7 @@ pub struct NativeEmail {
 
 /// A file attached to a native message (unknown fields: as for [`NativeEmail`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(description = "A file sent with the message. A field not listed here is refused.")]
 pub struct Attachment {
     /// The name the recipient sees: 1 to 255 characters, no line breaks or control characters.
     pub filename: String,
@@ -132,7 +140,7 @@ fn addresses_schema() -> utoipa::openapi::schema::Schema {
     let address = || ObjectBuilder::new().schema_type(Type::String);
     OneOfBuilder::new()
         .item(address())
-        .item(ArrayBuilder::new().items(address()))
+        .item(ArrayBuilder::new().items(address()).max_items(Some(50)))
         .description(Some(
             "An address (`a@example.com` or `Name <a@example.com>`) or an array of them",
         ))

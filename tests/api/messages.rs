@@ -418,6 +418,18 @@ async fn openapi_matches_real_answers() {
             .collect();
         assert_eq!(kinds, [&json!("string"), &json!("array")], "{field}");
     }
+    // The limits the API holds requests to are stated, and are the ones it holds them to.
+    use mailroom::message::{MAX_ATTACHMENTS, MAX_RECIPIENTS, MAX_SUBJECT_CHARS, MAX_TAGS};
+    assert_eq!(native["to"]["oneOf"][1]["maxItems"], MAX_RECIPIENTS);
+    assert_eq!(native["tags"]["maxItems"], MAX_TAGS);
+    assert_eq!(native["attachments"]["maxItems"], MAX_ATTACHMENTS);
+    assert_eq!(native["subject"]["maxLength"], MAX_SUBJECT_CHARS);
+    assert_eq!(
+        doc["components"]["schemas"]["BatchRequest"]["properties"]["messages"]["maxItems"],
+        mailroom::api::MAX_BATCH
+    );
+    let described = doc["components"]["schemas"]["NativeEmail"]["description"].to_string();
+    assert!(!described.contains("::"), "no Rust paths: {described}");
     let send_at = native["send_at"]["oneOf"].to_string();
     assert!(
         send_at.contains("date-time") && send_at.contains("integer"),
