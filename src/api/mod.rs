@@ -107,6 +107,12 @@ pub fn metrics_router(handle: PrometheusHandle) -> Router {
     Router::new()
         .route("/metrics", get(health::metrics_only))
         .route("/health", get(health::health))
+        // Errors in the API's JSON here too: a client or probe that reaches a worker's PORT
+        // (or METRICS_PORT) by mistake reads what is wrong.
+        .fallback(|| async {
+            ApiError::NotFound("no such route here: this port serves /health and /metrics".into())
+        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(handle)
 }
 

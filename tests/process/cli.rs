@@ -406,6 +406,21 @@ async fn a_worker_alone_answers_health_and_metrics() {
         metrics.contains("mailroom_rate_limit_per_second"),
         "{metrics}"
     );
+    // What this port does not serve is a JSON error, as on the API's port.
+    for (method, path, status) in [
+        (reqwest::Method::GET, "/ready", 404),
+        (reqwest::Method::POST, "/v1/messages", 404),
+        (reqwest::Method::POST, "/health", 405),
+    ] {
+        let r = http
+            .request(method, format!("{}{path}", worker.url))
+            .send()
+            .await
+            .expect("the worker answers");
+        assert_eq!(r.status(), status, "{path}");
+        let body: serde_json::Value = r.json().await.expect("a JSON error");
+        assert!(body["error"]["code"].is_string(), "{path}: {body}");
+    }
     // Series of rare events are there from the start, at zero, for dashboards and rate().
     for (name, label) in [
         ("mailroom_archive_failures_total", ""),
