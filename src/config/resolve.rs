@@ -68,11 +68,14 @@ pub async fn resolve(figment: Figment) -> Result<Figment, ConfigError> {
     }
     #[cfg(feature = "ssm")]
     {
+        let (first, _) = &refs[0];
         let aws = crate::aws::sdk_config(
             text(&figment, "aws_region").as_deref(),
             text(&figment, "aws_endpoint_url").as_deref(),
+            &first.to_uppercase(),
         )
-        .await;
+        .await
+        .map_err(|e| ConfigError::Source(format!("{e}.")))?;
         let ssm = aws_sdk_ssm::Client::new(&aws);
         let secrets = aws_sdk_secretsmanager::Client::new(&aws);
         let mut figment = figment;

@@ -80,8 +80,9 @@ impl Backends {
                 let aws = crate::aws::sdk_config(
                     settings.aws.region.as_deref(),
                     settings.aws.endpoint_url.as_deref(),
+                    "DELIVERY=ses",
                 )
-                .await;
+                .await?;
                 let ses = Arc::new(crate::delivery::ses::SesDelivery::new(
                     crate::delivery::ses::client(&aws),
                     settings.ses_configuration_set.clone(),
@@ -303,8 +304,9 @@ async fn external_queue(settings: &Settings) -> anyhow::Result<Arc<dyn Queue>> {
             let aws = crate::aws::sdk_config(
                 settings.aws.region.as_deref(),
                 settings.aws.endpoint_url.as_deref(),
+                "QUEUE_BACKEND=sqs",
             )
-            .await;
+            .await?;
             let queue = SqsQueue::open(
                 aws_sdk_sqs::Client::new(&aws),
                 SqsSettings {

@@ -60,8 +60,9 @@ pub async fn token(
             let aws = crate::aws::sdk_config(
                 settings.aws.region.as_deref(),
                 settings.aws.endpoint_url.as_deref(),
+                "SSM_TOKEN_PARAMETER",
             )
-            .await;
+            .await?;
             let verifier = crate::auth::ssm::SsmToken::start(
                 aws_sdk_ssm::Client::new(&aws),
                 parameter.clone(),

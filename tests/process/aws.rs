@@ -284,3 +284,26 @@ async fn send_file_refuses_a_line_sqs_cannot_carry_alone() {
     assert_eq!(bodies.len(), 2, "{bodies:?}");
     assert!(bodies.iter().all(|b| !b.contains("xxxx")), "{bodies:?}");
 }
+
+/// A backend on AWS with no region anywhere (environment, profile, instance metadata) stops
+/// `check` and start-up with a sentence naming the setting and AWS_REGION, not the SDK's
+/// "Missing Region" dispatch failure at the first call.
+#[tokio::test]
+async fn a_missing_region_is_named_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env: Vec<(&str, String)> = aws_env("http://127.0.0.1:9")
+        .into_iter()
+        .filter(|(var, _)| *var != "AWS_REGION")
+        .chain([("DELIVERY", "ses".to_string())])
+        .collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (ok, out, err) = cli(dir.path(), &env, &["check"]).await;
+    assert!(!ok);
+    assert!(
+        out.contains("DELIVERY=ses needs an AWS region: set AWS_REGION"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = cli(dir.path(), &env, &["worker"]).await;
+    assert!(!ok);
+    assert!(err.contains("DELIVERY=ses needs an AWS region"), "{err}");
+}

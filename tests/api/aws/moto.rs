@@ -33,7 +33,9 @@ impl Moto {
             .expect("the moto server answers")
             .error_for_status()
             .expect("moto resets");
-        let config = mailroom::aws::sdk_config(Some(REGION), Some(&endpoint)).await;
+        let config = mailroom::aws::sdk_config(Some(REGION), Some(&endpoint), "the tests")
+            .await
+            .expect("a region is given");
         Self {
             endpoint,
             config,
