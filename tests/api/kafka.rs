@@ -575,3 +575,79 @@ async fn the_event_of_a_send_recorded_before_a_crash_is_published_by_the_next_ho
     let m = app.get_message(&id).await;
     assert_eq!(crate::helpers::event_kinds(&m), ["accepted", "delivered"]);
 }
+
+/// A message as large as the queue takes goes to the dead-letter topic with the longest error
+/// header the queue writes, and to the retry topic with its headers: the size limit leaves room
+/// for them within the brokers' and clients' default `message.max.bytes`. (With 999,000 bytes
+/// of message, such a record was over it: the dead-letter write failed at every try and the
+/// message came back at each visibility timeout for ever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_of_the_largest_size_can_be_retried_and_dead_lettered() {
+    use rdkafka::message::Headers;
+    let mut s = settings(&unique("largest"));
+    s.partitions = 1;
+    let queue = queue(&s, Duration::from_secs(30)).await;
+    // The largest compat message the queue takes, found by its own check.
+    let sized = |n: usize| {
+        let mut m = message(0);
+        if let mailroom::message::Content::Compat(c) = &mut m.content {
+            c.email_content = "x".repeat(n);
+        }
+        m
+    };
+    let (mut fits, mut over) = (0, 2_000_000);
+    while over - fits > 1 {
+        let mid = (fits + over) / 2;
+        if queue.check(&sized(mid)).is_ok() {
+            fits = mid;
+        } else {
+            over = mid;
+        }
+    }
+    let largest = sized(fits);
+    let pull_one = || async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut leases = queue.pull(1).await.expect("pull");
+            if let Some(lease) = leases.pop() {
+                return lease;
+            }
+            assert!(std::time::Instant::now() < deadline, "nothing to pull");
+        }
+    };
+    queue
+        .push(std::slice::from_ref(&largest))
+        .await
+        .pop()
+        .expect("one result")
+        .expect("pushed");
+    let lease = pull_one().await;
+    queue
+        .retry(lease, Duration::from_millis(10))
+        .await
+        .expect("published to the retry topic");
+    let lease = pull_one().await;
+    assert_eq!(lease.message.id, largest.id);
+    let error = "é".repeat(5_000);
+    queue
+        .dead(lease, &error)
+        .await
+        .expect("published to the dead-letter topic");
+    let dlq = read_until(
+        &reader(&s.dlq_topic()),
+        Duration::from_secs(30),
+        |m| {
+            let error = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "mailroom-error"))
+                .and_then(|h| h.value)
+                .map_or(0, <[u8]>::len);
+            (m.payload().map_or(0, <[u8]>::len), error)
+        },
+        |got| !got.is_empty(),
+    )
+    .await;
+    assert_eq!(dlq.len(), 1);
+    assert!(dlq[0].0 > 990_000, "the message whole: {dlq:?}");
+    assert!(dlq[0].1 >= 999, "the longest error header: {dlq:?}");
+}

@@ -58,8 +58,12 @@ const ERROR_HEADER: &str = "mailroom-error";
 const PULL_WAIT: Duration = Duration::from_secs(1);
 
 /// The largest message (as queued, JSON) the topic takes: the default `message.max.bytes` of
-/// clients and brokers (1,000,000) less room for the key and headers.
-const MAX_MESSAGE_BYTES: usize = 999_000;
+/// clients and brokers (1,000,000, counted over the record batch) less room for the key, the
+/// record and batch framing, and the headers of the largest record mailroom writes: a
+/// dead-letter record carries its error (up to [`MAX_ERROR_BYTES`]) and attempts, about 1,200
+/// bytes in all. With 1,000 bytes of room, a message near the limit could be queued but never
+/// dead-lettered.
+const MAX_MESSAGE_BYTES: usize = 996_000;
 
 /// A queued message's error header is cut to this many bytes.
 const MAX_ERROR_BYTES: usize = 1_000;
