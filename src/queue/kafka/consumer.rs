@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -58,6 +58,9 @@ pub(super) struct Poison {
     pub(super) key: Option<Vec<u8>>,
     pub(super) payload: Option<Vec<u8>>,
     pub(super) error: String,
+    /// Copied without the error header: the record was too large for the dead-letter topic
+    /// with it.
+    pub(super) bare: bool,
 }
 
 impl Shared {
@@ -274,6 +277,7 @@ async fn fetched(m: &BorrowedMessage<'_>, shared: &Shared, producer: &FutureProd
                     key: m.key().map(<[u8]>::to_vec),
                     payload: m.payload().map(<[u8]>::to_vec),
                     error: format!("not a mailroom message: {e}"),
+                    bare: false,
                 });
             retry_poison(shared, producer).await;
         }
@@ -283,22 +287,43 @@ async fn fetched(m: &BorrowedMessage<'_>, shared: &Shared, producer: &FutureProd
 /// Copies waiting poison records to the dead-letter topic; each one copied is settled.
 async fn retry_poison(shared: &Shared, producer: &FutureProducer) {
     let waiting = std::mem::take(&mut *shared.poison.lock().unwrap_or_else(|e| e.into_inner()));
-    for poison in waiting {
-        let mut record = FutureRecord::<[u8], [u8]>::to(&shared.topics.dlq).headers(headers(&[(
-            ERROR_HEADER,
-            truncate_utf8(&poison.error, MAX_ERROR_BYTES),
-        )]));
+    for mut poison in waiting {
+        let mut record = FutureRecord::<[u8], [u8]>::to(&shared.topics.dlq);
+        if !poison.bare {
+            record = record.headers(headers(&[(
+                ERROR_HEADER,
+                truncate_utf8(&poison.error, MAX_ERROR_BYTES),
+            )]));
+        }
         if let Some(key) = &poison.key {
             record = record.key(key);
         }
         if let Some(payload) = &poison.payload {
             record = record.payload(payload);
         }
+        let settle = |poison: &Poison| {
+            let mut state = shared.lock();
+            if let Some(p) = state.partitions.get_mut(&(poison.source, poison.partition)) {
+                p.pending.remove(&poison.offset);
+            }
+        };
         match producer.send(record, Timeout::After(REQUEST_TIMEOUT)).await {
-            Ok(_) => {
-                let mut state = shared.lock();
-                if let Some(p) = state.partitions.get_mut(&(poison.source, poison.partition)) {
-                    p.pending.remove(&poison.offset);
+            Ok(_) => settle(&poison),
+            Err((e, _))
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
+            {
+                if poison.bare {
+                    // It can never be copied (the dead-letter topic takes less than the topic
+                    // it came from): holding it would hold the partition's commit for ever.
+                    tracing::error!(topic = ?poison.source, partition = poison.partition, offset = poison.offset, error = %e, "A record that is not a mailroom message is too large for the dead-letter topic; left where it is, at this offset, and passed over.");
+                    settle(&poison);
+                } else {
+                    poison.bare = true;
+                    shared
+                        .poison
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(poison);
                 }
             }
             Err((e, _)) => {
