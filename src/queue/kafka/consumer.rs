@@ -284,10 +284,13 @@ async fn fetched(m: &BorrowedMessage<'_>, shared: &Shared, producer: &FutureProd
     }
 }
 
-/// Copies waiting poison records to the dead-letter topic; each one copied is settled.
+/// Copies waiting poison records to the dead-letter topic; each one copied is settled. This
+/// runs in the consume task, so after a copy fails (the dead-letter topic unwritable) the rest
+/// wait for the next tick: each tick waits out at most one failed write, not one per record.
 async fn retry_poison(shared: &Shared, producer: &FutureProducer) {
     let waiting = std::mem::take(&mut *shared.poison.lock().unwrap_or_else(|e| e.into_inner()));
-    for mut poison in waiting {
+    let mut waiting = waiting.into_iter();
+    while let Some(mut poison) = waiting.next() {
         let mut record = FutureRecord::<[u8], [u8]>::to(&shared.topics.dlq);
         if !poison.bare {
             record = record.headers(headers(&[(
@@ -328,11 +331,10 @@ async fn retry_poison(shared: &Shared, producer: &FutureProducer) {
             }
             Err((e, _)) => {
                 tracing::warn!(error = %e, "Could not copy a record to the dead-letter topic; trying again.");
-                shared
-                    .poison
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(poison);
+                let mut later = shared.poison.lock().unwrap_or_else(|e| e.into_inner());
+                later.push(poison);
+                later.extend(waiting);
+                return;
             }
         }
     }
