@@ -107,7 +107,7 @@ async fn status(store: &dyn Store, m: &Message) -> Status {
 async fn a_failed_push_whose_message_is_being_sent_counts_as_queued() {
     let (_dir, store, intake) = intake(&[0]).await;
     let m = native(1);
-    let accepted = intake.accept(keyed(&[m.clone()], "held")).await;
+    let accepted = intake.accept(keyed(std::slice::from_ref(&m), "held")).await;
     assert_eq!(accepted.expect("accepted"), Accepted::Inserted);
     assert_eq!(status(store.as_ref(), &m).await, Status::Queued);
     let again = intake
@@ -123,7 +123,7 @@ async fn a_failed_push_whose_message_is_being_sent_counts_as_queued() {
 async fn a_failed_push_nobody_holds_is_abandoned() {
     let (_dir, store, intake) = intake(&[]).await;
     let m = native(1);
-    let refused = intake.accept(keyed(&[m.clone()], "lost")).await;
+    let refused = intake.accept(keyed(std::slice::from_ref(&m), "lost")).await;
     assert!(
         matches!(refused, Err(IntakeError::Unavailable(_))),
         "{refused:?}"

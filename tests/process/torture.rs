@@ -26,7 +26,7 @@ use crate::checks::{
 };
 use crate::helpers::{Relay, compat_body, unique_rcpt};
 use crate::proxy::Proxy;
-use crate::{Server, start};
+use crate::start;
 
 const CYCLES: usize = 10;
 
@@ -417,7 +417,7 @@ async fn queue_unreachable_is_503_never_202() {
 #[cfg(feature = "postgres")]
 /// Accepted while the backend is up; 503 with Retry-After (never 202) while it is down; accepted
 /// again once it is back. Returns the ids answered 202.
-async fn unreachable_backend_round(api: &Server, token: &str, proxy: &Proxy) -> Vec<String> {
+async fn unreachable_backend_round(api: &crate::Server, token: &str, proxy: &Proxy) -> Vec<String> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
