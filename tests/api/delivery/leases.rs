@@ -175,21 +175,45 @@ async fn a_lease_lasts_as_long_as_the_wait_for_the_rate_limit() {
     }
 }
 
-/// A queue whose leases are lost at their first heartbeat, as a Kafka rebalance loses those of
-/// the partitions it moves, or a database lease that ran out while its extensions failed; or,
-/// with `hangs`, whose heartbeat never answers (a connection to a failed-over database).
-struct LosesLeases {
+/// A queue that fails in one way, over a real one.
+struct Faulty {
     inner: Arc<dyn Queue>,
-    hangs: bool,
+    fault: Fault,
+    pulls: std::sync::atomic::AtomicU32,
+}
+
+enum Fault {
+    /// Leases are lost at their first heartbeat, as a Kafka rebalance loses those of the
+    /// partitions it moves, or a database lease that ran out while its extensions failed; or,
+    /// with `hangs`, the heartbeat never answers (a connection to a failed-over database).
+    LosesLeases { hangs: bool },
+    /// Every pull fails at once, as SQS's does for access denied or a queue that does not exist
+    /// (errors its SDK does not retry); the pulls are counted.
+    PullFails,
+}
+
+impl Faulty {
+    fn new(inner: Arc<dyn Queue>, fault: Fault) -> Self {
+        Self {
+            inner,
+            fault,
+            pulls: Default::default(),
+        }
+    }
 }
 
 #[async_trait::async_trait]
-impl Queue for LosesLeases {
+impl Queue for Faulty {
     async fn push(&self, messages: &[Message]) -> Vec<Result<(), QueueError>> {
         self.inner.push(messages).await
     }
     async fn pull(&self, max: usize) -> Result<Vec<Lease>, QueueError> {
-        self.inner.pull(max).await
+        self.pulls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self.fault {
+            Fault::PullFails => Err(QueueError::Unavailable("AccessDenied".into())),
+            Fault::LosesLeases { .. } => self.inner.pull(max).await,
+        }
     }
     async fn ack(&self, lease: Lease) -> Result<(), QueueError> {
         self.inner.ack(lease).await
@@ -207,16 +231,20 @@ impl Queue for LosesLeases {
         self.inner.depth().await
     }
     fn name(&self) -> &'static str {
-        "loses-leases"
+        "faulty"
     }
     fn heartbeat(&self) -> Option<Duration> {
-        Some(Duration::from_millis(300))
+        match self.fault {
+            Fault::LosesLeases { .. } => Some(Duration::from_millis(300)),
+            Fault::PullFails => self.inner.heartbeat(),
+        }
     }
     async fn extend(&self, lease: &Lease) -> Result<(), QueueError> {
-        if self.hangs {
-            std::future::pending::<()>().await;
+        match self.fault {
+            Fault::LosesLeases { hangs: true } => std::future::pending().await,
+            Fault::LosesLeases { hangs: false } => Err(QueueError::LeaseLost(lease.message.id)),
+            Fault::PullFails => self.inner.extend(lease).await,
         }
-        Err(QueueError::LeaseLost(lease.message.id))
     }
 }
 
@@ -235,10 +263,7 @@ async fn a_lease_lost_while_waiting_is_not_sent() {
         })
         .await;
         let sent = app.send_to_each("lost-lease", 3).await;
-        let queue = LosesLeases {
-            inner: app.queue.clone(),
-            hangs,
-        };
+        let queue = Faulty::new(app.queue.clone(), Fault::LosesLeases { hangs });
         let worker = over(&app, Arc::new(queue), 3, app.worker.poll_interval);
         assert_eq!(worker.run_once().await.expect("pull"), 3);
         let mut delivered = 0;
@@ -282,53 +307,13 @@ fn over(
     })
 }
 
-/// A queue whose every pull fails at once, as SQS does for access denied or a queue that does
-/// not exist (errors its SDK does not retry); counts the pulls.
-struct PullFails {
-    inner: Arc<dyn Queue>,
-    pulls: std::sync::atomic::AtomicU32,
-}
-
-#[async_trait::async_trait]
-impl Queue for PullFails {
-    async fn push(&self, messages: &[Message]) -> Vec<Result<(), QueueError>> {
-        self.inner.push(messages).await
-    }
-    async fn pull(&self, _max: usize) -> Result<Vec<Lease>, QueueError> {
-        self.pulls
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Err(QueueError::Unavailable("AccessDenied".into()))
-    }
-    async fn ack(&self, lease: Lease) -> Result<(), QueueError> {
-        self.inner.ack(lease).await
-    }
-    async fn retry(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
-        self.inner.retry(lease, delay).await
-    }
-    async fn postpone(&self, lease: Lease, delay: Duration) -> Result<(), QueueError> {
-        self.inner.postpone(lease, delay).await
-    }
-    async fn dead(&self, lease: Lease, error: &str) -> Result<(), QueueError> {
-        self.inner.dead(lease, error).await
-    }
-    async fn depth(&self) -> Result<Depth, QueueError> {
-        self.inner.depth().await
-    }
-    fn name(&self) -> &'static str {
-        "pull-fails"
-    }
-}
-
 /// A worker whose pulls fail at once waits longer after each (the retry backoff, at least
 /// 100 ms), even with a poll interval of zero (Kafka's, and SQS's under long polling): it does
 /// not spin on the queue and the error log.
 #[tokio::test]
 async fn failed_pulls_back_off_even_with_no_poll_interval() {
     let app = spawn_app().await;
-    let queue = Arc::new(PullFails {
-        inner: app.queue.clone(),
-        pulls: Default::default(),
-    });
+    let queue = Arc::new(Faulty::new(app.queue.clone(), Fault::PullFails));
     let worker = over(&app, queue.clone(), 1, Duration::ZERO);
     let stop = CancellationToken::new();
     let run = tokio::spawn(worker.run(stop.clone()));
