@@ -183,7 +183,7 @@ impl Intake {
                     return Err(self.unqueued(key, &held, in_doubt, e).await);
                 }
                 if !failed.is_empty() {
-                    return Ok(self.partly_queued(key, failed).await);
+                    return Ok(self.partly_queued(key, failed, in_doubt).await);
                 }
             }
             if let Some((key, _)) = key
@@ -204,12 +204,16 @@ impl Intake {
     /// are refused, for the client to send again (a 503 for all would have it send the others
     /// twice). The key is settled here, not by the request (whose client may have hung up by
     /// now), with the answer that says which were not queued: a retry is given that answer.
+    /// When an abandon could not be written (`in_doubt`), that answer may not be true (the
+    /// message may be on the queue after all): the key stays pending, and a retry with it
+    /// after PENDING_FOR takes it over, abandoning whatever of this request is not being sent.
     async fn partly_queued(
         &self,
         key: Option<(String, Option<(u16, String)>)>,
         failed: Vec<(Uuid, String)>,
+        in_doubt: bool,
     ) -> Accepted {
-        if let Some((key, Some((status, response)))) = key {
+        if let Some((key, Some((status, response)))) = key.filter(|_| !in_doubt) {
             let answer = serde_json::from_str(&response)
                 .map(|r| without_unqueued(r, &failed).to_string())
                 .unwrap_or(response);

@@ -277,10 +277,14 @@ async fn serve(settings: Settings, roles: Roles) -> anyhow::Result<()> {
 fn missing_database(settings: &Settings) -> Option<PathBuf> {
     use std::str::FromStr;
     let url = settings.database_url.expose_secret();
+    // Only a SQLite file: sqlx's SQLite options take any text as a file name (a PostgreSQL URL
+    // among them, password included), and an in-memory database has no file.
+    if !url.starts_with("sqlite:") || url.contains(":memory:") || url.contains("mode=memory") {
+        return None;
+    }
     let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
     let path = options.get_filename();
-    (!path.as_os_str().is_empty() && !path.exists() && path != std::path::Path::new(":memory:"))
-        .then(|| path.to_path_buf())
+    (!path.as_os_str().is_empty() && !path.exists()).then(|| path.to_path_buf())
 }
 
 fn refuse_missing_database(settings: &Settings) -> anyhow::Result<()> {
@@ -422,6 +426,34 @@ fn effective(settings: &Settings) -> crate::config::RawConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only a SQLite file that does not exist is a missing database: not a PostgreSQL URL (whose
+    /// text would otherwise be taken as a file name, and printed, password and all), not an
+    /// in-memory database, not a file that exists.
+    #[test]
+    fn only_a_sqlite_file_can_be_missing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let existing = dir.path().join("here.db");
+        std::fs::write(&existing, b"").expect("written");
+        let with = |url: &str| {
+            let settings = crate::config::RawConfig {
+                data_dir: dir.path().to_path_buf(),
+                database_url: Some(url.to_string().into()),
+                ..crate::config::RawConfig::default()
+            }
+            .into_settings()
+            .expect("valid settings");
+            missing_database(&settings)
+        };
+        assert_eq!(with("postgres://mailroom:pw@db:5432/mailroom"), None);
+        assert_eq!(with("sqlite::memory:"), None);
+        assert_eq!(with(&format!("sqlite://{}", existing.display())), None);
+        let absent = dir.path().join("absent.db");
+        assert_eq!(
+            with(&format!("sqlite://{}?mode=rwc", absent.display())),
+            Some(absent)
+        );
+    }
 
     /// The printed URL is one a client can paste: a wildcard bind is reached on 127.0.0.1, and
     /// an IPv6 address is written in brackets.

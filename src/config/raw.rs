@@ -147,8 +147,8 @@ fn redact<S: serde::Serializer>(value: &Option<SecretString>, s: S) -> Result<S:
     }
 }
 
-/// A URL with its password, and any query value named like a secret, hidden: the scheme,
-/// host, database and options stay readable (`mailroom config` is how an operator sees which
+/// A URL with its user name and password, and any query value named like a secret, hidden: the
+/// scheme, host, database and options stay readable (`mailroom config` is how an operator sees which
 /// database and relay a process uses). Text that is no URL is hidden whole.
 fn redact_url<S: serde::Serializer>(value: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
     use secrecy::ExposeSecret;
@@ -158,7 +158,16 @@ fn redact_url<S: serde::Serializer>(value: &Option<SecretString>, s: S) -> Resul
     let Ok(mut url) = url::Url::parse(secret.expose_secret()) else {
         return s.serialize_some("[redacted]");
     };
-    if url.password().is_some() && url.set_password(Some("***")).is_err() {
+    if url.scheme() == "sqlite" {
+        // A file name, and no credentials.
+        return s.serialize_some(url.as_str());
+    }
+    // Text after the scheme that is no `//user:password@host` (`postgres:user:pw@db`) is hidden
+    // whole; so is the user name: some providers take an API token as both user and password.
+    if url.cannot_be_a_base()
+        || (url.password().is_some() && url.set_password(Some("***")).is_err())
+        || (!url.username().is_empty() && url.set_username("***").is_err())
+    {
         return s.serialize_some("[redacted]");
     }
     if url.query().is_some() {

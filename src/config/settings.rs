@@ -576,21 +576,42 @@ mod tests {
         assert!(shown.contains("api_token = \"[redacted]\""), "{shown}");
         // A URL keeps what tells the operator where it goes.
         assert!(
-            shown.contains("smtp_url = \"smtp://u:***@relay:587\"")
+            shown.contains("smtp_url = \"smtp://***:***@relay:587\"")
                 && shown.contains(
-                    "database_url = \"postgres://mailroom:***@db:5432/mail?sslmode=require&password=***\""
+                    "database_url = \"postgres://***:***@db:5432/mail?sslmode=require&password=***\""
                 )
                 && shown.contains("redis_url = \"[redacted]\""),
             "{shown}"
         );
-        let sqlite = RawConfig {
-            database_url: Some(SecretString::from("sqlite:///srv/mailroom/mailroom.db")),
-            ..raw()
-        };
-        let shown = toml::to_string(&sqlite).expect("serializable");
-        assert!(
-            shown.contains("database_url = \"sqlite:///srv/mailroom/mailroom.db\""),
-            "{shown}"
-        );
+        // A user name alone may be the credential; a URL without a host is hidden whole.
+        for (url, hidden) in [
+            ("smtp://token-secret@relay:587", "smtp://***@relay:587"),
+            ("postgres:user:pw-secret@db/x", "[redacted]"),
+        ] {
+            let r = RawConfig {
+                smtp_url: Some(SecretString::from(url)),
+                ..raw()
+            };
+            let shown = toml::to_string(&r).expect("serializable");
+            assert!(
+                shown.contains(&format!("smtp_url = \"{hidden}\"")) && !shown.contains("secret"),
+                "{shown}"
+            );
+        }
+        for sqlite in [
+            "sqlite:///srv/mailroom/mailroom.db",
+            "sqlite://./mailroom-data/mailroom.db",
+            "sqlite:mailroom.db?mode=rwc",
+        ] {
+            let r = RawConfig {
+                database_url: Some(SecretString::from(sqlite)),
+                ..raw()
+            };
+            let shown = toml::to_string(&r).expect("serializable");
+            assert!(
+                shown.contains(&format!("database_url = \"{sqlite}\"")),
+                "{shown}"
+            );
+        }
     }
 }

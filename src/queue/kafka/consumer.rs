@@ -204,7 +204,7 @@ pub(super) async fn consume(
                 }
             }
             received = consumer.recv() => match received {
-                Ok(m) => fetched(&m, &shared, &producer).await,
+                Ok(m) => fetched(&m, &shared),
                 Err(e) => {
                     metrics::counter!("mailroom_kafka_errors_total").increment(1);
                     tracing::warn!(error = %e, "Kafka consumer error.");
@@ -217,8 +217,9 @@ pub(super) async fn consume(
 }
 
 /// Takes one fetched record into the local lists. A record that is not a mailroom message goes
-/// to the dead-letter topic as it is, so it neither blocks the partition nor disappears.
-async fn fetched(m: &BorrowedMessage<'_>, shared: &Shared, producer: &FutureProducer) {
+/// to the dead-letter topic as it is (at the next commit tick), so it neither blocks the
+/// partition nor disappears.
+fn fetched(m: &BorrowedMessage<'_>, shared: &Shared) {
     let Some(source) = shared.topics.source(m.topic()) else {
         return;
     };
@@ -279,7 +280,9 @@ async fn fetched(m: &BorrowedMessage<'_>, shared: &Shared, producer: &FutureProd
                     error: format!("not a mailroom message: {e}"),
                     bare: false,
                 });
-            retry_poison(shared, producer).await;
+            // Copied at the next commit tick, beside any others: a dead-letter topic that
+            // cannot be written then holds up the consume task for one write a tick, not one
+            // per record fetched.
         }
     }
 }

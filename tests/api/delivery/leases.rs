@@ -289,10 +289,27 @@ fn over(
     concurrency: usize,
     poll_interval: Duration,
 ) -> Arc<Worker> {
+    over_with(
+        app,
+        queue,
+        app.worker.delivery.clone(),
+        concurrency,
+        poll_interval,
+    )
+}
+
+/// The app's worker over another queue and another delivery.
+fn over_with(
+    app: &TestApp,
+    queue: Arc<dyn Queue>,
+    delivery: Arc<dyn mailroom::delivery::Delivery>,
+    concurrency: usize,
+    poll_interval: Duration,
+) -> Arc<Worker> {
     Arc::new(Worker {
         queue,
         store: app.worker.store.clone(),
-        delivery: app.worker.delivery.clone(),
+        delivery,
         archive: app.worker.archive.clone(),
         limiter: app.worker.limiter.clone(),
         places: app.worker.places.clone(),
@@ -323,6 +340,54 @@ async fn failed_pulls_back_off_even_with_no_poll_interval() {
     let pulls = queue.pulls.load(std::sync::atomic::Ordering::Relaxed);
     // Pauses of at least 100 ms: at most 10 pulls and the first, plus one for timing.
     assert!((2..=12).contains(&pulls), "{pulls} pulls in 1 s");
+}
+
+/// A provider that has paused the account and whose check never answers.
+struct PausedAndSilent;
+
+#[async_trait::async_trait]
+impl mailroom::delivery::Delivery for PausedAndSilent {
+    async fn deliver(
+        &self,
+        _email: &lettre::Message,
+    ) -> Result<mailroom::delivery::Receipt, mailroom::delivery::DeliveryError> {
+        panic!("nothing is sent while paused")
+    }
+    async fn check(&self) -> Result<(), mailroom::delivery::DeliveryError> {
+        std::future::pending().await
+    }
+    fn paused(&self) -> Option<String> {
+        Some("daily quota used up".into())
+    }
+    fn recheck_in(&self) -> Duration {
+        Duration::from_millis(50)
+    }
+    fn name(&self) -> &'static str {
+        "paused-and-silent"
+    }
+}
+
+/// A worker whose paused provider is being asked again, and does not answer, still stops at
+/// once on shutdown.
+#[tokio::test]
+async fn shutdown_is_not_held_up_by_a_provider_check() {
+    let app = spawn_app().await;
+    let worker = over_with(
+        &app,
+        app.queue.clone(),
+        Arc::new(PausedAndSilent),
+        1,
+        app.worker.poll_interval,
+    );
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(worker.run(stop.clone()));
+    // Past the first re-check, which now waits for ever.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(3), run)
+        .await
+        .expect("the worker stops within 3 s")
+        .expect("the worker exits cleanly");
 }
 
 /// On shutdown the worker stops pulling and releases leases still waiting for the rate limit:
