@@ -3,23 +3,28 @@
 //! failure may have landed (an answer lost on the way back), and a message a worker already
 //! holds is being sent: it counts as queued, never as one to send again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use mailroom::intake::{Intake, IntakeError};
 use mailroom::message::{Message, Status};
 use mailroom::queue::{Depth, Lease, Queue, QueueError};
-use mailroom::store::{Acceptance, Accepted, IdempotencyRecord, Store};
+use mailroom::store::{
+    Acceptance, Accepted, Cancel, Claimed, Event, IdempotencyRecord, ListFilter, Record, Store,
+    StoreError, Transition,
+};
 use uuid::Uuid;
 
 use crate::conformance::store::native;
 
-/// A queue whose every push reports a failure. The messages at the indexes of `landed` reached
-/// it all the same, and a worker received and claimed each of them before the answer came back.
+/// A queue whose pushes report a failure, but for the messages at the indexes of `taken`. The
+/// messages at the indexes of `landed` reached it all the same, and a worker received and
+/// claimed each of them before the answer came back.
 struct LandsThenFails {
     store: Arc<dyn Store>,
     landed: HashSet<usize>,
+    taken: HashSet<usize>,
 }
 
 #[async_trait::async_trait]
@@ -28,7 +33,9 @@ impl Queue for LandsThenFails {
         let worker = Uuid::new_v4();
         let mut results = Vec::new();
         for (i, m) in messages.iter().enumerate() {
-            if self.landed.contains(&i) {
+            if self.taken.contains(&i) {
+                results.push(Ok(()));
+            } else if self.landed.contains(&i) {
                 self.store
                     .claim(&[m.id], worker, Duration::from_secs(60))
                     .await
@@ -64,6 +71,16 @@ impl Queue for LandsThenFails {
 }
 
 async fn intake(landed: &[usize]) -> (tempfile::TempDir, Arc<dyn Store>, Intake) {
+    intake_over(landed, &[], false).await
+}
+
+/// An intake over a fresh SQLite store (whose abandons fail, with `abandons_fail`) and a
+/// [`LandsThenFails`] queue.
+async fn intake_over(
+    landed: &[usize],
+    taken: &[usize],
+    abandons_fail: bool,
+) -> (tempfile::TempDir, Arc<dyn Store>, Intake) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("i.db").display());
     let db = Arc::new(mailroom::store::sqlite::Db::open(&url).await.expect("open"));
@@ -71,14 +88,94 @@ async fn intake(landed: &[usize]) -> (tempfile::TempDir, Arc<dyn Store>, Intake)
     let queue = LandsThenFails {
         store: store.clone(),
         landed: landed.iter().copied().collect(),
+        taken: taken.iter().copied().collect(),
+    };
+    let intake_store: Arc<dyn Store> = if abandons_fail {
+        Arc::new(AbandonsFail(store.clone()))
+    } else {
+        store.clone()
     };
     let intake = Intake {
-        store: store.clone(),
+        store: intake_store,
         queue: Arc::new(queue),
         queue_in_store: false,
         wake: Arc::default(),
     };
     (dir, store, intake)
+}
+
+/// A store whose writes of `abandoned` fail (its database went away just then); everything
+/// else goes to the real store.
+struct AbandonsFail(Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl Store for AbandonsFail {
+    async fn insert(&self, acceptance: Acceptance, enqueue: bool) -> Result<Accepted, StoreError> {
+        self.0.insert(acceptance, enqueue).await
+    }
+    async fn idempotency(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.0.idempotency(key, ttl).await
+    }
+    async fn record(&self, id: Uuid, transition: Transition) -> Result<bool, StoreError> {
+        match transition {
+            Transition::Abandoned { .. } => Err(StoreError::Unavailable("database gone".into())),
+            other => self.0.record(id, other).await,
+        }
+    }
+    async fn redrive(&self, message: &Message) -> Result<bool, StoreError> {
+        self.0.redrive(message).await
+    }
+    async fn get(&self, id: Uuid) -> Result<Option<Record>, StoreError> {
+        self.0.get(id).await
+    }
+    async fn events(&self, id: Uuid) -> Result<Vec<Event>, StoreError> {
+        self.0.events(id).await
+    }
+    async fn list(&self, filter: ListFilter) -> Result<Vec<Record>, StoreError> {
+        self.0.list(filter).await
+    }
+    async fn cancel(&self, id: Uuid) -> Result<Cancel, StoreError> {
+        self.0.cancel(id).await
+    }
+    async fn statuses(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Status>, StoreError> {
+        self.0.statuses(ids).await
+    }
+    async fn claim(&self, ids: &[Uuid], owner: Uuid, ttl: Duration) -> Result<Claimed, StoreError> {
+        self.0.claim(ids, owner, ttl).await
+    }
+    async fn dead_letters(&self) -> Result<u64, StoreError> {
+        self.0.dead_letters().await
+    }
+    async fn purge_idempotency(&self, ttl: Duration) -> Result<u64, StoreError> {
+        self.0.purge_idempotency(ttl).await
+    }
+    async fn forget_idempotency(&self, key: &str) -> Result<(), StoreError> {
+        self.0.forget_idempotency(key).await
+    }
+    async fn settle_idempotency(
+        &self,
+        key: &str,
+        answer: Option<(u16, String)>,
+    ) -> Result<(), StoreError> {
+        self.0.settle_idempotency(key, answer).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.0.ping().await
+    }
+}
+
+/// The key's record as a retry with it finds it: pending (told to wait) or settled.
+async fn pending(intake: &Intake, messages: &[Message], key: &str) -> bool {
+    match intake.accept(keyed(messages, key)).await {
+        Ok(Accepted::Replay(first)) => first
+            .pending_until
+            .is_some_and(|until| until > mailroom::store::now_ms()),
+        other => panic!("expected the first answer or a wait, got {other:?}"),
+    }
 }
 
 fn keyed(messages: &[Message], key: &str) -> Acceptance {
@@ -155,4 +252,43 @@ async fn a_failed_batch_push_refuses_only_what_nobody_holds() {
     }
     assert_eq!(status(store.as_ref(), &held).await, Status::Queued);
     assert_eq!(status(store.as_ref(), &lost).await, Status::Abandoned);
+}
+
+/// When a message the queue did not take cannot be abandoned (the store failed just then), it
+/// may still be sent (a push that reported a failure may have landed): the request's key is not
+/// let go, nor settled with an answer that tells the client to send it again. A retry with the
+/// key is told to wait until the pending time has passed, and then takes the key over,
+/// abandoning in the same transaction what is not being sent (one copy, or two, never none).
+#[tokio::test]
+async fn a_message_that_could_not_be_abandoned_keeps_its_key_pending() {
+    // Nothing queued: the request is a 503, and the key stays pending rather than forgotten.
+    let (_dir, _store, intake) = intake_over(&[], &[], true).await;
+    let m = native(1);
+    let refused = intake
+        .accept(keyed(std::slice::from_ref(&m), "doubt"))
+        .await;
+    assert!(
+        matches!(refused, Err(IntakeError::Unavailable(_))),
+        "{refused:?}"
+    );
+    assert!(
+        pending(&intake, &[native(2)], "doubt").await,
+        "not forgotten"
+    );
+
+    // One of two queued: the partial answer is given, but the key is not settled with it.
+    let (_dir, _store, intake) = intake_over(&[], &[0], true).await;
+    let (queued, doubtful) = (native(3), native(4));
+    let answer = intake
+        .accept(keyed(&[queued.clone(), doubtful.clone()], "partly"))
+        .await
+        .expect("answered");
+    assert!(
+        matches!(&answer, Accepted::Partly(failed) if failed.len() == 1 && failed[0].0 == doubtful.id),
+        "{answer:?}"
+    );
+    assert!(
+        pending(&intake, &[native(5)], "partly").await,
+        "not settled"
+    );
 }
