@@ -13,10 +13,10 @@ use super::openapi::{AcceptedMessage, DeadLetterPage, ErrorBody, Refused};
 use super::{ApiError, AppState, Bearer, authenticate};
 use crate::message::Status;
 
-#[utoipa::path(get, path = "/v1/dead-letters", tag = "dead letters",
+#[utoipa::path(get, path = "/v1/dead-letters", tag = "dead letters", operation_id = "list_dead_letters",
     params(
         ("status" = Option<String>, Query, description = "`dead` or absent: the dead letters are the messages of that one status; another is a 400"),
-        ("limit" = Option<u32>, Query, description = "1 to 500, default 50"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 50"),
         ("before" = Option<uuid::Uuid>, Query, description = "`next_before` of the previous page"),
     ),
     security(("bearer" = [])),
@@ -35,7 +35,7 @@ pub async fn list(
     page(&state, list_filter(q, Some(Status::Dead))?, "dead_letters").await
 }
 
-#[utoipa::path(post, path = "/v1/dead-letters/{id}/redrive", tag = "dead letters",
+#[utoipa::path(post, path = "/v1/dead-letters/{id}/redrive", tag = "dead letters", operation_id = "redrive_dead_letter",
     params(("id" = uuid::Uuid, Path, description = "The dead letter's message id")),
     security(("bearer" = [])),
     responses(

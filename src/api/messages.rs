@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::openapi::{
-    AcceptedMessage, BatchRequest, BatchResult, ErrorBody, MessageDetail, MessagePage, NotStored,
-    Refused,
+    AcceptedMessage, BatchRefusal, BatchRequest, BatchResult, ErrorBody, MessageDetail,
+    MessagePage, NotStored, Refused,
 };
 use super::{ApiError, AppState, Bearer, JsonBody, authenticate, bearer};
 use crate::message::{Content, FieldError, Message, NativeEmail, Status};
@@ -23,9 +23,9 @@ use crate::store::{Acceptance, Accepted, IdempotencyRecord, ListFilter, Record, 
 pub const MAX_BATCH: usize = 100;
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
-#[utoipa::path(post, path = "/v1/messages", tag = "messages",
+#[utoipa::path(post, path = "/v1/messages", tag = "messages", operation_id = "create_message",
     request_body = NativeEmail,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters, no spaces; the same key and body (the same JSON: key order and spacing aside) within 24 h answer the first response again (header `idempotent-replayed: true`), another body with it is a 422")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "1 to 255 printable ASCII characters, no spaces; the same key and body (the same JSON: key order and spacing aside) within 24 h answer the first response again (header `idempotent-replayed: true`), another body with it is a 422")),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Accepted: the message is durable and queued", body = AcceptedMessage),
@@ -58,15 +58,16 @@ pub async fn create(
     .await
 }
 
-#[utoipa::path(post, path = "/v1/messages/batch", tag = "messages",
+#[utoipa::path(post, path = "/v1/messages/batch", tag = "messages", operation_id = "create_messages",
     request_body = BatchRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters, no spaces; the same key and body (the same JSON: key order and spacing aside) within 24 h answer the first response again (header `idempotent-replayed: true`), another body with it is a 422")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "1 to 255 printable ASCII characters, no spaces; the same key and body (the same JSON: key order and spacing aside) within 24 h answer the first response again (header `idempotent-replayed: true`), another body with it is a 422")),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "At least one message accepted; one result per message, in order: a message id, or an error (its field, or `unavailable` for one an external queue did not take: send that one again)", body = BatchResult),
         (status = 422, description = "The Idempotency-Key was used with another body", body = ErrorBody),
         (status = 409, description = "A request with this Idempotency-Key is still being accepted (its queue has not taken the messages yet): send it again after Retry-After", body = ErrorBody),
-        Refused,
+        (status = 400, description = "A field is missing, mistyped or invalid (`error.field` names it); or every message of the batch is, and the answer is the batch's `BatchResult` with `accepted: 0`", body = BatchRefusal),
+        (status = 401, description = "Missing or wrong API token", body = ErrorBody),
         NotStored,
     ))]
 pub async fn create_batch(
@@ -366,7 +367,7 @@ pub fn summary(r: &Record) -> Value {
     v
 }
 
-#[utoipa::path(get, path = "/v1/messages/{id}", tag = "messages",
+#[utoipa::path(get, path = "/v1/messages/{id}", tag = "messages", operation_id = "get_message",
     params(("id" = uuid::Uuid, Path, description = "The message id")),
     security(("bearer" = [])),
     responses(
@@ -397,7 +398,7 @@ async fn detail(state: &AppState, id: Uuid) -> Result<Value, ApiError> {
     Ok(v)
 }
 
-#[utoipa::path(post, path = "/v1/messages/{id}/cancel", tag = "messages",
+#[utoipa::path(post, path = "/v1/messages/{id}/cancel", tag = "messages", operation_id = "cancel_message",
     params(("id" = uuid::Uuid, Path, description = "The message id")),
     security(("bearer" = [])),
     responses(
@@ -489,10 +490,10 @@ pub fn list_filter(q: ListQuery, status: Option<Status>) -> Result<ListFilter, A
     })
 }
 
-#[utoipa::path(get, path = "/v1/messages", tag = "messages",
+#[utoipa::path(get, path = "/v1/messages", tag = "messages", operation_id = "list_messages",
     params(
         ("status" = Option<crate::message::Status>, Query, description = "Only messages with this status"),
-        ("limit" = Option<u32>, Query, description = "1 to 500, default 50"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 50"),
         ("before" = Option<uuid::Uuid>, Query, description = "`next_before` of the previous page"),
     ),
     security(("bearer" = [])),

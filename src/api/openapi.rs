@@ -102,6 +102,16 @@ pub enum NotStored {
     Unavailable(ErrorBody),
 }
 
+/// A batch's 400: an error of the request as a whole, or, when every message of it is invalid,
+/// the batch's own answer with an error per message.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+pub enum BatchRefusal {
+    Request(ErrorBody),
+    EveryMessage(BatchResult),
+}
+
 /// The answer to a batch: one entry per message, in order.
 #[derive(ToSchema)]
 #[allow(dead_code)]
@@ -209,6 +219,7 @@ pub struct Readiness {
     ),
     components(schemas(
         CompatRequest, BatchRequest, AcceptedMessage, ErrorBody, ErrorDetail, BatchResult, BatchEntry,
+        BatchRefusal,
         MessageSummary, MessageDetail, EventView, MessagePage, DeadLetterPage, Readiness
     )),
     modifiers(&BearerToken),

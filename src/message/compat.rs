@@ -7,11 +7,17 @@ use super::{FieldError, MAX_NAME_CHARS, MAX_SUBJECT_CHARS, parse_timestream, req
 /// The `data` object of `POST /api/email`, as the reference API service defines it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CompatEmail {
+    /// 1 to 989 characters, no line breaks.
+    #[schema(min_length = 1, max_length = 989)]
     pub email_subject: String,
-    /// A display name ("John doe"), not an address.
+    /// A display name ("John doe"), not an address: 1 to 256 characters, no line breaks.
+    #[schema(min_length = 1, max_length = 256)]
     pub email_sender: String,
     /// Unix epoch seconds as a string, or RFC 3339; kept as the client sent it.
+    #[schema(min_length = 1)]
     pub email_timestream: String,
+    /// The body text; not blank.
+    #[schema(min_length = 1)]
     pub email_content: String,
 }
 

@@ -137,7 +137,11 @@ impl Attachment {
 /// The OpenAPI form of an address field: one address or an array of them (`one_or_many`).
 fn addresses_schema() -> utoipa::openapi::schema::Schema {
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
-    let address = || ObjectBuilder::new().schema_type(Type::String);
+    let address = || {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(3))
+    };
     OneOfBuilder::new()
         .item(address())
         .item(ArrayBuilder::new().items(address()).max_items(Some(50)))

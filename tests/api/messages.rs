@@ -428,6 +428,40 @@ async fn openapi_matches_real_answers() {
         doc["components"]["schemas"]["BatchRequest"]["properties"]["messages"]["maxItems"],
         mailroom::api::MAX_BATCH
     );
+    // Every operation has an id of its own (client generators need them unique).
+    let mut ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .flat_map(|item| item.as_object().expect("an item").values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let operations = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), operations, "operation ids repeat: {ids:?}");
+    for path in ["/v1/messages", "/v1/dead-letters"] {
+        let limit = doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .expect("a limit")["schema"]
+            .clone();
+        assert_eq!(
+            (&limit["minimum"], &limit["maximum"]),
+            (&json!(1), &json!(500)),
+            "{path}"
+        );
+    }
+    // A batch whose every message is invalid is a 400 with the batch's own answer.
+    let refusal = doc["paths"]["/v1/messages/batch"]["post"]["responses"]["400"].to_string();
+    assert!(refusal.contains("BatchRefusal"), "{refusal}");
+    let one_of = doc["components"]["schemas"]["BatchRefusal"]["oneOf"].to_string();
+    assert!(
+        one_of.contains("ErrorBody") && one_of.contains("BatchResult"),
+        "{one_of}"
+    );
     let described = doc["components"]["schemas"]["NativeEmail"]["description"].to_string();
     assert!(!described.contains("::"), "no Rust paths: {described}");
     let send_at = native["send_at"]["oneOf"].to_string();
