@@ -3,20 +3,18 @@
 //! failure may have landed (an answer lost on the way back), and a message a worker already
 //! holds is being sent: it counts as queued, never as one to send again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mailroom::intake::{Intake, IntakeError};
 use mailroom::message::{Message, Status};
 use mailroom::queue::{Depth, Lease, Queue, QueueError};
-use mailroom::store::{
-    Acceptance, Accepted, Cancel, Claimed, Event, IdempotencyRecord, ListFilter, Record, Store,
-    StoreError, Transition,
-};
+use mailroom::store::{Acceptance, Accepted, IdempotencyRecord, Store};
 use uuid::Uuid;
 
 use crate::conformance::store::native;
+use crate::faulty::{FaultyStore, StoreFault};
 
 /// A queue whose pushes report a failure, but for the messages at the indexes of `taken`. The
 /// messages at the indexes of `landed` reached it all the same, and a worker received and
@@ -91,7 +89,7 @@ async fn intake_over(
         taken: taken.iter().copied().collect(),
     };
     let intake_store: Arc<dyn Store> = if abandons_fail {
-        Arc::new(AbandonsFail(store.clone()))
+        Arc::new(FaultyStore::new(store.clone(), StoreFault::AbandonsFail))
     } else {
         store.clone()
     };
@@ -102,70 +100,6 @@ async fn intake_over(
         wake: Arc::default(),
     };
     (dir, store, intake)
-}
-
-/// A store whose writes of `abandoned` fail (its database went away just then); everything
-/// else goes to the real store.
-struct AbandonsFail(Arc<dyn Store>);
-
-#[async_trait::async_trait]
-impl Store for AbandonsFail {
-    async fn insert(&self, acceptance: Acceptance, enqueue: bool) -> Result<Accepted, StoreError> {
-        self.0.insert(acceptance, enqueue).await
-    }
-    async fn idempotency(
-        &self,
-        key: &str,
-        ttl: Duration,
-    ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.0.idempotency(key, ttl).await
-    }
-    async fn record(&self, id: Uuid, transition: Transition) -> Result<bool, StoreError> {
-        match transition {
-            Transition::Abandoned { .. } => Err(StoreError::Unavailable("database gone".into())),
-            other => self.0.record(id, other).await,
-        }
-    }
-    async fn redrive(&self, message: &Message) -> Result<bool, StoreError> {
-        self.0.redrive(message).await
-    }
-    async fn get(&self, id: Uuid) -> Result<Option<Record>, StoreError> {
-        self.0.get(id).await
-    }
-    async fn events(&self, id: Uuid) -> Result<Vec<Event>, StoreError> {
-        self.0.events(id).await
-    }
-    async fn list(&self, filter: ListFilter) -> Result<Vec<Record>, StoreError> {
-        self.0.list(filter).await
-    }
-    async fn cancel(&self, id: Uuid) -> Result<Cancel, StoreError> {
-        self.0.cancel(id).await
-    }
-    async fn statuses(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Status>, StoreError> {
-        self.0.statuses(ids).await
-    }
-    async fn claim(&self, ids: &[Uuid], owner: Uuid, ttl: Duration) -> Result<Claimed, StoreError> {
-        self.0.claim(ids, owner, ttl).await
-    }
-    async fn dead_letters(&self) -> Result<u64, StoreError> {
-        self.0.dead_letters().await
-    }
-    async fn purge_idempotency(&self, ttl: Duration) -> Result<u64, StoreError> {
-        self.0.purge_idempotency(ttl).await
-    }
-    async fn forget_idempotency(&self, key: &str) -> Result<(), StoreError> {
-        self.0.forget_idempotency(key).await
-    }
-    async fn settle_idempotency(
-        &self,
-        key: &str,
-        answer: Option<(u16, String)>,
-    ) -> Result<(), StoreError> {
-        self.0.settle_idempotency(key, answer).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.0.ping().await
-    }
 }
 
 /// The key's record as a retry with it finds it: pending (told to wait) or settled.

@@ -11,6 +11,7 @@ mod delivery;
 #[cfg(feature = "kafka")]
 mod kafka;
 // Shared with tests/process, which uses parts this binary does not.
+mod faulty;
 #[allow(dead_code)]
 mod helpers;
 mod intake;

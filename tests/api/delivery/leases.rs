@@ -12,6 +12,7 @@ use mailroom::worker::Worker;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::faulty::{FaultyStore, StoreFault};
 use crate::helpers::{TestApp, event_kinds, spawn_app, spawn_app_with, unique_rcpt};
 
 /// Accepts a message to a recipient of its own and leases it as a worker that then dies would:
@@ -180,6 +181,7 @@ struct Faulty {
     inner: Arc<dyn Queue>,
     fault: Fault,
     pulls: std::sync::atomic::AtomicU32,
+    extends: std::sync::atomic::AtomicU32,
 }
 
 enum Fault {
@@ -190,6 +192,8 @@ enum Fault {
     /// Every pull fails at once, as SQS's does for access denied or a queue that does not exist
     /// (errors its SDK does not retry); the pulls are counted.
     PullFails,
+    /// Nothing fails; leases are kept alive every 100 ms, and the heartbeats are counted.
+    CountsExtends,
 }
 
 impl Faulty {
@@ -198,6 +202,7 @@ impl Faulty {
             inner,
             fault,
             pulls: Default::default(),
+            extends: Default::default(),
         }
     }
 }
@@ -212,7 +217,7 @@ impl Queue for Faulty {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match self.fault {
             Fault::PullFails => Err(QueueError::Unavailable("AccessDenied".into())),
-            Fault::LosesLeases { .. } => self.inner.pull(max).await,
+            Fault::LosesLeases { .. } | Fault::CountsExtends => self.inner.pull(max).await,
         }
     }
     async fn ack(&self, lease: Lease) -> Result<(), QueueError> {
@@ -236,6 +241,7 @@ impl Queue for Faulty {
     fn heartbeat(&self) -> Option<Duration> {
         match self.fault {
             Fault::LosesLeases { .. } => Some(Duration::from_millis(300)),
+            Fault::CountsExtends => Some(Duration::from_millis(100)),
             Fault::PullFails => self.inner.heartbeat(),
         }
     }
@@ -244,6 +250,11 @@ impl Queue for Faulty {
             Fault::LosesLeases { hangs: true } => std::future::pending().await,
             Fault::LosesLeases { hangs: false } => Err(QueueError::LeaseLost(lease.message.id)),
             Fault::PullFails => self.inner.extend(lease).await,
+            Fault::CountsExtends => {
+                self.extends
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.inner.extend(lease).await
+            }
         }
     }
 }
@@ -292,23 +303,25 @@ fn over(
     over_with(
         app,
         queue,
+        app.worker.store.clone(),
         app.worker.delivery.clone(),
         concurrency,
         poll_interval,
     )
 }
 
-/// The app's worker over another queue and another delivery.
+/// The app's worker over another queue, store and delivery.
 fn over_with(
     app: &TestApp,
     queue: Arc<dyn Queue>,
+    store: Arc<dyn mailroom::store::Store>,
     delivery: Arc<dyn mailroom::delivery::Delivery>,
     concurrency: usize,
     poll_interval: Duration,
 ) -> Arc<Worker> {
     Arc::new(Worker {
         queue,
-        store: app.worker.store.clone(),
+        store,
         delivery,
         archive: app.worker.archive.clone(),
         limiter: app.worker.limiter.clone(),
@@ -375,6 +388,7 @@ async fn shutdown_is_not_held_up_by_a_provider_check() {
     let worker = over_with(
         &app,
         app.queue.clone(),
+        app.worker.store.clone(),
         Arc::new(PausedAndSilent),
         1,
         app.worker.poll_interval,
@@ -388,6 +402,37 @@ async fn shutdown_is_not_held_up_by_a_provider_check() {
         .await
         .expect("the worker stops within 3 s")
         .expect("the worker exits cleanly");
+}
+
+/// A delivery whose outcome is written late (a connection to a database that failed over
+/// answers after 1.5 s) keeps its lease alive from the first try of that write: the lease
+/// cannot run out under a message that was sent, for another worker to send it again.
+#[tokio::test]
+async fn a_late_outcome_write_keeps_the_lease_alive() {
+    let app = spawn_app().await;
+    let to = unique_rcpt("late-outcome");
+    let id = app.send_to(&to).await;
+    let queue = Arc::new(Faulty::new(app.queue.clone(), Fault::CountsExtends));
+    let store = Arc::new(FaultyStore::new(
+        app.worker.store.clone(),
+        StoreFault::SlowOutcome(Duration::from_millis(1_500)),
+    ));
+    let worker = over_with(
+        &app,
+        queue.clone(),
+        store,
+        app.worker.delivery.clone(),
+        1,
+        app.worker.poll_interval,
+    );
+    let started = Instant::now();
+    assert_eq!(worker.run_once().await.expect("pull"), 1);
+    assert!(started.elapsed() >= Duration::from_millis(1_500));
+    let beats = queue.extends.load(std::sync::atomic::Ordering::Relaxed);
+    // One every 100 ms while the write waits (before: none until the write had answered).
+    assert!(beats >= 8, "{beats} heartbeats during a 1.5 s write");
+    assert_eq!(app.get_message(&id).await["status"], "delivered");
+    assert_eq!(app.relay.received_for(&to).len(), 1);
 }
 
 /// On shutdown the worker stops pulling and releases leases still waiting for the rate limit:
