@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_ssm::Client;
-use aws_sdk_ssm::error::DisplayErrorContext;
 use secrecy::SecretString;
 
 use super::{AuthError, StaticToken, TokenVerifier};
@@ -126,7 +125,7 @@ async fn read(client: &Client, parameter: &str) -> Result<SecretString, AuthErro
         .send()
         .await
         .map_err(|e| {
-            AuthError::Unavailable(format!("SSM {parameter}: {}", DisplayErrorContext(&e)))
+            AuthError::Unavailable(format!("SSM {parameter}: {}", crate::aws::explain(&e)))
         })?;
     let value = out
         .parameter()

@@ -97,7 +97,6 @@ async fn fetch(
     secrets: &aws_sdk_secretsmanager::Client,
     reference: &Reference,
 ) -> Result<String, String> {
-    use aws_sdk_ssm::error::DisplayErrorContext;
     match reference {
         Reference::Ssm(name) => ssm
             .get_parameter()
@@ -108,7 +107,7 @@ async fn fetch(
             .map_err(|e| {
                 format!(
                     "cannot read SSM parameter {name}: {}",
-                    DisplayErrorContext(&e)
+                    crate::aws::explain(&e)
                 )
             })?
             .parameter()
@@ -121,7 +120,7 @@ async fn fetch(
                 .secret_id(id)
                 .send()
                 .await
-                .map_err(|e| format!("cannot read secret {id}: {}", DisplayErrorContext(&e)))?;
+                .map_err(|e| format!("cannot read secret {id}: {}", crate::aws::explain(&e)))?;
             let secret = out
                 .secret_string()
                 .ok_or_else(|| format!("secret {id} has no string value"))?;

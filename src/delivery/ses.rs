@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sesv2::Client;
-use aws_sdk_sesv2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sesv2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sesv2::primitives::Blob;
 use aws_sdk_sesv2::types::{Destination, EmailContent, RawMessage};
 
@@ -78,7 +78,7 @@ impl SesDelivery {
             .get_account()
             .send()
             .await
-            .map_err(|e| format!("SES GetAccount: {}", DisplayErrorContext(&e)))?;
+            .map_err(|e| format!("SES GetAccount: {}", crate::aws::explain(&e)))?;
         let q = account.send_quota();
         Ok(SendQuota {
             max_send_rate: q.map(|q| q.max_send_rate()).unwrap_or_default(),
@@ -127,7 +127,7 @@ fn sdk_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
             e.message().unwrap_or_default(),
         ),
         // Timeouts, connection failures, unreadable answers: try again later.
-        _ => DeliveryError::Temporary(format!("SES: {}", DisplayErrorContext(&e))),
+        _ => DeliveryError::Temporary(format!("SES: {}", crate::aws::explain(&e))),
     }
 }
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::{
     MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
     SendMessageBatchRequestEntry,
@@ -367,7 +367,7 @@ fn secs(d: Duration) -> i32 {
 fn unavailable<E: ProvideErrorMetadata + std::error::Error + 'static>(
     e: aws_sdk_sqs::error::SdkError<E>,
 ) -> QueueError {
-    QueueError::Unavailable(format!("SQS: {}", DisplayErrorContext(&e)))
+    QueueError::Unavailable(format!("SQS: {}", crate::aws::explain(&e)))
 }
 
 /// A settle call that SQS refused because the receipt handle is no longer current is a lost
@@ -488,7 +488,7 @@ async fn send_batch(client: &Client, url: &str, batch: Vec<Outgoing>) {
             }
         }
         Err(e) => {
-            let why = format!("SQS: {}", DisplayErrorContext(&e));
+            let why = format!("SQS: {}", crate::aws::explain(&e));
             for item in batch {
                 let _ = item.reply.send(Err(QueueError::Unavailable(why.clone())));
             }
