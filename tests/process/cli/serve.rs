@@ -168,6 +168,19 @@ async fn no_secret_reaches_the_logs_at_trace_level() {
     }
 }
 
+/// `mailroom serve` on a fresh data directory, delivering compat messages to `rcpt` through the
+/// test relay (plain SMTP) with `token`.
+async fn serve_through_the_relay(
+    token: &str,
+    rcpt: &str,
+) -> (tempfile::TempDir, Relay, crate::Server) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relay = Relay::from_env();
+    let env = crate::checks::smtp_env(relay.plain_url(), token, rcpt);
+    let server = crate::start(dir.path(), &env).await;
+    (dir, relay, server)
+}
+
 /// `mailroom serve` whose relay says the account's daily quota is used up: delivery pauses
 /// (the message stays queued, no attempt used), and `/ready` reports the pause as `degraded`
 /// with a 200, so the process stays in its load balancer and goes on accepting messages.
@@ -176,12 +189,9 @@ async fn no_secret_reaches_the_logs_at_trace_level() {
 #[tokio::test]
 async fn a_paused_provider_leaves_serve_ready_to_accept() {
     let _turn = crate::HEAVY.lock().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let relay = Relay::from_env();
     let token = "paused-token-0123456789abcdef";
     let rcpt = unique_rcpt("quota-1000");
-    let env = crate::checks::smtp_env(relay.plain_url(), token, &rcpt);
-    let server = crate::start(dir.path(), &env).await;
+    let (_dir, relay, server) = serve_through_the_relay(token, &rcpt).await;
     let http = reqwest::Client::new();
     let post = || async {
         http.post(format!("{}/api/email", server.url))
@@ -235,13 +245,10 @@ async fn a_paused_provider_leaves_serve_ready_to_accept() {
 #[tokio::test]
 async fn the_dead_letter_gauge_follows_the_store() {
     let _turn = crate::HEAVY.lock().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let relay = Relay::from_env();
     let token = "gauge-token-0123456789abcdef";
     // Refused once, so the redriven copy is delivered.
     let rcpt = unique_rcpt("fail-550-1");
-    let env = crate::checks::smtp_env(relay.plain_url(), token, &rcpt);
-    let server = crate::start(dir.path(), &env).await;
+    let (_dir, relay, server) = serve_through_the_relay(token, &rcpt).await;
     let http = reqwest::Client::new();
     let gauge_reaches = |want: f64| {
         let server = &server;
