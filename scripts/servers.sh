@@ -63,6 +63,7 @@ wait_port() {
 # refuses a self-signed CA certificate used directly as a server certificate).
 make_certificates() {
   local d=$SERVERS_DIR/tls
+  [[ -f $d/server.pem ]] && return 0
   mkdir -p "$d"
   openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=mailroom test CA" \
     -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null
@@ -173,13 +174,21 @@ start_postgres() {
 # Redis without persistence on 127.0.0.1. Exports MAILROOM_TEST_REDIS_URL.
 start_redis() {
   ensure_apt redis-server redis-server
-  local port
-  port=$(free_port)
-  redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no >"$SERVERS_DIR/redis.log" 2>&1 &
+  make_certificates
+  local port tls d=$SERVERS_DIR/tls
+  port=$(free_port); tls=$(free_port)
+  # A TLS listener beside the plain one, as ElastiCache with in-transit encryption (rediss://).
+  redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+    --tls-port "$tls" --tls-cert-file "$d/server.pem" --tls-key-file "$d/server.key" \
+    --tls-ca-cert-file "$d/ca.pem" --tls-auth-clients no >"$SERVERS_DIR/redis.log" 2>&1 &
   SERVER_PIDS+=($!)
-  wait_port "$port" Redis || { cat "$SERVERS_DIR/redis.log" >&2; return 1; }
+  if ! { wait_port "$port" Redis && wait_port "$tls" "Redis (TLS)"; }; then
+    cat "$SERVERS_DIR/redis.log" >&2
+    return 1
+  fi
   export MAILROOM_TEST_REDIS_URL="redis://127.0.0.1:$port"
-  log "Redis on 127.0.0.1:$port"
+  export MAILROOM_TEST_REDIS_TLS_URL="rediss://127.0.0.1:$tls" MAILROOM_TEST_CA=$d/ca.pem
+  log "Redis on 127.0.0.1: $port plain, $tls TLS"
 }
 
 # The moto server: SQS, S3, SSM, Secrets Manager and SES on one port. Exports

@@ -151,6 +151,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Command::Healthcheck { addr } = cli.command {
+        let bound =
+            crate::config::RawConfig::load_unresolved(cli.config.as_deref())?.health_addr()?;
+        let addr = addr.unwrap_or_else(|| local_addr(bound).to_string());
+        return check::healthcheck(addr).await;
+    }
     let settings = Settings::load(cli.config.as_deref()).await?;
     telemetry::init_logs(settings.log_json);
     match cli.command {
@@ -226,12 +232,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Healthcheck { addr } => {
-            // `/health` is on METRICS_PORT for every role when it is set, and on PORT otherwise.
-            let bound = settings.metrics_addr.unwrap_or(settings.http_addr);
-            let addr = addr.unwrap_or_else(|| local_addr(bound).to_string());
-            check::healthcheck(addr).await
-        }
+        Command::Healthcheck { .. } => unreachable!("answered above, without the settings"),
     }
 }
 

@@ -201,6 +201,14 @@ impl RawConfig {
         Self::extract(figment)
     }
 
+    /// The same sources, with `ssm:` and `secretsmanager:` references left as they are written:
+    /// for `healthcheck`, which needs only the ports and runs every few seconds, where reading
+    /// each secret from AWS at every probe would cost calls and make a slow AWS API mark a
+    /// healthy process unhealthy.
+    pub fn load_unresolved(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        Self::extract(Self::figment(file)?)
+    }
+
     /// The layered sources, not yet checked.
     fn figment(file: Option<&std::path::Path>) -> Result<Figment, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));

@@ -172,6 +172,11 @@ pub trait Delivery: Send + Sync + 'static {
         None
     }
 
+    /// Logs a warning when `SEND_RATE_PER_SECOND` (`rate`, `None`: no ceiling) is above what
+    /// the provider's account allows. Called once, when a worker starts (only a worker's
+    /// permissions reach the provider's account).
+    async fn warn_over_limits(&self, _rate: Option<f64>) {}
+
     fn name(&self) -> &'static str;
 }
 

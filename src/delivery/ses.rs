@@ -210,6 +210,31 @@ impl Delivery for SesDelivery {
         recipients_cost(email)
     }
 
+    /// Reads the account's quota (`ses:GetAccount`) and warns when the configured rate is
+    /// above its MaxSendRate.
+    async fn warn_over_limits(&self, rate: Option<f64>) {
+        match self.quota().await {
+            Ok(q) => {
+                tracing::info!(
+                    max_send_rate = q.max_send_rate,
+                    max_24_hour_send = q.max_24_hour_send,
+                    sending_enabled = q.sending_enabled,
+                    "SES account quota read."
+                );
+                if rate.is_none_or(|r| r > q.max_send_rate) && q.max_send_rate > 0.0 {
+                    tracing::warn!(
+                        send_rate_per_second = rate.unwrap_or(f64::INFINITY),
+                        max_send_rate = q.max_send_rate,
+                        "SEND_RATE_PER_SECOND is above the SES account's MaxSendRate: SES will throttle; set it to at most MaxSendRate."
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not read the SES send quota; SEND_RATE_PER_SECOND is not checked against it.")
+            }
+        }
+    }
+
     fn name(&self) -> &'static str {
         "ses"
     }

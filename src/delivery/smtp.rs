@@ -114,19 +114,19 @@ impl Direct {
             .map_err(|e| DeliveryError::Temporary(format!("TCP_NODELAY: {e}")))?;
         let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello)
             .await
-            .map_err(classify)?;
+            .map_err(session_refused)?;
         match &self.starttls {
             Some((params, required)) if *required || conn.can_starttls() => {
                 conn.starttls(params.clone(), &self.hello)
                     .await
-                    .map_err(classify)?;
+                    .map_err(session_refused)?;
             }
             _ => {}
         }
         if let Some(credentials) = &self.credentials {
             conn.auth(DEFAULT_MECHANISMS, credentials)
                 .await
-                .map_err(classify)?;
+                .map_err(session_refused)?;
         }
         Ok(conn)
     }
@@ -264,14 +264,31 @@ impl SmtpDelivery {
     }
 }
 
+/// A failure before any message was named (greeting, EHLO, STARTTLS, AUTH) says nothing of the
+/// message: a 5xx there ("554 client host blocked", "502 STARTTLS not supported") refuses every
+/// message alike, so delivery pauses until the relay takes a session again (the worker's
+/// re-check connects the same way), instead of dead-lettering each message pulled meanwhile.
+/// A 4xx there is still a retry or a throttle, and a refused or timed-out connection a
+/// temporary failure, as DESIGN.md has them.
+fn session_refused(e: lettre::transport::smtp::Error) -> DeliveryError {
+    match classify(e) {
+        DeliveryError::Permanent(text) => {
+            DeliveryError::Paused(format!("the relay refused the session: {text}"))
+        }
+        other => other,
+    }
+}
+
 /// Decides what an SMTP failure means for the message.
 fn classify(e: lettre::transport::smtp::Error) -> DeliveryError {
     let text = e.to_string();
     let code = e.status().map(|c| c.to_string());
     match code.as_deref() {
-        // Authentication problems are the operator's to fix, not the message's fault: keep the
-        // message and retry rather than dead-lettering every message behind a bad password.
-        Some("530" | "534" | "535" | "538") => DeliveryError::Temporary(format!(
+        // Authentication problems are the operator's to fix, not the message's fault: delivery
+        // pauses (the worker re-checks the relay, with its credentials, until it takes them)
+        // rather than spending every message's attempts, then dead-lettering them all, behind
+        // a bad password.
+        Some("530" | "534" | "535" | "538") => DeliveryError::Paused(format!(
             "SMTP authentication failed, check SMTP_URL: {text}"
         )),
         // SES's SMTP endpoint: "454 Throttling failure: Daily message quota exceeded."

@@ -83,15 +83,10 @@ impl Backends {
                     "DELIVERY=ses",
                 )
                 .await?;
-                let ses = Arc::new(crate::delivery::ses::SesDelivery::new(
+                Arc::new(crate::delivery::ses::SesDelivery::new(
                     crate::delivery::ses::client(&aws),
                     settings.ses_configuration_set.clone(),
-                ));
-                tokio::spawn(warn_over_ses_quota(
-                    ses.clone(),
-                    settings.send_rate_per_second,
-                ));
-                ses
+                ))
             }
             DeliverySettings::File { dir } => Arc::new(FileDelivery::new(dir.clone())),
             DeliverySettings::Smtp { url, timeout } => {
@@ -432,31 +427,5 @@ fn limiter(
         )
         .map(|l| Arc::new(l) as Arc<dyn RateLimiter>)
         .context("Invalid setting SEND_RATE_PER_SECOND: too small to make a period"),
-    }
-}
-
-/// At start-up with `DELIVERY=ses`: warns when the configured rate is above what the account
-/// may send.
-#[cfg(feature = "ses")]
-async fn warn_over_ses_quota(ses: Arc<crate::delivery::ses::SesDelivery>, rate: Option<f64>) {
-    match ses.quota().await {
-        Ok(q) => {
-            tracing::info!(
-                max_send_rate = q.max_send_rate,
-                max_24_hour_send = q.max_24_hour_send,
-                sending_enabled = q.sending_enabled,
-                "SES account quota read."
-            );
-            if rate.is_none_or(|r| r > q.max_send_rate) && q.max_send_rate > 0.0 {
-                tracing::warn!(
-                    send_rate_per_second = rate.unwrap_or(f64::INFINITY),
-                    max_send_rate = q.max_send_rate,
-                    "SEND_RATE_PER_SECOND is above the SES account's MaxSendRate: SES will throttle; set it to at most MaxSendRate."
-                );
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "Could not read the SES send quota; SEND_RATE_PER_SECOND is not checked against it.")
-        }
     }
 }

@@ -147,6 +147,13 @@ impl Application {
             backends.load_templates()?;
         }
         let worker = backends.worker();
+        if roles.worker {
+            let (delivery, rate) = (
+                backends.delivery.clone(),
+                backends.settings.send_rate_per_second,
+            );
+            tokio::spawn(async move { delivery.warn_over_limits(rate).await });
+        }
         Ok(Self {
             backends,
             roles,

@@ -74,10 +74,19 @@ pub async fn read_until<T>(
 
 /// The first records of the dead-letter topic of `s` (within 30 s): payload and error header.
 async fn dead_letter_records(s: &KafkaSettings) -> Vec<(Option<Vec<u8>>, Option<String>)> {
+    dead_letter_records_within(s, Duration::from_secs(30), 1).await
+}
+
+/// The dead-letter topic's records of `s`, read until there are `enough` or `within` passes.
+async fn dead_letter_records_within(
+    s: &KafkaSettings,
+    within: Duration,
+    enough: usize,
+) -> Vec<(Option<Vec<u8>>, Option<String>)> {
     use rdkafka::message::Headers;
     read_until(
         &reader(&s.dlq_topic()),
-        Duration::from_secs(30),
+        within,
         |m| {
             let error = m
                 .headers()
@@ -86,7 +95,7 @@ async fn dead_letter_records(s: &KafkaSettings) -> Vec<(Option<Vec<u8>>, Option<
                 .map(|v| String::from_utf8_lossy(v).into_owned());
             (m.payload().map(<[u8]>::to_vec), error)
         },
-        |got| !got.is_empty(),
+        |got| got.len() >= enough,
     )
     .await
 }
@@ -423,6 +432,95 @@ async fn poison_records_go_to_the_dead_letter_topic() {
         "{:?}",
         dlq[0].1
     );
+}
+
+/// Poison records at the size limit: one that fits the topic only without the error header is
+/// copied to the dead-letter topic bare (with the header, the copy was refused for ever and held
+/// the partition's commit), and one the dead-letter topic cannot take at all (written by a
+/// producer allowed larger records) is passed over, so neither holds up the partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_too_large_for_the_error_header_are_copied_bare_or_passed_over() {
+    use rdkafka::error::RDKafkaErrorCode;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let mut s = settings(&unique("poison-large"));
+    s.partitions = 1;
+    let queue = queue(&s, Duration::from_secs(30)).await;
+    let producer = |max_bytes: &str| -> FutureProducer {
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("message.max.bytes", max_bytes)
+            .create()
+            .expect("producer")
+    };
+    // The largest record a producer with the default limit (mailroom's) takes, found by the
+    // producer's own check, which refuses a record over it before sending anything.
+    let default_limit = producer("1000000");
+    let mut size = 1_000_000;
+    loop {
+        let junk = vec![b'!'; size];
+        match default_limit
+            .send(
+                FutureRecord::to(&s.topic).key("junk").payload(&junk),
+                Duration::from_secs(10),
+            )
+            .await
+        {
+            Ok(_) => break,
+            Err((e, _))
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
+            {
+                size -= 1;
+                assert!(size > 990_000, "no record near the limit was taken: {e}");
+            }
+            Err((e, _)) => panic!("producing the junk record: {e}"),
+        }
+    }
+    // Over every limit but this producer's.
+    producer("2000000")
+        .send(
+            FutureRecord::to(&s.topic)
+                .key("junk")
+                .payload(&vec![b'?'; 1_500_000]),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("the oversized junk record produced");
+    let message = message(0);
+    queue
+        .push(std::slice::from_ref(&message))
+        .await
+        .pop()
+        .expect("one result")
+        .expect("pushed");
+    let mut leases = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while leases.is_empty() && std::time::Instant::now() < deadline {
+        leases = queue.pull(10).await.expect("pull");
+    }
+    assert_eq!(leases.len(), 1, "only the mailroom message is leased");
+    assert_eq!(leases[0].message.id, message.id);
+    queue.ack(leases.pop().expect("one")).await.expect("ack");
+    // Each junk record takes a commit tick or two (with the header, then bare).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let waiting = queue.depth().await.expect("depth").messages;
+        if waiting == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the junk records still hold the commit: {waiting} waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let dlq = dead_letter_records_within(&s, Duration::from_secs(5), 2).await;
+    assert_eq!(dlq.len(), 1, "the oversized record is not copied");
+    assert_eq!(
+        dlq[0].0.as_ref().map(Vec::len),
+        Some(size),
+        "the record at the limit is copied whole"
+    );
+    assert_eq!(dlq[0].1, None, "copied without the error header");
 }
 
 /// A deployment upgraded from the release that read the retry topic in the main group: the new

@@ -260,4 +260,23 @@ async fn check_and_migrate_on_postgres_and_redis() {
     let (ok, out, _) = crate::cli::cli(dir.path(), &bad, &["check"]).await;
     assert!(!ok);
     assert!(out.contains("FAIL  rate limit"), "{out}");
+
+    // Redis over TLS (`rediss://`, as ElastiCache with in-transit encryption), its certificate
+    // checked against the system's CA bundle, here the test CA's through SSL_CERT_FILE.
+    let tls = env(crate::helpers::env("MAILROOM_TEST_REDIS_TLS_URL"));
+    let mut tls: Vec<(&str, &str)> = tls.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (ok, out, _) = crate::cli::cli(dir.path(), &tls, &["check"]).await;
+    assert!(
+        !ok,
+        "a server certificate no CA in the bundle signed is refused"
+    );
+    assert!(out.contains("FAIL  rate limit"), "{out}");
+    let ca = crate::helpers::env("MAILROOM_TEST_CA");
+    tls.push(("SSL_CERT_FILE", &ca));
+    let (ok, out, err) = crate::cli::cli(dir.path(), &tls, &["check"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("ok    rate limit: 7/s ceiling reachable"),
+        "{out}"
+    );
 }

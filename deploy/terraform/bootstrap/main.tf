@@ -180,6 +180,7 @@ data "aws_iam_policy_document" "deploy" {
       "ecr:BatchGetImage",
       "ecr:CompleteLayerUpload",
       "ecr:DescribeImages",
+      "ecr:DescribeRepositories", # deploy/scripts/ecs-deploy finds the repository's URL
       "ecr:GetDownloadUrlForLayer",
       "ecr:InitiateLayerUpload",
       "ecr:PutImage",
@@ -218,14 +219,22 @@ data "aws_iam_policy_document" "deploy" {
   }
 
   statement {
-    sid       = "RefreshInstances"
-    actions   = ["autoscaling:StartInstanceRefresh", "autoscaling:DescribeInstanceRefreshes"]
-    resources = ["*"] # DescribeInstanceRefreshes has no resource-level permissions.
+    sid     = "RefreshInstances"
+    actions = ["autoscaling:StartInstanceRefresh"]
+    # The stack's groups by their tag: the provider's default_tags (Project) do not reach an
+    # autoscaling group, whose tags the stack sets itself (Application, Environment, Name).
+    resources = ["*"]
     condition {
       test     = "StringEquals"
-      variable = "aws:ResourceTag/Project"
+      variable = "aws:ResourceTag/Application"
       values   = ["mailroom"]
     }
+  }
+
+  statement {
+    sid       = "WatchInstanceRefreshes"
+    actions   = ["autoscaling:DescribeInstanceRefreshes"]
+    resources = ["*"] # no resource-level permissions, so no tag condition can match either.
   }
 
   statement {

@@ -255,8 +255,9 @@ async fn compat_message_without_recipient_is_archived_only() {
     );
 }
 
-/// STARTTLS with AUTH, and implicit TLS with AUTH, deliver; a wrong password defers (an
-/// operator's mistake must not dead-letter messages).
+/// STARTTLS with AUTH, and implicit TLS with AUTH, deliver; a wrong password pauses delivery
+/// without spending the message's attempts (an operator's mistake must not dead-letter
+/// messages; before, each message pulled was deferred, and dead after MAX_ATTEMPTS of them).
 #[tokio::test]
 async fn tls_and_auth() {
     let relay = crate::helpers::Relay::from_env();
@@ -283,18 +284,76 @@ async fn tls_and_auth() {
         assert_eq!(got.len(), 1, "{name}");
         assert_eq!(got[0].login.as_deref(), Some(relay.user.as_str()), "{name}");
     }
-    let bad = url("smtp", relay.tls_port, "wrong-password", "tls=required&");
-    let app = spawn_app_with(move |c| c.smtp_url = Some(bad.into())).await;
-    let id = app.send_to(&unique_rcpt("badauth")).await;
-    app.dispatch_all_pending().await;
+    for (name, bad) in [
+        (
+            "starttls",
+            url("smtp", relay.tls_port, "wrong-password", "tls=required&"),
+        ),
+        (
+            "smtps",
+            url("smtps", relay.smtps_port, "wrong-password", ""),
+        ),
+    ] {
+        let app = spawn_app_with(move |c| {
+            c.smtp_url = Some(bad.into());
+            c.max_attempts = 1;
+        })
+        .await;
+        let id = app.send_to(&unique_rcpt("badauth")).await;
+        assert_eq!(app.worker.run_once().await.expect("pull"), 1, "{name}");
+        let m = app.get_message(&id).await;
+        assert_eq!(
+            (&m["status"], &m["attempts"]),
+            (&"queued".into(), &0.into()),
+            "{name}: {m}"
+        );
+        let metrics = app.get_public("/metrics").await.text().await.expect("text");
+        assert!(
+            metrics.lines().any(|l| l == "mailroom_delivery_paused 1"),
+            "{name}: {metrics}"
+        );
+    }
+}
+
+/// A relay that refuses the session itself (a 5xx greeting: "554 client host blocked") pauses
+/// delivery: before, the greeting's 5xx was taken as the message's permanent failure, and every
+/// message pulled was dead-lettered at its first attempt.
+#[tokio::test]
+async fn a_relay_that_refuses_the_session_pauses_delivery() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bound");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = socket.write_all(b"554 5.7.1 client host blocked\r\n").await;
+                let mut rest = [0u8; 512];
+                while matches!(socket.read(&mut rest).await, Ok(n) if n > 0) {
+                    let _ = socket.write_all(b"503 5.5.1 go away\r\n").await;
+                }
+            });
+        }
+    });
+    let smtp_url = format!("smtp://127.0.0.1:{port}");
+    let app = spawn_app_with(move |c| {
+        c.smtp_url = Some(smtp_url.into());
+        c.max_attempts = 1;
+    })
+    .await;
+    let id = app.send_to(&unique_rcpt("blocked")).await;
+    assert_eq!(app.worker.run_once().await.expect("pull"), 1);
     let m = app.get_message(&id).await;
-    assert_eq!(m["status"], "deferred");
-    assert!(
-        m["last_error"]
-            .as_str()
-            .expect("error")
-            .contains("authentication"),
+    assert_eq!(
+        (&m["status"], &m["attempts"]),
+        (&"queued".into(), &0.into()),
         "{m}"
+    );
+    let metrics = app.get_public("/metrics").await.text().await.expect("text");
+    assert!(
+        metrics.lines().any(|l| l == "mailroom_delivery_paused 1"),
+        "{metrics}"
     );
 }
 

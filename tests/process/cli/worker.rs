@@ -71,6 +71,17 @@ async fn a_worker_alone_answers_health_and_metrics() {
     let port = worker.url.rsplit(':').next().expect("a port").to_string();
     let (ok, _, err) = cli(d, &[("PORT", &port)], &["healthcheck"]).await;
     assert!(ok, "healthcheck on PORT: {err}");
+    // Secrets written as references are not read for a probe (the container's settings on AWS;
+    // every probe would otherwise call SSM, and fail with it): here SSM cannot be reached.
+    let references = [
+        ("PORT", port.as_str()),
+        ("DATABASE_URL", "ssm:/mailroom/test/database-url"),
+        ("API_TOKEN", "secretsmanager:mailroom/test/token"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:1"),
+    ];
+    let (ok, _, err) = cli(d, &references, &["healthcheck"]).await;
+    assert!(ok, "healthcheck with secret references: {err}");
     // An address given as the URL the server printed is taken too.
     let (ok, _, err) = cli(d, &[], &["healthcheck", "--addr", &worker.url]).await;
     assert!(ok, "healthcheck --addr {}: {err}", worker.url);

@@ -128,6 +128,31 @@ resource "aws_lb_listener" "https" {
   }
 }
 
+# `/metrics` is served without a token (for Prometheus inside the VPC): the public listener
+# answers it 404 instead of forwarding, so the internet cannot read queue depths, routes and
+# rates. A scraper reaches the tasks directly (docs/deployment.md, "Metrics on AWS").
+resource "aws_lb_listener_rule" "hide_metrics" {
+  listener_arn = local.https ? aws_lb_listener.https[0].arn : aws_lb_listener.http_forward[0].arn
+  priority     = 1
+
+  condition {
+    path_pattern {
+      values = ["/metrics", "/metrics/*"]
+    }
+  }
+
+  action {
+    type = "fixed-response"
+    fixed_response {
+      content_type = "application/json"
+      status_code  = "404"
+      message_body = "{\"error\":{\"code\":\"not_found\",\"message\":\"/metrics is not served through the load balancer\"}}"
+    }
+  }
+
+  tags = var.tags
+}
+
 # A web ACL with AWS's managed baseline rules (common exploits, known bad inputs including Log4j)
 # and a per-client rate limit in front of the API.
 resource "aws_wafv2_web_acl" "this" {

@@ -77,7 +77,7 @@ resource "aws_cloudwatch_metric_alarm" "alb_unhealthy" {
 resource "aws_cloudwatch_metric_alarm" "dlq_not_empty" {
   count               = var.sqs == null ? 0 : 1
   alarm_name          = "${var.name}-dlq-not-empty"
-  alarm_description   = "Messages reached the SQS dead-letter queue: inspect with `mailroom dead-letters list`, fix, then redrive."
+  alarm_description   = "Messages reached the SQS dead-letter queue: inspect with `mailroom dead-letters list`, fix, then redrive. A redrive leaves the copies here: delete them afterwards, or the alarm stays on until retention removes them (docs/aws.md, Dead letters)."
   namespace           = "AWS/SQS"
   metric_name         = "ApproximateNumberOfMessagesVisible"
   dimensions          = { QueueName = var.sqs.dlq_name }

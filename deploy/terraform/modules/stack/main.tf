@@ -276,6 +276,8 @@ module "api_ecs" {
   vpc_id             = module.network.vpc_id
   vpc_cidr_block     = module.network.vpc_cidr_block
   subnet_ids         = module.network.private_subnet_ids
+  metrics_port       = var.metrics_port
+  metrics_scraper_security_group_ids = var.metrics_scraper_security_group_ids
   smtp_egress_ports  = []
   load_balancer = {
     target_group_arn  = module.alb.target_group_arn
@@ -306,6 +308,8 @@ module "worker_ecs" {
   vpc_id             = module.network.vpc_id
   vpc_cidr_block     = module.network.vpc_cidr_block
   subnet_ids         = module.network.private_subnet_ids
+  metrics_port       = var.metrics_port
+  metrics_scraper_security_group_ids = var.metrics_scraper_security_group_ids
   smtp_egress_ports  = local.smtp_ports
   desired_count      = var.worker_min_count
   min_capacity       = var.worker_min_count
@@ -340,6 +344,7 @@ module "api_ec2" {
   vpc_id                = module.network.vpc_id
   vpc_cidr_block        = module.network.vpc_cidr_block
   subnet_ids            = module.network.private_subnet_ids
+  metrics_port          = var.metrics_port
   smtp_egress_ports     = []
   load_balancer = {
     target_group_arn  = module.alb.target_group_arn
@@ -371,6 +376,7 @@ module "worker_ec2" {
   vpc_id                = module.network.vpc_id
   vpc_cidr_block        = module.network.vpc_cidr_block
   subnet_ids            = module.network.private_subnet_ids
+  metrics_port          = var.metrics_port
   smtp_egress_ports     = local.smtp_ports
   min_size              = var.worker_min_count
   max_size              = var.worker_max_count

@@ -131,6 +131,13 @@ variable "ses_identity_arns" {
     condition     = alltrue([for a in var.ses_identity_arns : can(regex("^arn:aws[a-z-]*:ses:", a))])
     error_message = "ses_identity_arns must hold SES identity ARNs."
   }
+
+  # Without one, the workers' policy would have a statement with no resource, which IAM refuses
+  # with a message that names neither variable.
+  validation {
+    condition     = var.delivery != "ses" || length(var.ses_identity_arns) > 0
+    error_message = "With delivery = \"ses\", ses_identity_arns must name at least one SES identity ARN the workers may send as."
+  }
 }
 
 variable "default_from" {
@@ -364,4 +371,16 @@ variable "static_site_certificate_arn" {
   description = "ACM certificate (us-east-1) for those domains."
   type        = string
   default     = null
+}
+
+variable "metrics_port" {
+  description = "METRICS_PORT for both roles: /metrics and /health on a port of their own, which the load balancer never reaches. null serves them on the API port (the load balancer answers /metrics there with 404)."
+  type        = number
+  default     = null
+}
+
+variable "metrics_scraper_security_group_ids" {
+  description = "Security groups (a Prometheus, an ADOT collector) allowed to reach the tasks' metrics port (ECS)."
+  type        = list(string)
+  default     = []
 }
