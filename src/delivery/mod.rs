@@ -180,6 +180,14 @@ pub trait Delivery: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 }
 
+/// One slot per envelope recipient (To, Cc and Bcc), at least one: the cost of a message where
+/// the provider's rate counts recipients (SES, by its API or its SMTP endpoint).
+pub(crate) fn recipients_cost(email: &lettre::Message) -> u32 {
+    u32::try_from(email.envelope().to().len())
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
 /// `DELIVERY=none`: nothing is sent; messages are archived only.
 pub struct NoDelivery;
 

@@ -16,7 +16,7 @@ use aws_sdk_sesv2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sesv2::primitives::Blob;
 use aws_sdk_sesv2::types::{Destination, EmailContent, RawMessage};
 
-use super::{Delivery, DeliveryError, Pause, Receipt, quota_exhausted};
+use super::{Delivery, DeliveryError, Pause, Receipt, quota_exhausted, recipients_cost};
 
 pub struct SesDelivery {
     client: Client,
@@ -129,13 +129,6 @@ fn sdk_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
         // Timeouts, connection failures, unreadable answers: try again later.
         _ => DeliveryError::Temporary(format!("SES: {}", crate::aws::explain(&e))),
     }
-}
-
-/// One slot per envelope recipient (To, Cc and Bcc), at least one.
-fn recipients_cost(email: &lettre::Message) -> u32 {
-    u32::try_from(email.envelope().to().len())
-        .unwrap_or(u32::MAX)
-        .max(1)
 }
 
 #[async_trait]

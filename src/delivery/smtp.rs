@@ -64,6 +64,9 @@ pub struct SmtpDelivery {
     send_timeout: Duration,
     /// Set by a relay that says the account's daily quota is used up (SES's SMTP endpoint).
     pause: Pause,
+    /// The relay is SES's SMTP endpoint (`email-smtp.REGION.amazonaws.com`), whose send rate
+    /// counts recipients, as SES's API does.
+    counts_recipients: bool,
 }
 
 enum Transport {
@@ -221,6 +224,7 @@ impl SmtpDelivery {
             "" => ClientId::default(),
             name => ClientId::Domain(name.to_string()),
         };
+        let counts_recipients = is_ses_endpoint(&relay_host(&parsed));
         let transport = if parsed.scheme() == "smtps" {
             // TLS from the first byte, which `builder_dangerous` leaves to the `tls` set here.
             let mut builder =
@@ -260,8 +264,16 @@ impl SmtpDelivery {
             pool_size: pool_size.max(1) as usize,
             send_timeout: timeout,
             pause: Pause::default(),
+            counts_recipients,
         })
     }
+}
+
+/// SES's SMTP endpoints: `email-smtp.REGION.amazonaws.com` (and the FIPS and China names).
+fn is_ses_endpoint(host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    (host.starts_with("email-smtp.") || host.starts_with("email-smtp-fips."))
+        && (host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn"))
 }
 
 /// A failure before any message was named (greeting, EHLO, STARTTLS, AUTH) says nothing of the
@@ -395,6 +407,16 @@ impl Delivery for SmtpDelivery {
         Some(self.pool_size)
     }
 
+    /// One slot per recipient through SES's SMTP endpoint, as its MaxSendRate counts them; one
+    /// per message through any other relay.
+    fn rate_cost(&self, email: &lettre::Message) -> u32 {
+        if self.counts_recipients {
+            super::recipients_cost(email)
+        } else {
+            1
+        }
+    }
+
     fn name(&self) -> &'static str {
         "smtp"
     }
@@ -424,6 +446,33 @@ mod tests {
 
     /// An IPv6 literal is the relay's address and TLS name without its brackets; implicit TLS
     /// to one builds (it stopped start-up with "TLS settings" before).
+    /// Through SES's SMTP endpoint a message costs a slot per recipient, as SES counts them;
+    /// through another relay, one.
+    #[tokio::test]
+    async fn ses_smtp_endpoints_count_recipients() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let email = lettre::Message::builder()
+            .from("a@example.com".parse().expect("address"))
+            .to("b@example.com".parse().expect("address"))
+            .to("c@example.com".parse().expect("address"))
+            .bcc("d@example.com".parse().expect("address"))
+            .subject("s")
+            .body(String::from("t"))
+            .expect("builds");
+        let cost = |url: &str| {
+            SmtpDelivery::new(url, Duration::from_secs(1), 1)
+                .expect("a relay URL")
+                .rate_cost(&email)
+        };
+        assert_eq!(
+            cost("smtp://u:p@email-smtp.eu-west-1.amazonaws.com:587?tls=required"),
+            3
+        );
+        assert_eq!(cost("smtps://u:p@EMAIL-SMTP.us-east-1.amazonaws.com"), 3);
+        assert_eq!(cost("smtp://relay.example.com:25"), 1);
+        assert_eq!(cost("smtp://email-smtp.example.com:25"), 1);
+    }
+
     #[tokio::test]
     async fn ipv6_literals() {
         let host = |u: &str| relay_host(&url::Url::parse(u).expect("a URL"));

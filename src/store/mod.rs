@@ -423,6 +423,15 @@ impl NewRows {
         Ok(rows)
     }
 
+    /// About how many bytes these rows bind, for a batch's size limit.
+    pub(crate) fn bytes(&self) -> usize {
+        [&self.messages, &self.events, &self.ids, &self.scheduled]
+            .iter()
+            .flat_map(|rows| rows.iter())
+            .map(|row| row.len() + 1)
+            .sum()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.messages.is_empty()
             && self.events.is_empty()

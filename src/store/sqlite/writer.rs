@@ -22,6 +22,13 @@ use crate::store::{
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
 
+/// Most bytes of rows bound in one transaction. A batch's rows go to SQLite as one JSON text,
+/// which SQLite refuses past a billion bytes (`SQLITE_TOOBIG`, failing every write in the
+/// batch), and which is copied a few times on the way: 1,024 acceptances of a 1 MiB body whose
+/// quotes are escaped twice would bind about 2 GB. A batch is cut here instead; a single write
+/// larger than this is a batch of its own.
+const MAX_BATCH_BYTES: usize = 64 << 20;
+
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// A row leased by the database queue: id, attempt, payload.
@@ -107,7 +114,10 @@ pub(super) async fn write_loop(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         writing_since.store(now_ms(), Ordering::Relaxed);
-        for ops in in_order(std::mem::take(&mut batch)) {
+        for ops in in_order(std::mem::take(&mut batch))
+            .into_iter()
+            .flat_map(by_size)
+        {
             metrics::histogram!("mailroom_store_writes_per_commit").record(ops.len() as f64);
             match apply(&mut conn, ops).await {
                 Ok(()) => {
@@ -143,6 +153,30 @@ fn in_order(ops: Vec<Op>) -> Vec<Vec<Op>> {
         if let Op::Claim { ids, .. } = &op {
             claimed.extend(ids.iter().copied());
         }
+        batches.last_mut().expect("one batch at least").push(op);
+    }
+    batches
+}
+
+/// Cuts a batch, in order, where its rows would bind more than [`MAX_BATCH_BYTES`].
+fn by_size(ops: Vec<Op>) -> Vec<Vec<Op>> {
+    let mut batches = vec![Vec::new()];
+    let mut size = 0;
+    for op in ops {
+        let bytes = match &op {
+            Op::Accept { rows, .. } | Op::Enqueue { rows, .. } => rows.bytes(),
+            Op::Record {
+                requeue: Some(rows),
+                ..
+            } => rows.bytes(),
+            _ => 0,
+        };
+        let last = batches.last_mut().expect("one batch at least");
+        if size + bytes > MAX_BATCH_BYTES && !last.is_empty() {
+            batches.push(Vec::new());
+            size = 0;
+        }
+        size += bytes;
         batches.last_mut().expect("one batch at least").push(op);
     }
     batches
@@ -581,4 +615,52 @@ pub(super) fn idempotency_row(row: &SqliteRow) -> Result<IdempotencyRecord, Stor
         pending_until: row.try_get(4)?,
         created_at: row.try_get(5)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enqueue(bytes: usize) -> Op {
+        let rows = NewRows {
+            messages: vec!["x".repeat(bytes - 1)],
+            ..NewRows::default()
+        };
+        Op::Enqueue {
+            rows,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    fn sizes(batches: &[Vec<Op>]) -> Vec<usize> {
+        batches.iter().map(Vec::len).collect()
+    }
+
+    /// A batch is cut, in order, before the write that would take it past the byte limit; a
+    /// write over the limit alone is a batch of its own; writes without rows cost nothing.
+    #[test]
+    fn batches_are_cut_by_bytes() {
+        let third = MAX_BATCH_BYTES / 3;
+        let keys = || Op::Keys {
+            change: KeyChange::PurgeBefore(0),
+            reply: oneshot::channel().0,
+        };
+        let batches = by_size(vec![
+            enqueue(third),
+            keys(),
+            enqueue(third),
+            enqueue(third),
+            enqueue(third),
+            enqueue(MAX_BATCH_BYTES + 1),
+            keys(),
+            enqueue(10),
+        ]);
+        assert_eq!(sizes(&batches), [4, 1, 1, 2]);
+        assert!(matches!(batches[0][1], Op::Keys { .. }), "in order");
+        assert_eq!(sizes(&by_size(Vec::new())), [0]);
+        assert_eq!(
+            sizes(&by_size((0..1024).map(|_| enqueue(100)).collect())),
+            [1024]
+        );
+    }
 }
