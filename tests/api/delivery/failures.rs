@@ -158,6 +158,47 @@ async fn a_daily_quota_used_up_pauses_delivery_without_using_attempts() {
     assert_eq!(app.relay.received_for(&to).len(), 1);
 }
 
+/// A dead letter whose archive write fails is not kept on the queue for it (on SQS or Kafka the
+/// copy kept there would outlive a redrive): the failure is counted for the alert, the message
+/// is dead and listed, and nothing of it is left to pull. A redrive once the archive works
+/// delivers it and writes its object.
+#[tokio::test]
+async fn a_dead_letter_whose_archive_fails_is_counted_and_not_kept() {
+    let app = spawn_app().await;
+    let archive = app.archive_dir();
+    std::fs::create_dir_all(&archive).expect("archive dir");
+    std::fs::write(archive.join("emails"), "not a directory").expect("written");
+    let failures = || async {
+        let text = app.get_public("/metrics").await.text().await.expect("text");
+        text.lines()
+            .find_map(|l| l.strip_prefix("mailroom_archive_failures_total "))
+            .map_or(0, |v| v.parse::<u64>().expect("a count"))
+    };
+    let before = failures().await;
+    let to = unique_rcpt("fail-550-1");
+    let id = app.send_to(&to).await;
+    app.dispatch_all_pending().await;
+    let m = app.get_message(&id).await;
+    assert_eq!(m["status"], "dead", "{m}");
+    assert!(failures().await > before, "the failed write is counted");
+    assert_eq!(
+        app.dispatch_all_pending().await,
+        0,
+        "nothing left on the queue"
+    );
+    let path = archive.join(m["archive_key"].as_str().expect("archive key"));
+    assert!(!path.exists());
+
+    std::fs::remove_file(archive.join("emails")).expect("removed");
+    assert_eq!(app.redrive(&id).await.status(), 202);
+    let m = app.dispatch_until(&id, "delivered").await;
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("archived")).expect("JSON");
+    assert_eq!(doc["outcome"]["status"], "delivered", "{doc}");
+    assert_eq!(app.relay.received_for(&to).len(), 1, "sent once, after the redrive");
+    assert_eq!(m["status"], "delivered");
+}
+
 /// While the archive cannot be written, a sent message stays owed to it (on the queue, not sent
 /// again); once it can be, it is archived with its recorded outcome and leaves the queue.
 #[tokio::test]
