@@ -172,9 +172,11 @@ async fn three_workers_share_the_queue_and_the_rate() {
         achieved <= RATE * 1.01,
         "achieved {achieved:.2}/s over the ceiling"
     );
+    // Not a speed check (bench/ measures the rate): three workers that lost the shared
+    // schedule's slots, or waited on one another, would fall far below the ceiling.
     assert!(
-        achieved >= RATE * 0.95,
-        "achieved {achieved:.2}/s, under 95% of the ceiling"
+        achieved >= RATE * 0.75,
+        "achieved {achieved:.2}/s, under 75% of the ceiling"
     );
     // Sends leave on an exact schedule; the relay sees them after a delivery latency that varies
     // under load, so its busiest second may hold a few more than the ceiling.

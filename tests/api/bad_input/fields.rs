@@ -149,12 +149,15 @@ pub fn native() -> Vec<Case> {
         if !v.is_array() {
             for field in ADDRESS_LISTS.into_iter().chain(["tags"]) {
                 let name = format!("{field}[0] {kind}");
-                cases.push(native_field(
-                    &name,
-                    field,
-                    json!([v.clone()]),
-                    format!("{field}[0]"),
-                ));
+                // An address list is one string or a list of them, and a value that is neither
+                // is refused as the whole list's ("to: an address string or an array of address
+                // strings"); a tag is named by its place.
+                let named = if field == "tags" {
+                    format!("{field}[0]")
+                } else {
+                    field.to_string()
+                };
+                cases.push(native_field(&name, field, json!([v.clone()]), named));
             }
             let headers = json!({"X-Campaign": v.clone()});
             cases.push(native_field(

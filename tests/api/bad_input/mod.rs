@@ -192,14 +192,19 @@ async fn judge(case: &Case, r: reqwest::Response) -> Option<String> {
     }
     if let Some(want) = &case.field {
         let field = error["field"].as_str().unwrap_or_default();
+        // A batch whose every entry is bad names the field within its entry.
         let batch_field = if v["results"].is_array() {
             format!("messages[0].{field}")
         } else {
             field.to_string()
         };
-        let named = [field, batch_field.as_str()]
-            .iter()
-            .any(|f| f.starts_with(want.as_str()) || want.starts_with(*f) && !f.is_empty());
+        // The field named is the one wanted, or a part of it (`to[1]` for `to`).
+        let names = |f: &str| {
+            f == want
+                || f.strip_prefix(want.as_str())
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        };
+        let named = !field.is_empty() && (names(field) || names(&batch_field));
         if !named || !message.contains(field) {
             return Some(format!("want field {want:?}, got {error}"));
         }
