@@ -429,3 +429,77 @@ fn limiter(
         .context("Invalid setting SEND_RATE_PER_SECOND: too small to make a period"),
     }
 }
+
+/// A build without a backend's feature (the default build has none) names the feature when a
+/// setting asks for that backend, instead of starting without it.
+#[cfg(test)]
+mod tests {
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::config::RawConfig;
+
+    /// The error `Backends::build` stops with, once `change` is made to valid settings.
+    #[allow(dead_code)]
+    async fn refused(change: impl FnOnce(&mut RawConfig)) -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut raw = RawConfig {
+            data_dir: dir.path().to_path_buf(),
+            api_token: Some(SecretString::from("unit-test-token-0123456789")),
+            delivery: "none".into(),
+            ..RawConfig::default()
+        };
+        change(&mut raw);
+        let settings = raw.into_settings().expect("valid settings");
+        match Backends::build(settings).await {
+            Ok(_) => panic!("built without the backend's feature"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    #[tokio::test]
+    async fn postgres_needs_its_feature() {
+        let e = refused(|r| {
+            r.database_url = Some(SecretString::from("postgres://u:p@127.0.0.1:1/mailroom"));
+        })
+        .await;
+        assert!(e.contains("`postgres` feature"), "{e}");
+    }
+
+    #[cfg(not(feature = "redis"))]
+    #[tokio::test]
+    async fn redis_needs_its_feature() {
+        let e = refused(|r| r.redis_url = Some(SecretString::from("redis://127.0.0.1:1"))).await;
+        assert!(e.contains("`redis` feature"), "{e}");
+    }
+
+    #[cfg(not(feature = "sqs"))]
+    #[tokio::test]
+    async fn sqs_needs_its_feature() {
+        let e = refused(|r| {
+            r.queue_backend = Some("sqs".into());
+            r.sqs_queue_url = Some("http://127.0.0.1:1/000000000000/mailroom".into());
+        })
+        .await;
+        assert!(e.contains("`sqs` feature"), "{e}");
+    }
+
+    #[cfg(not(feature = "kafka"))]
+    #[tokio::test]
+    async fn kafka_needs_its_feature() {
+        let e = refused(|r| {
+            r.queue_backend = Some("kafka".into());
+            r.kafka_brokers = Some("127.0.0.1:1".into());
+        })
+        .await;
+        assert!(e.contains("`kafka` feature"), "{e}");
+    }
+
+    #[cfg(not(feature = "ses"))]
+    #[tokio::test]
+    async fn ses_needs_its_feature() {
+        let e = refused(|r| r.delivery = "ses".into()).await;
+        assert!(e.contains("`ses` feature"), "{e}");
+    }
+}

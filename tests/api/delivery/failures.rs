@@ -195,7 +195,11 @@ async fn a_dead_letter_whose_archive_fails_is_counted_and_not_kept() {
     let doc: Value =
         serde_json::from_slice(&std::fs::read(&path).expect("archived")).expect("JSON");
     assert_eq!(doc["outcome"]["status"], "delivered", "{doc}");
-    assert_eq!(app.relay.received_for(&to).len(), 1, "sent once, after the redrive");
+    assert_eq!(
+        app.relay.received_for(&to).len(),
+        1,
+        "sent once, after the redrive"
+    );
     assert_eq!(m["status"], "delivered");
 }
 
