@@ -184,11 +184,18 @@ fn start_at_zero() {
     for api in ["compat", "native"] {
         metrics::counter!("mailroom_messages_accepted_total", "api" => api).absolute(0);
     }
+    for outcome in ["reloaded", "failed"] {
+        metrics::counter!("mailroom_template_reloads_total", "outcome" => outcome).absolute(0);
+    }
     metrics::gauge!("mailroom_delivery_paused").set(0.0);
 }
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "mailroom_template_reloads_total",
+        "Template reloads on SIGHUP, by outcome: reloaded, or failed (the set in use stays)."
+    );
     describe_counter!(
         "mailroom_http_requests_total",
         "HTTP requests by method, route and status."

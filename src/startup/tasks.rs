@@ -37,8 +37,12 @@ pub(super) async fn reload_on_sighup(
             Ok(loaded) => {
                 live.replace(loaded);
                 tracing::info!("SIGHUP: the templates were reloaded.");
+                metrics::counter!("mailroom_template_reloads_total", "outcome" => "reloaded")
+                    .increment(1);
             }
             Err(e) => {
+                metrics::counter!("mailroom_template_reloads_total", "outcome" => "failed")
+                    .increment(1);
                 tracing::error!(
                     error = format!("{e:#}"),
                     "SIGHUP: the templates were not reloaded; the ones in use stay."

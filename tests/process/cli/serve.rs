@@ -43,10 +43,32 @@ async fn sighup_reloads_the_templates() {
     assert_eq!(render("hello").await, Ok("Welcome back, Ann".to_string()));
     assert_eq!(render("bye").await, Ok("Goodbye Ann".to_string()));
 
-    // A syntax error: the reload fails and the set in use stays.
+    // A syntax error: the reload fails (counted: waited for, so the check below follows it)
+    // and the set in use stays.
+    let failed_reloads = || async {
+        let text = http
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .find_map(|l| l.strip_prefix("mailroom_template_reloads_total{outcome=\"failed\"} "))
+            .map(|v| v.parse::<u64>().expect("a count"))
+    };
+    assert_eq!(failed_reloads().await, Some(0));
     write("hello.subject", "Hello {{ name");
     hangup(pid);
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while failed_reloads().await != Some(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a failed reload within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(
         api.child.try_wait().expect("wait").is_none(),
         "still running"
