@@ -491,6 +491,41 @@ mod tests {
         assert!(err.contains("DEFAULT_FROM"), "{err}");
     }
 
+    /// The addresses from settings go into every compat message's headers: a line break in
+    /// them (an environment value pasted with one) is refused at start, as in a request.
+    #[test]
+    fn line_breaks_in_setting_addresses_are_refused() {
+        for value in [
+            "Evil\r\nBcc: x@evil.example <noreply@example.com>",
+            "Name <noreply@example.com>\r\nBcc: x@evil.example",
+            "\"Evil\nBcc: x@evil.example\" <noreply@example.com>",
+        ] {
+            let from = RawConfig {
+                default_from: Some(value.into()),
+                ..raw()
+            }
+            .into_settings();
+            assert!(
+                from.as_ref()
+                    .is_err_and(|e| e.to_string().contains("DEFAULT_FROM")),
+                "{value:?}: {:?}",
+                from.map(|s| s.default_from)
+            );
+            let to = RawConfig {
+                default_from: Some("noreply@example.com".into()),
+                compat_recipient: Some(value.into()),
+                ..raw()
+            }
+            .into_settings();
+            assert!(
+                to.as_ref()
+                    .is_err_and(|e| e.to_string().contains("COMPAT_RECIPIENT")),
+                "{value:?}: {:?}",
+                to.map(|s| s.compat_recipient)
+            );
+        }
+    }
+
     /// `S3_BUCKET_NAME` alone means an S3 archive; `SQS_QUEUE_URL` alone picks the SQS queue.
     #[test]
     fn seed_variables_pick_backends() {
