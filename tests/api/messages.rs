@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{error_field, native_body, spawn_app, unique_rcpt};
+use crate::helpers::{error_field, native_body, spawn_app, spawn_app_with, unique_rcpt};
 
 /// A valid message is 202; without a Bearer token, 401.
 #[tokio::test]
@@ -171,6 +171,85 @@ async fn idempotency_key_replays_or_rejects() {
         (code.as_str(), field.as_str()),
         ("invalid_field", "Idempotency-Key")
     );
+}
+
+/// A batch's Idempotency-Key works as a single message's: the same batch again is the first
+/// answer with no new message, another batch under the key is 422.
+#[tokio::test]
+async fn a_batch_idempotency_key_replays_or_rejects() {
+    let app = spawn_app().await;
+    let post = |body: Value| {
+        app.client
+            .post(app.url("/v1/messages/batch"))
+            .bearer_auth(&app.token)
+            .header("idempotency-key", "batch-7")
+            .json(&body)
+            .send()
+    };
+    let batch =
+        json!({"messages": [native_body(&unique_rcpt("b1")), native_body(&unique_rcpt("b2"))]});
+    let first = post(batch.clone()).await.expect("sent");
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.expect("JSON");
+    let again = post(batch).await.expect("sent");
+    assert_eq!(again.status(), 202);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.expect("JSON"), first);
+    assert_eq!(app.message_count().await, 2);
+    let other = json!({"messages": [native_body(&unique_rcpt("b3"))]});
+    let (code, _) = error_field(post(other).await.expect("sent"), 422).await;
+    assert_eq!(code, "idempotency_key_reused");
+    assert_eq!(app.message_count().await, 2);
+}
+
+/// MAX_BODY_BYTES holds for a body sent in chunks, with no Content-Length to refuse it by: a 413
+/// naming the limit, and nothing recorded; a body of exactly the limit is taken.
+#[tokio::test]
+async fn the_body_limit_holds_for_chunked_bodies() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const LIMIT: usize = 4096;
+    let app = spawn_app_with(|c| c.max_body_bytes = LIMIT).await;
+    let chunked = |body: &str| {
+        let mut request = format!(
+            "POST /v1/messages HTTP/1.1\r\nHost: mailroom\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            app.token
+        );
+        for chunk in body.as_bytes().chunks(1000) {
+            request.push_str(&format!("{:x}\r\n", chunk.len()));
+            request.push_str(std::str::from_utf8(chunk).expect("ASCII"));
+            request.push_str("\r\n");
+        }
+        request.push_str("0\r\n\r\n");
+        request
+    };
+    let host = app.address.trim_start_matches("http://").to_string();
+    let answer = |request: String| {
+        let host = host.clone();
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(host)
+                .await
+                .expect("connected");
+            stream.write_all(request.as_bytes()).await.expect("written");
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.expect("read");
+            response
+        }
+    };
+    let padded = |size: usize| {
+        let body = native_body(&unique_rcpt("chunked")).to_string();
+        format!("{body}{}", " ".repeat(size - body.len()))
+    };
+    let over = answer(chunked(&padded(2 * LIMIT))).await;
+    assert!(over.starts_with("HTTP/1.1 413"), "{over}");
+    assert!(
+        over.contains(&LIMIT.to_string()),
+        "the limit is named: {over}"
+    );
+    assert_eq!(app.message_count().await, 0);
+    let at = answer(chunked(&padded(LIMIT))).await;
+    assert!(at.starts_with("HTTP/1.1 202"), "{at}");
+    assert_eq!(app.message_count().await, 1);
 }
 
 /// Concurrent requests with one key make one message; every answer carries its id.
