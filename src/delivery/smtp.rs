@@ -11,8 +11,15 @@
 //! 44 ms per message against 0.8 ms with `TCP_NODELAY`). The transport has no option for it and
 //! its executor trait is sealed, so for `smtp://` mailroom opens the TCP connection itself, sets
 //! `TCP_NODELAY`, and hands it to lettre's own `AsyncSmtpConnection` (EHLO, STARTTLS, AUTH and the
-//! SMTP dialogue stay lettre's), keeping idle connections in a small pool. `smtps://` (TLS from
+//! SMTP commands stay lettre's), keeping idle connections in a small pool. `smtps://` (TLS from
 //! the first byte) keeps lettre's transport: lettre offers no way to hand it a TLS stream.
+//!
+//! On `smtp://` each step of a send has its own time limit: the session and each command
+//! `SMTP_TIMEOUT_SECS`, and the relay's answer to the end of the message the ten minutes of RFC
+//! 5321 (4.5.3.2.6), because a relay may scan a message, or pass it on, before it answers, and
+//! a message it took whose answer was cut off would be sent again at each try. lettre's
+//! `send` runs the commands as one call, so mailroom issues them itself with lettre's command
+//! types. On `smtps://` the whole send has `SMTP_TIMEOUT_SECS`.
 
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
@@ -20,7 +27,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, Tls, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 use lettre::transport::smtp::{PoolConfig, SMTP_PORT, SUBMISSION_PORT, SUBMISSIONS_PORT};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
@@ -80,6 +88,10 @@ enum Transport {
 /// more), and checked with NOOP before reuse after `NOOP_AFTER`.
 const IDLE_MAX: Duration = Duration::from_secs(50);
 const NOOP_AFTER: Duration = Duration::from_secs(5);
+
+/// How long the relay may take to answer the end of a message (RFC 5321, 4.5.3.2.6: at least
+/// ten minutes). The message's lease is kept alive meanwhile (`Worker::keep_alive`).
+const FINAL_REPLY_WITHIN: Duration = Duration::from_secs(600);
 
 /// How to reach an `smtp://` relay, and the connections to it that are idle.
 struct Direct {
@@ -158,16 +170,99 @@ impl Direct {
         }
     }
 
-    async fn send(&self, email: &lettre::Message) -> Result<Response, DeliveryError> {
-        let mut conn = self.checkout().await?;
-        // On an SMTP error lettre sends QUIT and marks the connection broken: it is not reused.
-        let response = conn
-            .send(email.envelope(), &email.formatted())
+    /// Sends one message, each step within its limit (`step` for the session and each command,
+    /// [`FINAL_REPLY_WITHIN`] for the answer to the message's end).
+    async fn send(
+        &self,
+        email: &lettre::Message,
+        step: Duration,
+    ) -> Result<Response, DeliveryError> {
+        let mut conn = tokio::time::timeout(step, self.checkout())
             .await
-            .map_err(classify)?;
-        self.checkin(conn);
-        Ok(response)
+            .map_err(|_| {
+                DeliveryError::Temporary(format!(
+                    "the relay did not answer within {} s (SMTP_TIMEOUT_SECS) while the session was opened",
+                    step.as_secs()
+                ))
+            })??;
+        match transact(&mut conn, email, step).await {
+            Ok(response) => {
+                self.checkin(conn);
+                Ok(response)
+            }
+            Err(e) => {
+                // After a refusal or a timeout the session is in no known state: it is closed
+                // (QUIT, briefly waited for) and not reused.
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn.abort()).await;
+                Err(e)
+            }
+        }
     }
+}
+
+/// One message over an open session: MAIL, RCPT for each recipient and DATA, each answered
+/// within `step`, then the message, whose end is answered within [`FINAL_REPLY_WITHIN`]. What
+/// lettre's `AsyncSmtpConnection::send` does, SMTPUTF8 and 8BITMIME included, with a time limit
+/// per step, which lettre's one call cannot have.
+async fn transact(
+    conn: &mut AsyncSmtpConnection,
+    email: &lettre::Message,
+    step: Duration,
+) -> Result<Response, DeliveryError> {
+    let envelope = email.envelope();
+    let body = email.formatted();
+    let mut options = Vec::new();
+    let non_ascii = envelope
+        .from()
+        .into_iter()
+        .chain(envelope.to())
+        .any(|a: &lettre::Address| !AsRef::<str>::as_ref(a).is_ascii());
+    if non_ascii {
+        if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+            return Err(DeliveryError::Permanent(
+                "an address is not ASCII and the relay does not offer SMTPUTF8".into(),
+            ));
+        }
+        options.push(MailParameter::SmtpUtfEight);
+    }
+    if !body.is_ascii() {
+        if !conn.server_info().supports_feature(Extension::EightBitMime) {
+            return Err(DeliveryError::Permanent(
+                "the message is not ASCII and the relay does not offer 8BITMIME".into(),
+            ));
+        }
+        options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    let timed_out = |what: &str, within: Duration| {
+        DeliveryError::Temporary(format!(
+            "the relay did not answer {what} within {} s{}",
+            within.as_secs(),
+            if within == step {
+                " (SMTP_TIMEOUT_SECS)"
+            } else {
+                "; it may have taken the message, which is tried again"
+            }
+        ))
+    };
+    let mail = Mail::new(envelope.from().cloned(), options);
+    tokio::time::timeout(step, conn.command(mail))
+        .await
+        .map_err(|_| timed_out("MAIL FROM", step))?
+        .map_err(classify)?;
+    for to in envelope.to() {
+        tokio::time::timeout(step, conn.command(Rcpt::new(to.clone(), vec![])))
+            .await
+            .map_err(|_| timed_out("RCPT TO", step))?
+            .map_err(classify)?;
+    }
+    tokio::time::timeout(step, conn.command(Data))
+        .await
+        .map_err(|_| timed_out("DATA", step))?
+        .map_err(classify)?;
+    tokio::time::timeout(FINAL_REPLY_WITHIN, conn.message(&body))
+        .await
+        .map_err(|_| timed_out("the end of the message", FINAL_REPLY_WITHIN))?
+        .map_err(classify)
 }
 
 /// The relay's host as a connect and a TLS server name take it: an IPv6 literal without the
@@ -323,23 +418,20 @@ impl Delivery for SmtpDelivery {
             .acquire()
             .await
             .map_err(|_| DeliveryError::Temporary("the SMTP transport is closed".into()))?;
-        let send = async {
-            match &self.transport {
-                Transport::Direct(direct) => direct.send(email).await,
-                Transport::Lettre(transport) => {
-                    transport.send(email.clone()).await.map_err(classify)
-                }
+        let sent = match &self.transport {
+            Transport::Direct(direct) => direct.send(email, self.send_timeout).await,
+            Transport::Lettre(transport) => {
+                tokio::time::timeout(self.send_timeout, transport.send(email.clone()))
+                    .await
+                    .map_err(|_| {
+                        DeliveryError::Temporary(format!(
+                            "the relay did not finish the send within {} s (SMTP_TIMEOUT_SECS)",
+                            self.send_timeout.as_secs()
+                        ))
+                    })
+                    .and_then(|sent| sent.map_err(classify))
             }
         };
-        let sent = tokio::time::timeout(self.send_timeout, send)
-            .await
-            .map_err(|_| {
-                DeliveryError::Temporary(format!(
-                    "the relay did not finish the send within {} s (SMTP_TIMEOUT_SECS)",
-                    self.send_timeout.as_secs()
-                ))
-            })
-            .and_then(|sent| sent);
         if let Err(DeliveryError::Paused(reason)) = &sent {
             self.pause.set("smtp", reason);
         }
