@@ -63,7 +63,10 @@ wait_port() {
 # refuses a self-signed CA certificate used directly as a server certificate).
 make_certificates() {
   local d=$SERVERS_DIR/tls
-  [[ -f $d/server.pem ]] && return 0
+  # Made once per SERVERS_DIR; made again when they would expire within the hour.
+  if [[ -f $d/server.pem ]] && openssl x509 -checkend 3600 -noout -in "$d/server.pem" >/dev/null; then
+    return 0
+  fi
   mkdir -p "$d"
   openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=mailroom test CA" \
     -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null

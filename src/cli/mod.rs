@@ -16,7 +16,7 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::config::Settings;
+use crate::config::{RawConfig, Settings};
 use crate::message::Status;
 use crate::startup::{Application, Backends, Roles, shutdown_on_signals};
 use crate::store::ListFilter;
@@ -151,15 +151,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    if let Command::Healthcheck { addr } = cli.command {
-        let bound =
-            crate::config::RawConfig::load_unresolved(cli.config.as_deref())?.health_addr()?;
-        let addr = addr.unwrap_or_else(|| local_addr(bound).to_string());
-        return check::healthcheck(addr).await;
-    }
+    let command = match cli.command {
+        // Before the settings: only its ports are read, and none when the address is given.
+        Command::Healthcheck { addr } => {
+            let addr = match addr {
+                Some(addr) => addr,
+                None => local_addr(RawConfig::health_addr(cli.config.as_deref())?).to_string(),
+            };
+            return check::healthcheck(addr).await;
+        }
+        command => command,
+    };
     let settings = Settings::load(cli.config.as_deref()).await?;
     telemetry::init_logs(settings.log_json);
-    match cli.command {
+    match command {
         Command::Serve => {
             serve(
                 settings,

@@ -47,7 +47,7 @@ impl RawConfig {
                 "SMTP_TIMEOUT_SECS",
                 self.smtp_timeout_secs,
                 format!(
-                    "expected at least 1 and less than VISIBILITY_TIMEOUT_SECS ({}), so a slow relay cannot outlive its lease",
+                    "expected at least 1 and less than VISIBILITY_TIMEOUT_SECS ({}), so that a lease outlives any one step the relay is slow to answer",
                     self.visibility_timeout_secs
                 ),
             ));

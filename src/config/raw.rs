@@ -201,12 +201,26 @@ impl RawConfig {
         Self::extract(figment)
     }
 
-    /// The same sources, with `ssm:` and `secretsmanager:` references left as they are written:
-    /// for `healthcheck`, which needs only the ports and runs every few seconds, where reading
-    /// each secret from AWS at every probe would cost calls and make a slow AWS API mark a
-    /// healthy process unhealthy.
-    pub fn load_unresolved(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
-        Self::extract(Self::figment(file)?)
+    /// Where `/health` is served (on METRICS_PORT for every role when it is set, on PORT
+    /// otherwise, at BIND_ADDRESS), from the same sources but reading those three settings
+    /// alone: `healthcheck` runs every few seconds, and resolving the `ssm:` and
+    /// `secretsmanager:` references of the others would call AWS at every probe (a slow AWS API
+    /// would then mark a healthy process unhealthy), and a reference in a number setting would
+    /// not even parse unresolved.
+    pub fn health_addr(
+        file: Option<&std::path::Path>,
+    ) -> Result<std::net::SocketAddr, ConfigError> {
+        #[derive(Deserialize)]
+        struct Ports {
+            port: u16,
+            metrics_port: Option<u16>,
+            bind_address: String,
+        }
+        let ports: Ports = extract(Self::figment(file)?)?;
+        Ok(std::net::SocketAddr::new(
+            super::settings::bind_ip(&ports.bind_address)?,
+            ports.metrics_port.unwrap_or(ports.port),
+        ))
     }
 
     /// The layered sources, not yet checked.
@@ -225,9 +239,15 @@ impl RawConfig {
     }
 
     fn extract(figment: Figment) -> Result<Self, ConfigError> {
-        // Lossy: a number or a boolean setting may be written as text ("8080", "true"), as every
-        // environment variable is.
-        figment.extract_lossy().map_err(|e| {
+        extract(figment)
+    }
+}
+
+/// The settings `T` reads from `figment`, or the first bad one named in words.
+fn extract<T: serde::de::DeserializeOwned>(figment: Figment) -> Result<T, ConfigError> {
+    // Lossy: a number or a boolean setting may be written as text ("8080", "true"), as every
+    // environment variable is.
+    figment.extract_lossy().map_err(|e| {
             if let figment::error::Kind::UnknownField(key, _) = &e.kind {
                 let source = e.metadata.as_ref().map(|m| m.name.to_string());
                 return ConfigError::Source(format!(
@@ -257,7 +277,6 @@ impl RawConfig {
             };
             ConfigError::Source(format!("Invalid setting {said}."))
         })
-    }
 }
 
 /// A value as it was written.

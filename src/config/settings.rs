@@ -108,29 +108,21 @@ const MAX_RETRY_MS: u64 = 12 * 3600 * 1000;
 /// The most sends at once after an idle spell.
 const MAX_BURST: u32 = 10_000;
 
+/// `BIND_ADDRESS` as an IP address.
+pub(super) fn bind_ip(value: &str) -> Result<IpAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        ConfigError::invalid(
+            "BIND_ADDRESS",
+            value,
+            "expected an IP address such as 127.0.0.1 or 0.0.0.0",
+        )
+    })
+}
+
 impl RawConfig {
-    fn bind_ip(&self) -> Result<IpAddr, ConfigError> {
-        self.bind_address.parse().map_err(|_| {
-            ConfigError::invalid(
-                "BIND_ADDRESS",
-                &self.bind_address,
-                "expected an IP address such as 127.0.0.1 or 0.0.0.0",
-            )
-        })
-    }
-
-    /// Where `/health` is served: on METRICS_PORT for every role when it is set, on PORT
-    /// otherwise, at BIND_ADDRESS.
-    pub fn health_addr(&self) -> Result<SocketAddr, ConfigError> {
-        Ok(SocketAddr::new(
-            self.bind_ip()?,
-            self.metrics_port.unwrap_or(self.port),
-        ))
-    }
-
     /// Checks every value and turns it into its typed form.
     pub fn into_settings(self) -> Result<Settings, ConfigError> {
-        let ip = self.bind_ip()?;
+        let ip = bind_ip(&self.bind_address)?;
         if self.metrics_port == Some(self.port) && self.port != 0 {
             return Err(ConfigError::invalid(
                 "METRICS_PORT",

@@ -67,8 +67,8 @@ pub struct SmtpDelivery {
     /// cannot open more connections than the relay was promised.
     connections: tokio::sync::Semaphore,
     pool_size: usize,
-    /// Connect timeouts cover the TCP connect only; this bounds a whole send, so a stalled
-    /// relay cannot hold a message past its lease.
+    /// `SMTP_TIMEOUT_SECS`: on `smtp://` the limit of opening a session and of each command
+    /// (the end of a message has [`FINAL_REPLY_WITHIN`]); on `smtps://` of a whole send.
     send_timeout: Duration,
     /// Set by a relay that says the account's daily quota is used up (SES's SMTP endpoint).
     pause: Pause,
@@ -129,19 +129,19 @@ impl Direct {
             .map_err(|e| DeliveryError::Temporary(format!("TCP_NODELAY: {e}")))?;
         let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello)
             .await
-            .map_err(session_refused)?;
+            .map_err(|e| classify(e, Step::Session))?;
         match &self.starttls {
             Some((params, required)) if *required || conn.can_starttls() => {
                 conn.starttls(params.clone(), &self.hello)
                     .await
-                    .map_err(session_refused)?;
+                    .map_err(|e| classify(e, Step::Session))?;
             }
             _ => {}
         }
         if let Some(credentials) = &self.credentials {
             conn.auth(DEFAULT_MECHANISMS, credentials)
                 .await
-                .map_err(session_refused)?;
+                .map_err(|e| classify(e, Step::Session))?;
         }
         Ok(conn)
     }
@@ -201,9 +201,13 @@ impl Direct {
 }
 
 /// One message over an open session: MAIL, RCPT for each recipient and DATA, each answered
-/// within `step`, then the message, whose end is answered within [`FINAL_REPLY_WITHIN`]. What
-/// lettre's `AsyncSmtpConnection::send` does, SMTPUTF8 and 8BITMIME included, with a time limit
-/// per step, which lettre's one call cannot have.
+/// within `step`, then the message, whose end is answered within [`FINAL_REPLY_WITHIN`] (or
+/// `step`, if longer). A copy of lettre 0.11's `AsyncSmtpConnection::send`, SMTPUTF8 and
+/// 8BITMIME included, with a time limit per step, which lettre's one call cannot have; one
+/// difference: a message that needs SMTPUTF8 or 8BITMIME from a relay that offers neither is a
+/// permanent failure here (lettre's client error was retried, to the same refusal, up to
+/// MAX_ATTEMPTS). mailroom sends ASCII addresses (IDNs in their ASCII form) and encodes bodies,
+/// so neither happens to its own messages.
 async fn transact(
     conn: &mut AsyncSmtpConnection,
     email: &lettre::Message,
@@ -233,36 +237,37 @@ async fn transact(
         }
         options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
-    let timed_out = |what: &str, within: Duration| {
+    let timed_out = |what: &str| {
         DeliveryError::Temporary(format!(
-            "the relay did not answer {what} within {} s{}",
-            within.as_secs(),
-            if within == step {
-                " (SMTP_TIMEOUT_SECS)"
-            } else {
-                "; it may have taken the message, which is tried again"
-            }
+            "the relay did not answer {what} within {} s (SMTP_TIMEOUT_SECS)",
+            step.as_secs()
         ))
     };
     let mail = Mail::new(envelope.from().cloned(), options);
     tokio::time::timeout(step, conn.command(mail))
         .await
-        .map_err(|_| timed_out("MAIL FROM", step))?
-        .map_err(classify)?;
+        .map_err(|_| timed_out("MAIL FROM"))?
+        .map_err(|e| classify(e, Step::Message))?;
     for to in envelope.to() {
         tokio::time::timeout(step, conn.command(Rcpt::new(to.clone(), vec![])))
             .await
-            .map_err(|_| timed_out("RCPT TO", step))?
-            .map_err(classify)?;
+            .map_err(|_| timed_out("RCPT TO"))?
+            .map_err(|e| classify(e, Step::Message))?;
     }
     tokio::time::timeout(step, conn.command(Data))
         .await
-        .map_err(|_| timed_out("DATA", step))?
-        .map_err(classify)?;
-    tokio::time::timeout(FINAL_REPLY_WITHIN, conn.message(&body))
+        .map_err(|_| timed_out("DATA"))?
+        .map_err(|e| classify(e, Step::Message))?;
+    let last = FINAL_REPLY_WITHIN.max(step);
+    tokio::time::timeout(last, conn.message(&body))
         .await
-        .map_err(|_| timed_out("the end of the message", FINAL_REPLY_WITHIN))?
-        .map_err(classify)
+        .map_err(|_| {
+            DeliveryError::Temporary(format!(
+                "the relay did not answer the end of the message within {} s; it may have taken it, and it is tried again",
+                last.as_secs()
+            ))
+        })?
+        .map_err(|e| classify(e, Step::Message))
 }
 
 /// The relay's host as a connect and a TLS server name take it: an IPv6 literal without the
@@ -364,44 +369,64 @@ impl SmtpDelivery {
     }
 }
 
-/// SES's SMTP endpoints: `email-smtp.REGION.amazonaws.com` (and the FIPS and China names).
+/// SES's SMTP endpoints: `email-smtp.REGION.amazonaws.com` (and the FIPS and China names), and
+/// their VPC endpoints (`vpce-ID.email-smtp.REGION.vpce.amazonaws.com`).
 fn is_ses_endpoint(host: &str) -> bool {
     let host = host.to_ascii_lowercase();
-    (host.starts_with("email-smtp.") || host.starts_with("email-smtp-fips."))
-        && (host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn"))
+    let amazon = host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn");
+    let ses = host.starts_with("email-smtp.")
+        || host.starts_with("email-smtp-fips.")
+        || (host.starts_with("vpce-") && host.contains(".email-smtp."));
+    amazon && ses
 }
 
-/// A failure before any message was named (greeting, EHLO, STARTTLS, AUTH) says nothing of the
-/// message: a 5xx there ("554 client host blocked", "502 STARTTLS not supported") refuses every
-/// message alike, so delivery pauses until the relay takes a session again (the worker's
-/// re-check connects the same way), instead of dead-lettering each message pulled meanwhile.
-/// A 4xx there is still a retry or a throttle, and a refused or timed-out connection a
-/// temporary failure, as DESIGN.md has them.
-fn session_refused(e: lettre::transport::smtp::Error) -> DeliveryError {
-    match classify(e) {
-        DeliveryError::Permanent(text) => {
-            DeliveryError::Paused(format!("the relay refused the session: {text}"))
-        }
-        other => other,
-    }
+/// Where in a send an SMTP failure came, which decides what it says of the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Opening a session on `smtp://`: the greeting, EHLO, STARTTLS, AUTH. No message is named
+    /// yet, so a failure there refuses every message alike.
+    Session,
+    /// A message's own commands (MAIL, RCPT, DATA) and its end, on `smtp://`.
+    Message,
+    /// Either: lettre's transport (`smtps://`) opens the session and sends in one call.
+    Whole,
 }
 
-/// Decides what an SMTP failure means for the message.
-fn classify(e: lettre::transport::smtp::Error) -> DeliveryError {
+/// Decides what an SMTP failure at `step` means for the message.
+///
+/// A session the relay refuses (a 5xx greeting: "554 client host blocked"; STARTTLS it does
+/// not offer; a certificate that does not verify; credentials it does not take) pauses
+/// delivery until the relay takes a session again (the worker's re-check opens one the same
+/// way), instead of spending the attempts of each message pulled meanwhile and dead-lettering
+/// them all: the setup is the operator's to fix. A 4xx there is still a retry or a throttle,
+/// and a refused, dropped or timed-out connection a temporary failure, as DESIGN.md has them.
+/// On `smtps://` only the answers that AUTH alone gives (534, 535, 538) can be told apart.
+fn classify(e: lettre::transport::smtp::Error, step: Step) -> DeliveryError {
     let text = e.to_string();
     let code = e.status().map(|c| c.to_string());
-    match code.as_deref() {
-        // Authentication problems are the operator's to fix, not the message's fault: delivery
-        // pauses (the worker re-checks the relay, with its credentials, until it takes them)
-        // rather than spending every message's attempts, then dead-lettering them all, behind
-        // a bad password.
-        Some("530" | "534" | "535" | "538") => DeliveryError::Paused(format!(
+    let auth = || {
+        DeliveryError::Paused(format!(
             "SMTP authentication failed, check SMTP_URL: {text}"
+        ))
+    };
+    match (code.as_deref(), step) {
+        (Some("530" | "534" | "535" | "538"), Step::Session) => auth(),
+        (Some("534" | "535" | "538"), Step::Whole) => auth(),
+        (Some(c), Step::Session) if c.starts_with('5') => {
+            DeliveryError::Paused(format!("the relay refused the session: {text}"))
+        }
+        (None, Step::Session) if e.is_client() || e.is_tls() => DeliveryError::Paused(format!(
+            "the session with the relay could not be set up, check SMTP_URL: {text}"
+        )),
+        // "530 authentication required" to a message's MAIL FROM: the relay's or its
+        // credentials' matter, not the message's; retried, never dead at once.
+        (Some("530" | "534" | "535" | "538"), _) => DeliveryError::Temporary(format!(
+            "SMTP authentication refused, check SMTP_URL: {text}"
         )),
         // SES's SMTP endpoint: "454 Throttling failure: Daily message quota exceeded."
-        Some("454") if quota_exhausted(&text) => DeliveryError::Paused(text),
+        (Some("454"), _) if quota_exhausted(&text) => DeliveryError::Paused(text),
         // "Too many connections" and provider rate limits: slow down.
-        Some("421" | "454") => DeliveryError::Throttled {
+        (Some("421" | "454"), _) => DeliveryError::Throttled {
             reason: text,
             retry_after: None,
         },
@@ -429,7 +454,7 @@ impl Delivery for SmtpDelivery {
                             self.send_timeout.as_secs()
                         ))
                     })
-                    .and_then(|sent| sent.map_err(classify))
+                    .and_then(|sent| sent.map_err(|e| classify(e, Step::Whole)))
             }
         };
         if let Err(DeliveryError::Paused(reason)) = &sent {
@@ -469,7 +494,7 @@ impl Delivery for SmtpDelivery {
                     Ok(false) => Err(DeliveryError::Temporary(
                         "the relay did not answer NOOP".into(),
                     )),
-                    Err(e) => Err(classify(e)),
+                    Err(e) => Err(classify(e, Step::Whole)),
                 },
             }
         };
@@ -536,10 +561,8 @@ mod tests {
         );
     }
 
-    /// An IPv6 literal is the relay's address and TLS name without its brackets; implicit TLS
-    /// to one builds (it stopped start-up with "TLS settings" before).
-    /// Through SES's SMTP endpoint a message costs a slot per recipient, as SES counts them;
-    /// through another relay, one.
+    /// Through SES's SMTP endpoint (or its VPC endpoint) a message costs a slot per recipient,
+    /// as SES counts them; through another relay, one.
     #[tokio::test]
     async fn ses_smtp_endpoints_count_recipients() {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -563,8 +586,14 @@ mod tests {
         assert_eq!(cost("smtps://u:p@EMAIL-SMTP.us-east-1.amazonaws.com"), 3);
         assert_eq!(cost("smtp://relay.example.com:25"), 1);
         assert_eq!(cost("smtp://email-smtp.example.com:25"), 1);
+        assert_eq!(
+            cost("smtp://u:p@vpce-0a1b2c3d-e4f5g6h7.email-smtp.eu-west-1.vpce.amazonaws.com:587"),
+            3
+        );
     }
 
+    /// An IPv6 literal is the relay's address and TLS name without its brackets; implicit TLS
+    /// to one builds (it stopped start-up with "TLS settings" before).
     #[tokio::test]
     async fn ipv6_literals() {
         let host = |u: &str| relay_host(&url::Url::parse(u).expect("a URL"));

@@ -432,7 +432,16 @@ fn limiter(
 
 /// A build without a backend's feature (the default build has none) names the feature when a
 /// setting asks for that backend, instead of starting without it.
-#[cfg(test)]
+#[cfg(all(
+    test,
+    not(all(
+        feature = "postgres",
+        feature = "redis",
+        feature = "sqs",
+        feature = "kafka",
+        feature = "ses"
+    ))
+))]
 mod tests {
     use secrecy::SecretString;
 
@@ -440,7 +449,6 @@ mod tests {
     use crate::config::RawConfig;
 
     /// The error `Backends::build` stops with, once `change` is made to valid settings.
-    #[allow(dead_code)]
     async fn refused(change: impl FnOnce(&mut RawConfig)) -> String {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut raw = RawConfig {

@@ -152,6 +152,8 @@ pub struct TestApp {
     pub shutdown: CancellationToken,
     pub backends_store: Arc<dyn mailroom::store::Store>,
     pub queue: Arc<dyn mailroom::queue::Queue>,
+    /// The worker's delivery backend (whether it is paused, and why).
+    pub delivery: Arc<dyn mailroom::delivery::Delivery>,
     /// With an external queue: what hands it the messages due later.
     pub scheduler: Option<Arc<mailroom::scheduler::Scheduler>>,
 }
@@ -213,6 +215,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
     let backends_store = app.backends().store.clone();
     let queue = app.backends().queue.clone();
     let scheduler = app.backends().scheduler();
+    let delivery = app.backends().delivery.clone();
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
@@ -226,6 +229,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
         shutdown,
         backends_store,
         queue,
+        delivery,
         scheduler,
     }
 }

@@ -274,19 +274,18 @@ async fn redis_limiter_is_shared_by_replicas() {
     let mut sends = sends.lock().expect("lock").clone();
     sends.sort();
     assert_eq!(sends.len(), 60);
-    // 59 intervals between the first and the last send at the least; one interval of slack for
-    // a first send whose wake-up came late (which shortens the span it starts). A new key's
-    // schedule starts after a wait (a lost schedule is waited out), so the span is measured
-    // from the first send, not from the start.
+    // 59 intervals between the first and the last send at the least (the ceiling holds; 5 ms
+    // for the clocks). A new key's schedule starts after a wait (a lost schedule is waited
+    // out), so the span is measured from the first send, not from the start.
     let span = (sends[59] - sends[0]).as_secs_f64();
     assert!(
-        span >= 58.0 / 40.0,
+        span >= 59.0 / 40.0 - 0.005,
         "60 sends in {span:.3} s: faster than 40/s"
     );
-    // Lost slots would each add an interval; wake-ups on a loaded machine add some too, so
-    // only a loss far beyond them fails here (bench/ measures the rate itself).
+    // Lost slots would each add an interval; late wake-ups on a loaded machine add a little
+    // too, so a few intervals are allowed (bench/ measures the rate itself).
     assert!(
-        span <= 59.0 / 40.0 + 0.5,
+        span <= 59.0 / 40.0 * 1.15,
         "60 sends in {span:.3} s: slots were lost"
     );
 }

@@ -46,23 +46,14 @@ async fn sighup_reloads_the_templates() {
     // A syntax error: the reload fails (counted: waited for, so the check below follows it)
     // and the set in use stays.
     let failed_reloads = || async {
-        let text = http
-            .get(format!("{url}/metrics"))
-            .send()
-            .await
-            .expect("sent")
-            .text()
-            .await
-            .expect("text");
-        text.lines()
-            .find_map(|l| l.strip_prefix("mailroom_template_reloads_total{outcome=\"failed\"} "))
-            .map(|v| v.parse::<u64>().expect("a count"))
+        let text = crate::checks::metrics_text(&api).await;
+        crate::checks::metric(&text, "mailroom_template_reloads_total{outcome=\"failed\"}")
     };
-    assert_eq!(failed_reloads().await, Some(0));
+    assert_eq!(failed_reloads().await, 0.0);
     write("hello.subject", "Hello {{ name");
     hangup(pid);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while failed_reloads().await != Some(1) {
+    while failed_reloads().await < 1.0 {
         assert!(
             std::time::Instant::now() < deadline,
             "a failed reload within 10 s"
@@ -319,4 +310,91 @@ async fn the_dead_letter_gauge_follows_the_store() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(relay.received_for(&rcpt).len(), 1, "sent once");
+}
+
+/// `mailroom serve` with no settings at all (DESIGN.md's first run): it makes its data directory
+/// and a token, saves the token, and prints the address, the token and a curl command that works
+/// as printed; started again on the same directory, it keeps the token and prints only where it
+/// is.
+#[tokio::test]
+async fn a_first_run_prints_the_address_the_token_and_a_working_curl() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("new-data-dir");
+    let start = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .arg("serve")
+            .env_clear()
+            .env("DATA_DIR", &data)
+            .env("PORT", "0")
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the binary runs");
+        let stdout = child.stdout.take().expect("piped");
+        (child, BufReader::new(stdout).lines())
+    };
+    let (mut first, mut lines) = start();
+    let mut printed = Vec::new();
+    while printed.len() < 6 {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("printed within 20 s")
+            .expect("readable")
+            .expect("a line");
+        printed.push(line);
+    }
+    let text = printed.join("\n");
+    let url = printed[0]
+        .strip_prefix("mailroom is listening on ")
+        .unwrap_or_else(|| panic!("the address first: {text}"));
+    let saved = std::fs::read_to_string(data.join("token")).expect("the token is saved");
+    let token = saved.trim();
+    assert!(token.len() >= 32, "a long random token: {token:?}");
+    assert_eq!(printed[2].trim(), token, "the token printed: {text}");
+    assert!(
+        printed[1].contains(&data.join("token").display().to_string()),
+        "where it is saved: {text}"
+    );
+    // The curl command, run as printed (its two lines joined as a shell would).
+    let curl = printed[4..6].join("\n");
+    assert!(curl.trim_start().starts_with("curl "), "{text}");
+    assert!(curl.contains(url) && curl.contains(token), "{curl}");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&curl)
+        .output()
+        .await
+        .expect("curl runs");
+    let answer = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(&answer).unwrap_or_else(|_| panic!("{answer}"));
+    assert_eq!(v["status"], "queued", "{v}");
+    first.kill().await.expect("stopped");
+
+    let (_second, mut lines) = start();
+    let mut again = Vec::new();
+    while again.len() < 2 {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("printed within 20 s")
+            .expect("readable")
+            .expect("a line");
+        again.push(line);
+    }
+    assert!(
+        again[0].starts_with("mailroom is listening on "),
+        "{again:?}"
+    );
+    assert!(again[1].starts_with("API token: in "), "{again:?}");
+    assert!(
+        !again.join("\n").contains(token),
+        "the token is not printed again"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("token"))
+            .expect("kept")
+            .trim(),
+        token
+    );
 }

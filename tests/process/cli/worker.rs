@@ -77,6 +77,8 @@ async fn a_worker_alone_answers_health_and_metrics() {
         ("PORT", port.as_str()),
         ("DATABASE_URL", "ssm:/mailroom/test/database-url"),
         ("API_TOKEN", "secretsmanager:mailroom/test/token"),
+        // A number setting too, which would not parse unresolved.
+        ("SEND_RATE_PER_SECOND", "ssm:/mailroom/test/rate"),
         ("AWS_REGION", "us-east-1"),
         ("AWS_ENDPOINT_URL", "http://127.0.0.1:1"),
     ];

@@ -196,8 +196,8 @@ resource "aws_launch_template" "this" {
   }
 
   metadata_options {
-    http_endpoint               = "enabled"
-    http_tokens                 = "required"
+    http_endpoint = "enabled"
+    http_tokens   = "required"
     # 2: the container runs on Docker's bridge network, one hop past the instance, and reaches
     # the instance role's credentials through IMDSv2 only if the token's reply can travel it.
     http_put_response_hop_limit = 2

@@ -377,6 +377,11 @@ variable "metrics_port" {
   description = "METRICS_PORT for both roles: /metrics and /health on a port of their own, which the load balancer never reaches. null serves them on the API port (the load balancer answers /metrics there with 404)."
   type        = number
   default     = null
+
+  validation {
+    condition     = var.metrics_port == null || try(var.metrics_port > 0 && var.metrics_port < 65536 && var.metrics_port != 8080, false)
+    error_message = "metrics_port must be null or a TCP port other than 8080, the API's port (mailroom refuses METRICS_PORT equal to PORT)."
+  }
 }
 
 variable "metrics_scraper_security_group_ids" {
