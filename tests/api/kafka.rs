@@ -382,6 +382,26 @@ async fn status_changes_are_published_in_order() {
     assert!(more.is_empty());
 }
 
+/// Pushes a mailroom message behind records that are not, and acknowledges it: it is the only
+/// one leased.
+async fn a_message_behind_poison_is_leased_alone(queue: &dyn Queue) {
+    let message = message(0);
+    queue
+        .push(std::slice::from_ref(&message))
+        .await
+        .pop()
+        .expect("one result")
+        .expect("pushed");
+    let mut leases = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while leases.is_empty() && std::time::Instant::now() < deadline {
+        leases = queue.pull(10).await.expect("pull");
+    }
+    assert_eq!(leases.len(), 1, "only the mailroom message is leased");
+    assert_eq!(leases[0].message.id, message.id);
+    queue.ack(leases.pop().expect("one")).await.expect("ack");
+}
+
 /// A record that is not a mailroom message is copied to the dead-letter topic with the reason,
 /// and does not hold up the message behind it or the partition's commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,21 +421,7 @@ async fn poison_records_go_to_the_dead_letter_topic() {
         )
         .await
         .expect("produced");
-    let message = message(0);
-    queue
-        .push(std::slice::from_ref(&message))
-        .await
-        .pop()
-        .expect("one result")
-        .expect("pushed");
-    let mut leases = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while leases.is_empty() && std::time::Instant::now() < deadline {
-        leases = queue.pull(10).await.expect("pull");
-    }
-    assert_eq!(leases.len(), 1, "only the mailroom message is leased");
-    assert_eq!(leases[0].message.id, message.id);
-    queue.ack(leases.pop().expect("one")).await.expect("ack");
+    a_message_behind_poison_is_leased_alone(queue.as_ref()).await;
     assert_eq!(
         queue.depth().await.expect("depth").messages,
         0,
@@ -485,21 +491,7 @@ async fn poison_records_too_large_for_the_error_header_are_copied_bare_or_passed
         )
         .await
         .expect("the oversized junk record produced");
-    let message = message(0);
-    queue
-        .push(std::slice::from_ref(&message))
-        .await
-        .pop()
-        .expect("one result")
-        .expect("pushed");
-    let mut leases = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while leases.is_empty() && std::time::Instant::now() < deadline {
-        leases = queue.pull(10).await.expect("pull");
-    }
-    assert_eq!(leases.len(), 1, "only the mailroom message is leased");
-    assert_eq!(leases[0].message.id, message.id);
-    queue.ack(leases.pop().expect("one")).await.expect("ack");
+    a_message_behind_poison_is_leased_alone(queue.as_ref()).await;
     // Each junk record takes a commit tick or two (with the header, then bare).
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
