@@ -392,6 +392,25 @@ enum Step {
     Whole,
 }
 
+/// Whether TLS itself refused the session (a certificate that does not verify, no protocol
+/// version or cipher in common), as against the network failing under it: lettre reports both
+/// as a connection error, with rustls's error somewhere in its sources.
+fn tls_refused(e: &lettre::transport::smtp::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
 /// Decides what an SMTP failure at `step` means for the message.
 ///
 /// A session the relay refuses (a 5xx greeting: "554 client host blocked"; STARTTLS it does
@@ -415,9 +434,11 @@ fn classify(e: lettre::transport::smtp::Error, step: Step) -> DeliveryError {
         (Some(c), Step::Session) if c.starts_with('5') => {
             DeliveryError::Paused(format!("the relay refused the session: {text}"))
         }
-        (None, Step::Session) if e.is_client() || e.is_tls() => DeliveryError::Paused(format!(
-            "the session with the relay could not be set up, check SMTP_URL: {text}"
-        )),
+        (None, Step::Session) if e.is_client() || e.is_tls() || tls_refused(&e) => {
+            DeliveryError::Paused(format!(
+                "the session with the relay could not be set up, check SMTP_URL: {text}"
+            ))
+        }
         // "530 authentication required" to a message's MAIL FROM: the relay's or its
         // credentials' matter, not the message's; retried, never dead at once.
         (Some("530" | "534" | "535" | "538"), _) => DeliveryError::Temporary(format!(

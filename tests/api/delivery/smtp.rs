@@ -381,6 +381,30 @@ async fn a_relay_that_refuses_the_session_pauses_delivery() {
         paused.as_deref().is_some_and(|r| r.contains("STARTTLS")),
         "{paused:?}"
     );
+
+    // A relay certificate no trusted CA signed (the test relay's, without its `ca_file`).
+    let smtp_url = format!(
+        "smtp://{}:{}@127.0.0.1:{}?tls=required",
+        relay.user, relay.password, relay.tls_port
+    );
+    let app = spawn_app_with(move |c| {
+        c.smtp_url = Some(smtp_url.into());
+        c.max_attempts = 1;
+    })
+    .await;
+    let id = app.send_to(&unique_rcpt("untrusted")).await;
+    assert_eq!(app.worker.run_once().await.expect("pull"), 1);
+    let m = app.get_message(&id).await;
+    assert_eq!(
+        (&m["status"], &m["attempts"]),
+        (&"queued".into(), &0.into()),
+        "{m}"
+    );
+    let paused = app.delivery.paused();
+    assert!(
+        paused.as_deref().is_some_and(|r| r.contains("certificate")),
+        "{paused:?}"
+    );
 }
 
 /// A relay named by an IPv6 literal is reached: the URL's brackets are not part of the address
