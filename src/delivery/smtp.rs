@@ -4,34 +4,34 @@
 //! (implicit TLS), plain `smtp://host:25`. A private relay CA can be trusted with
 //! `&ca_file=/path/ca.pem`.
 //!
-//! Why `smtp://` does not go through lettre's pooled transport: lettre 0.11 writes a message and
-//! its `\r\n.\r\n` terminator in two writes on a socket without `TCP_NODELAY`, so Nagle's
-//! algorithm holds the terminator back until the relay's delayed ACK, about 40 ms on Linux: one
-//! connection then carries at most ~25 messages a second (`bench/smtp_write_probe.py` measures
-//! 44 ms per message against 0.8 ms with `TCP_NODELAY`). The transport has no option for it and
-//! its executor trait is sealed, so for `smtp://` mailroom opens the TCP connection itself, sets
-//! `TCP_NODELAY`, and hands it to lettre's own `AsyncSmtpConnection` (EHLO, STARTTLS, AUTH and the
-//! SMTP commands stay lettre's), keeping idle connections in a small pool. `smtps://` (TLS from
-//! the first byte) keeps lettre's transport: lettre offers no way to hand it a TLS stream.
+//! Why mailroom does not use lettre's pooled transport: lettre 0.11 writes a message and its
+//! `\r\n.\r\n` terminator in two writes on a socket without `TCP_NODELAY`, so Nagle's algorithm
+//! holds the terminator back until the relay's delayed ACK, about 40 ms on Linux: one connection
+//! then carries at most ~25 messages a second (`bench/smtp_write_probe.py` measures 44 ms per
+//! message against 0.8 ms with `TCP_NODELAY`). The transport has no option for it and its
+//! executor trait is sealed, so mailroom opens the TCP connection itself, sets `TCP_NODELAY`,
+//! for `smtps://` starts TLS on it with lettre's own TLS code, and hands it to lettre's
+//! `AsyncSmtpConnection` (EHLO, STARTTLS, AUTH and the SMTP commands stay lettre's), keeping
+//! idle connections in a small pool.
 //!
-//! On `smtp://` each step of a send has its own time limit: the session and each command
+//! Each step of a send has its own time limit: the session and each command
 //! `SMTP_TIMEOUT_SECS`, and the relay's answer to the end of the message the ten minutes of RFC
 //! 5321 (4.5.3.2.6), because a relay may scan a message, or pass it on, before it answers, and
-//! a message it took whose answer was cut off would be sent again at each try. lettre's
-//! `send` runs the commands as one call, so mailroom issues them itself with lettre's command
-//! types. On `smtps://` the whole send has `SMTP_TIMEOUT_SECS`.
+//! a message it took whose answer was cut off would be sent again at each try. lettre's `send`
+//! runs the commands as one call, so mailroom issues them itself with lettre's command types.
 
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
+};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
-use lettre::transport::smtp::{PoolConfig, SMTP_PORT, SUBMISSION_PORT, SUBMISSIONS_PORT};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::transport::smtp::{SMTP_PORT, SUBMISSION_PORT, SUBMISSIONS_PORT};
 
 use super::{Delivery, DeliveryError, Pause, Receipt, quota_exhausted};
 
@@ -62,26 +62,19 @@ pub fn check_url(url: &str) -> Result<(), String> {
 }
 
 pub struct SmtpDelivery {
-    transport: Transport,
+    relay: Direct,
     /// Caps open connections (lettre's pool caps only idle ones), so a burst of deliveries
     /// cannot open more connections than the relay was promised.
     connections: tokio::sync::Semaphore,
     pool_size: usize,
-    /// `SMTP_TIMEOUT_SECS`: on `smtp://` the limit of opening a session and of each command
-    /// (the end of a message has [`FINAL_REPLY_WITHIN`]); on `smtps://` of a whole send.
+    /// `SMTP_TIMEOUT_SECS`: the limit of opening a session and of each command (the end of a
+    /// message has [`FINAL_REPLY_WITHIN`]).
     send_timeout: Duration,
     /// Set by a relay that says the account's daily quota is used up (SES's SMTP endpoint).
     pause: Pause,
     /// The relay is SES's SMTP endpoint (`email-smtp.REGION.amazonaws.com`), whose send rate
     /// counts recipients, as SES's API does.
     counts_recipients: bool,
-}
-
-enum Transport {
-    /// `smtp://`, plain or STARTTLS: mailroom's own connections, with `TCP_NODELAY`.
-    Direct(Direct),
-    /// `smtps://`: lettre's pooled transport.
-    Lettre(AsyncSmtpTransport<Tokio1Executor>),
 }
 
 /// An idle connection is dropped after this long (relays close idle sessions after a minute or
@@ -93,11 +86,16 @@ const NOOP_AFTER: Duration = Duration::from_secs(5);
 /// ten minutes). The message's lease is kept alive meanwhile (`Worker::keep_alive`).
 const FINAL_REPLY_WITHIN: Duration = Duration::from_secs(600);
 
-/// How to reach an `smtp://` relay, and the connections to it that are idle.
+/// How to reach the relay, and the connections to it that are idle.
 struct Direct {
     host: String,
     port: u16,
     hello: ClientId,
+    /// `smtps://`: TLS from the first byte, to this server name.
+    implicit_tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     /// `None`: plain; `Some((params, true))`: STARTTLS required; `(params, false)`: if offered.
     starttls: Option<(TlsParameters, bool)>,
     credentials: Option<Credentials>,
@@ -127,7 +125,26 @@ impl Direct {
         })?;
         tcp.set_nodelay(true)
             .map_err(|e| DeliveryError::Temporary(format!("TCP_NODELAY: {e}")))?;
-        let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello)
+        let stream: Box<dyn AsyncTokioStream> = match &self.implicit_tls {
+            None => Box::new(tcp),
+            Some((connector, name)) => {
+                let tls = connector.connect(name.clone(), tcp).await.map_err(|e| {
+                    // TLS refusing the session (a certificate that does not verify) is the
+                    // setup's to fix, as a refused session is; the network failing, a retry.
+                    let refused = e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
+                    let text = format!("TLS with the relay {}:{}: {e}", self.host, self.port);
+                    if refused {
+                        DeliveryError::Paused(format!(
+                            "the session with the relay could not be set up, check SMTP_URL: {text}"
+                        ))
+                    } else {
+                        DeliveryError::Temporary(text)
+                    }
+                })?;
+                Box::new(ImplicitTls(tls))
+            }
+        };
+        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
             .await
             .map_err(|e| classify(e, Step::Session))?;
         match &self.starttls {
@@ -197,6 +214,51 @@ impl Direct {
                 Err(e)
             }
         }
+    }
+}
+
+/// An `smtps://` session's stream: TLS (rustls, as lettre's) over mailroom's own TCP
+/// connection, with `TCP_NODELAY`, handed to lettre's connection as the stream it takes.
+#[derive(Debug)]
+struct ImplicitTls(tokio_rustls::client::TlsStream<tokio::net::TcpStream>);
+
+impl tokio::io::AsyncRead for ImplicitTls {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for ImplicitTls {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
     }
 }
 
@@ -298,6 +360,41 @@ fn tls_parameters(parsed: &url::Url) -> Result<TlsParameters, String> {
     params.build().map_err(|e| format!("TLS settings: {e}"))
 }
 
+/// The TLS settings of an `smtps://` relay: the web's root CAs (as lettre trusts for STARTTLS),
+/// and the private CA in `ca_file` when one is given, for the relay's own name.
+fn implicit_tls(
+    parsed: &url::Url,
+) -> Result<
+    (
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    ),
+    String,
+> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(ca_file) = parsed
+        .query_pairs()
+        .find(|(k, _)| k == "ca_file")
+        .map(|(_, v)| v.into_owned())
+    {
+        let pem =
+            std::fs::read(&ca_file).map_err(|e| format!("cannot read ca_file {ca_file}: {e}"))?;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert = cert.map_err(|e| format!("ca_file {ca_file}: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("ca_file {ca_file}: {e}"))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(relay_host(parsed))
+        .map_err(|e| format!("the relay's host is not a TLS server name: {e}"))?;
+    Ok((std::sync::Arc::new(config).into(), name))
+}
+
 impl SmtpDelivery {
     pub fn new(url: &str, timeout: Duration, pool_size: u32) -> Result<Self, String> {
         check_url(url)?;
@@ -325,41 +422,30 @@ impl SmtpDelivery {
             name => ClientId::Domain(name.to_string()),
         };
         let counts_recipients = is_ses_endpoint(&relay_host(&parsed));
-        let transport = if parsed.scheme() == "smtps" {
-            // TLS from the first byte, which `builder_dangerous` leaves to the `tls` set here.
-            let mut builder =
-                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(relay_host(&parsed))
-                    .port(parsed.port().unwrap_or(SUBMISSIONS_PORT))
-                    .tls(Tls::Wrapper(tls_parameters(&parsed)?))
-                    .hello_name(hello)
-                    .timeout(Some(timeout))
-                    .pool_config(PoolConfig::new().max_size(pool_size.max(1)));
-            if let Some(credentials) = credentials {
-                builder = builder.credentials(credentials);
-            }
-            Transport::Lettre(builder.build())
+        let (implicit_tls, starttls, default_port) = if parsed.scheme() == "smtps" {
+            (Some(implicit_tls(&parsed)?), None, SUBMISSIONS_PORT)
         } else {
-            let starttls = match tls_mode.as_deref() {
-                Some(mode) => Some((tls_parameters(&parsed)?, mode == "required")),
-                None => None,
-            };
-            let default_port = if starttls.is_some() {
-                SUBMISSION_PORT
-            } else {
-                SMTP_PORT
-            };
-            Transport::Direct(Direct {
-                host: relay_host(&parsed),
-                port: parsed.port().unwrap_or(default_port),
-                hello,
-                starttls,
-                credentials,
-                connect_timeout: timeout,
-                idle: std::sync::Mutex::new(Vec::new()),
-            })
+            match tls_mode.as_deref() {
+                Some(mode) => (
+                    None,
+                    Some((tls_parameters(&parsed)?, mode == "required")),
+                    SUBMISSION_PORT,
+                ),
+                None => (None, None, SMTP_PORT),
+            }
+        };
+        let relay = Direct {
+            host: relay_host(&parsed),
+            port: parsed.port().unwrap_or(default_port),
+            hello,
+            implicit_tls,
+            starttls,
+            credentials,
+            connect_timeout: timeout,
+            idle: std::sync::Mutex::new(Vec::new()),
         };
         Ok(Self {
-            transport,
+            relay,
             connections: tokio::sync::Semaphore::new(pool_size.max(1) as usize),
             pool_size: pool_size.max(1) as usize,
             send_timeout: timeout,
@@ -383,13 +469,11 @@ fn is_ses_endpoint(host: &str) -> bool {
 /// Where in a send an SMTP failure came, which decides what it says of the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
-    /// Opening a session on `smtp://`: the greeting, EHLO, STARTTLS, AUTH. No message is named
-    /// yet, so a failure there refuses every message alike.
+    /// Opening a session: TLS (`smtps://`), the greeting, EHLO, STARTTLS, AUTH. No message is
+    /// named yet, so a failure there refuses every message alike.
     Session,
-    /// A message's own commands (MAIL, RCPT, DATA) and its end, on `smtp://`.
+    /// A message's own commands (MAIL, RCPT, DATA) and its end.
     Message,
-    /// Either: lettre's transport (`smtps://`) opens the session and sends in one call.
-    Whole,
 }
 
 /// Whether TLS itself refused the session (a certificate that does not verify, no protocol
@@ -402,7 +486,9 @@ fn tls_refused(e: &lettre::transport::smtp::Error) -> bool {
             return true;
         }
         if let Some(io) = cause.downcast_ref::<std::io::Error>()
-            && io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
         {
             return true;
         }
@@ -419,7 +505,6 @@ fn tls_refused(e: &lettre::transport::smtp::Error) -> bool {
 /// way), instead of spending the attempts of each message pulled meanwhile and dead-lettering
 /// them all: the setup is the operator's to fix. A 4xx there is still a retry or a throttle,
 /// and a refused, dropped or timed-out connection a temporary failure, as DESIGN.md has them.
-/// On `smtps://` only the answers that AUTH alone gives (534, 535, 538) can be told apart.
 fn classify(e: lettre::transport::smtp::Error, step: Step) -> DeliveryError {
     let text = e.to_string();
     let code = e.status().map(|c| c.to_string());
@@ -430,7 +515,6 @@ fn classify(e: lettre::transport::smtp::Error, step: Step) -> DeliveryError {
     };
     match (code.as_deref(), step) {
         (Some("530" | "534" | "535" | "538"), Step::Session) => auth(),
-        (Some("534" | "535" | "538"), Step::Whole) => auth(),
         (Some(c), Step::Session) if c.starts_with('5') => {
             DeliveryError::Paused(format!("the relay refused the session: {text}"))
         }
@@ -464,20 +548,7 @@ impl Delivery for SmtpDelivery {
             .acquire()
             .await
             .map_err(|_| DeliveryError::Temporary("the SMTP transport is closed".into()))?;
-        let sent = match &self.transport {
-            Transport::Direct(direct) => direct.send(email, self.send_timeout).await,
-            Transport::Lettre(transport) => {
-                tokio::time::timeout(self.send_timeout, transport.send(email.clone()))
-                    .await
-                    .map_err(|_| {
-                        DeliveryError::Temporary(format!(
-                            "the relay did not finish the send within {} s (SMTP_TIMEOUT_SECS)",
-                            self.send_timeout.as_secs()
-                        ))
-                    })
-                    .and_then(|sent| sent.map_err(|e| classify(e, Step::Whole)))
-            }
-        };
+        let sent = self.relay.send(email, self.send_timeout).await;
         if let Err(DeliveryError::Paused(reason)) = &sent {
             self.pause.set("smtp", reason);
         }
@@ -497,26 +568,15 @@ impl Delivery for SmtpDelivery {
         // covers the TCP connect only, and a relay that accepts and then says nothing (an
         // implicit-TLS port named with `smtp://`, a stuck relay) would hold it for ever.
         let ask = async {
-            match &self.transport {
-                Transport::Direct(direct) => {
-                    let mut conn = direct.connect().await?;
-                    let answered = conn.test_connected().await;
-                    conn.abort().await;
-                    if answered {
-                        Ok(())
-                    } else {
-                        Err(DeliveryError::Temporary(
-                            "the relay did not answer NOOP".into(),
-                        ))
-                    }
-                }
-                Transport::Lettre(transport) => match transport.test_connection().await {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err(DeliveryError::Temporary(
-                        "the relay did not answer NOOP".into(),
-                    )),
-                    Err(e) => Err(classify(e, Step::Whole)),
-                },
+            let mut conn = self.relay.connect().await?;
+            let answered = conn.test_connected().await;
+            conn.abort().await;
+            if answered {
+                Ok(())
+            } else {
+                Err(DeliveryError::Temporary(
+                    "the relay did not answer NOOP".into(),
+                ))
             }
         };
         let answered = tokio::time::timeout(self.send_timeout, ask)

@@ -382,29 +382,38 @@ async fn a_relay_that_refuses_the_session_pauses_delivery() {
         "{paused:?}"
     );
 
-    // A relay certificate no trusted CA signed (the test relay's, without its `ca_file`).
-    let smtp_url = format!(
-        "smtp://{}:{}@127.0.0.1:{}?tls=required",
-        relay.user, relay.password, relay.tls_port
-    );
-    let app = spawn_app_with(move |c| {
-        c.smtp_url = Some(smtp_url.into());
-        c.max_attempts = 1;
-    })
-    .await;
-    let id = app.send_to(&unique_rcpt("untrusted")).await;
-    assert_eq!(app.worker.run_once().await.expect("pull"), 1);
-    let m = app.get_message(&id).await;
-    assert_eq!(
-        (&m["status"], &m["attempts"]),
-        (&"queued".into(), &0.into()),
-        "{m}"
-    );
-    let paused = app.delivery.paused();
-    assert!(
-        paused.as_deref().is_some_and(|r| r.contains("certificate")),
-        "{paused:?}"
-    );
+    // A relay certificate no trusted CA signed (the test relay's, without its `ca_file`), by
+    // STARTTLS and by implicit TLS.
+    for smtp_url in [
+        format!(
+            "smtp://{}:{}@127.0.0.1:{}?tls=required",
+            relay.user, relay.password, relay.tls_port
+        ),
+        format!(
+            "smtps://{}:{}@127.0.0.1:{}",
+            relay.user, relay.password, relay.smtps_port
+        ),
+    ] {
+        let url = smtp_url.clone();
+        let app = spawn_app_with(move |c| {
+            c.smtp_url = Some(url.into());
+            c.max_attempts = 1;
+        })
+        .await;
+        let id = app.send_to(&unique_rcpt("untrusted")).await;
+        assert_eq!(app.worker.run_once().await.expect("pull"), 1);
+        let m = app.get_message(&id).await;
+        assert_eq!(
+            (&m["status"], &m["attempts"]),
+            (&"queued".into(), &0.into()),
+            "{smtp_url}: {m}"
+        );
+        let paused = app.delivery.paused();
+        assert!(
+            paused.as_deref().is_some_and(|r| r.contains("certificate")),
+            "{smtp_url}: {paused:?}"
+        );
+    }
 }
 
 /// A relay named by an IPv6 literal is reached: the URL's brackets are not part of the address
@@ -429,23 +438,41 @@ async fn a_relay_named_by_an_ipv6_literal_is_reached() {
 /// MAX_ATTEMPTS copies.)
 #[tokio::test]
 async fn a_slow_answer_to_the_end_of_a_message_is_waited_for() {
-    let app = spawn_app_with(|c| {
-        c.smtp_timeout_secs = 1;
-        c.max_attempts = 2;
-    })
-    .await;
-    let to = unique_rcpt("slow-2500");
-    let id = app.send_to(&to).await;
-    let started = Instant::now();
-    app.dispatch_all_pending().await;
-    assert!(started.elapsed() >= Duration::from_millis(2_500));
-    let m = app.get_message(&id).await;
-    assert_eq!(
-        (&m["status"], &m["attempts"]),
-        (&"delivered".into(), &1.into()),
-        "{m}"
-    );
-    assert_eq!(app.relay.received_for(&to).len(), 1, "sent once");
+    let relay = crate::helpers::Relay::from_env();
+    for smtp_url in [
+        relay.plain_url(),
+        format!(
+            "smtps://{}:{}@127.0.0.1:{}?ca_file={}",
+            relay.user, relay.password, relay.smtps_port, relay.ca
+        ),
+    ] {
+        let url = smtp_url.clone();
+        let app = spawn_app_with(move |c| {
+            c.smtp_url = Some(url.into());
+            c.smtp_timeout_secs = 1;
+            c.max_attempts = 2;
+        })
+        .await;
+        let to = unique_rcpt("slow-2500");
+        let id = app.send_to(&to).await;
+        let started = Instant::now();
+        app.dispatch_all_pending().await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(2_500),
+            "{smtp_url}"
+        );
+        let m = app.get_message(&id).await;
+        assert_eq!(
+            (&m["status"], &m["attempts"]),
+            (&"delivered".into(), &1.into()),
+            "{smtp_url}: {m}"
+        );
+        assert_eq!(
+            app.relay.received_for(&to).len(),
+            1,
+            "{smtp_url}: sent once"
+        );
+    }
 }
 
 /// A relay that stalls on a command (here RCPT TO) is cut off after SMTP_TIMEOUT_SECS and the
