@@ -387,7 +387,12 @@ fn implicit_tls(
                 .map_err(|e| format!("ca_file {ca_file}: {e}"))?;
         }
     }
-    let config = rustls::ClientConfig::builder()
+    // The provider named here, not the process's default: a library user that installed none
+    // gets no panic.
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS settings: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     let name = rustls::pki_types::ServerName::try_from(relay_host(parsed))
