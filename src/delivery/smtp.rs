@@ -1,4 +1,5 @@
-//! `DELIVERY=smtp`: an async, pooled lettre transport to the relay in `SMTP_URL`.
+//! `DELIVERY=smtp`: lettre's SMTP client over a small pool of connections to the relay in
+//! `SMTP_URL`.
 //!
 //! `smtp://user:pass@host:587?tls=required` (STARTTLS), `?tls=opportunistic`, `smtps://host:465`
 //! (implicit TLS), plain `smtp://host:25`. A private relay CA can be trusted with
@@ -10,7 +11,8 @@
 //! then carries at most ~25 messages a second (`bench/smtp_write_probe.py` measures 44 ms per
 //! message against 0.8 ms with `TCP_NODELAY`). The transport has no option for it and its
 //! executor trait is sealed, so mailroom opens the TCP connection itself, sets `TCP_NODELAY`,
-//! for `smtps://` starts TLS on it with lettre's own TLS code, and hands it to lettre's
+//! for `smtps://` starts TLS on it (rustls, set up as lettre sets it up for STARTTLS), and hands
+//! it to lettre's
 //! `AsyncSmtpConnection` (EHLO, STARTTLS, AUTH and the SMTP commands stay lettre's), keeping
 //! idle connections in a small pool.
 //!
@@ -47,6 +49,12 @@ pub fn check_url(url: &str) -> Result<(), String> {
     }
     for (k, v) in parsed.query_pairs() {
         match (k.as_ref(), v.as_ref()) {
+            ("tls", _) if parsed.scheme() == "smtps" => {
+                return Err(
+                    "tls= is for STARTTLS on smtp://; smtps:// is TLS from the first byte (for STARTTLS on port 587: smtp://host:587?tls=required)"
+                        .into(),
+                );
+            }
             ("tls", "required" | "opportunistic") | ("ca_file", _) => {}
             ("tls", other) => {
                 return Err(format!("tls={other} is not one of required, opportunistic"));
@@ -63,8 +71,8 @@ pub fn check_url(url: &str) -> Result<(), String> {
 
 pub struct SmtpDelivery {
     relay: Direct,
-    /// Caps open connections (lettre's pool caps only idle ones), so a burst of deliveries
-    /// cannot open more connections than the relay was promised.
+    /// Caps open connections (the pool keeps only idle ones), so a burst of deliveries cannot
+    /// open more connections than the relay was promised.
     connections: tokio::sync::Semaphore,
     pool_size: usize,
     /// `SMTP_TIMEOUT_SECS`: the limit of opening a session and of each command (the end of a
@@ -131,7 +139,10 @@ impl Direct {
                 let tls = connector.connect(name.clone(), tcp).await.map_err(|e| {
                     // TLS refusing the session (a certificate that does not verify) is the
                     // setup's to fix, as a refused session is; the network failing, a retry.
-                    let refused = e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
+                    let refused = e
+                        .get_ref()
+                        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                        .is_some_and(setup_refused);
                     let text = format!("TLS with the relay {}:{}: {e}", self.host, self.port);
                     if refused {
                         DeliveryError::Paused(format!(
@@ -163,16 +174,16 @@ impl Direct {
         Ok(conn)
     }
 
-    /// An idle connection that still answers, or a new one.
-    async fn checkout(&self) -> Result<AsyncSmtpConnection, DeliveryError> {
+    /// An idle connection that still answers, or a new one; and whether it was idle.
+    async fn checkout(&self) -> Result<(AsyncSmtpConnection, bool), DeliveryError> {
         loop {
             let idle = self.idle.lock().expect("the pool lock").pop();
             let Some((mut conn, since)) = idle else {
-                return self.connect().await;
+                return Ok((self.connect().await?, false));
             };
             let idle_for = since.elapsed();
             if idle_for < NOOP_AFTER || (idle_for < IDLE_MAX && conn.test_connected().await) {
-                return Ok(conn);
+                return Ok((conn, true));
             }
             conn.abort().await;
         }
@@ -194,25 +205,57 @@ impl Direct {
         email: &lettre::Message,
         step: Duration,
     ) -> Result<Response, DeliveryError> {
-        let mut conn = tokio::time::timeout(step, self.checkout())
+        let opening = |what| {
+            DeliveryError::Temporary(format!(
+                "the relay did not answer within {} s (SMTP_TIMEOUT_SECS) while {what}",
+                step.as_secs()
+            ))
+        };
+        let (mut conn, idle) = tokio::time::timeout(step, self.checkout())
             .await
-            .map_err(|_| {
-                DeliveryError::Temporary(format!(
-                    "the relay did not answer within {} s (SMTP_TIMEOUT_SECS) while the session was opened",
-                    step.as_secs()
-                ))
-            })??;
-        match transact(&mut conn, email, step).await {
+            .map_err(|_| opening("the session was opened"))??;
+        let mut sent = transact(&mut conn, email, step).await;
+        if idle && matches!(sent, Err(Failure { unsent: true, .. })) {
+            // An idle session the relay closed meanwhile (it was reused without a NOOP, having
+            // been idle less than NOOP_AFTER): nothing of the message went out, so it is sent
+            // on a new session rather than counted as a failed attempt.
+            close(conn).await;
+            conn = tokio::time::timeout(step, self.connect())
+                .await
+                .map_err(|_| opening("a new session was opened"))??;
+            sent = transact(&mut conn, email, step).await;
+        }
+        match sent {
             Ok(response) => {
                 self.checkin(conn);
                 Ok(response)
             }
-            Err(e) => {
-                // After a refusal or a timeout the session is in no known state: it is closed
-                // (QUIT, briefly waited for) and not reused.
-                let _ = tokio::time::timeout(Duration::from_secs(1), conn.abort()).await;
-                Err(e)
+            Err(failure) => {
+                close(conn).await;
+                Err(failure.error)
             }
+        }
+    }
+}
+
+/// After a refusal or a timeout a session is in no known state: it is closed (QUIT, briefly
+/// waited for) and not reused.
+async fn close(mut conn: AsyncSmtpConnection) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.abort()).await;
+}
+
+/// Why a message's commands failed, and whether the session was gone before any of them was
+/// answered (the first command got no reply at all: nothing of the message was sent).
+struct Failure {
+    error: DeliveryError,
+    unsent: bool,
+}
+
+impl From<DeliveryError> for Failure {
+    fn from(error: DeliveryError) -> Self {
+        Failure {
+            error,
+            unsent: false,
         }
     }
 }
@@ -274,7 +317,7 @@ async fn transact(
     conn: &mut AsyncSmtpConnection,
     email: &lettre::Message,
     step: Duration,
-) -> Result<Response, DeliveryError> {
+) -> Result<Response, Failure> {
     let envelope = email.envelope();
     let body = email.formatted();
     let mut options = Vec::new();
@@ -287,7 +330,8 @@ async fn transact(
         if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
             return Err(DeliveryError::Permanent(
                 "an address is not ASCII and the relay does not offer SMTPUTF8".into(),
-            ));
+            )
+            .into());
         }
         options.push(MailParameter::SmtpUtfEight);
     }
@@ -295,7 +339,8 @@ async fn transact(
         if !conn.server_info().supports_feature(Extension::EightBitMime) {
             return Err(DeliveryError::Permanent(
                 "the message is not ASCII and the relay does not offer 8BITMIME".into(),
-            ));
+            )
+            .into());
         }
         options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
@@ -309,7 +354,10 @@ async fn transact(
     tokio::time::timeout(step, conn.command(mail))
         .await
         .map_err(|_| timed_out("MAIL FROM"))?
-        .map_err(|e| classify(e, Step::Message))?;
+        .map_err(|e| Failure {
+            unsent: e.status().is_none() && !e.is_client(),
+            error: classify(e, Step::Message),
+        })?;
     for to in envelope.to() {
         tokio::time::timeout(step, conn.command(Rcpt::new(to.clone(), vec![])))
             .await
@@ -321,7 +369,7 @@ async fn transact(
         .map_err(|_| timed_out("DATA"))?
         .map_err(|e| classify(e, Step::Message))?;
     let last = FINAL_REPLY_WITHIN.max(step);
-    tokio::time::timeout(last, conn.message(&body))
+    let response = tokio::time::timeout(last, conn.message(&body))
         .await
         .map_err(|_| {
             DeliveryError::Temporary(format!(
@@ -329,7 +377,8 @@ async fn transact(
                 last.as_secs()
             ))
         })?
-        .map_err(|e| classify(e, Step::Message))
+        .map_err(|e| classify(e, Step::Message))?;
+    Ok(response)
 }
 
 /// The relay's host as a connect and a TLS server name take it: an IPv6 literal without the
@@ -343,8 +392,8 @@ fn relay_host(parsed: &url::Url) -> String {
     }
 }
 
-/// The STARTTLS or implicit-TLS parameters for the relay: its name, and the private CA in
-/// `ca_file` when one is given.
+/// The STARTTLS parameters for the relay: its name, and the private CA in `ca_file` when one is
+/// given (for `smtps://`: [`implicit_tls`]).
 fn tls_parameters(parsed: &url::Url) -> Result<TlsParameters, String> {
     let mut params = TlsParameters::builder(relay_host(parsed));
     if let Some(ca_file) = parsed
@@ -360,8 +409,9 @@ fn tls_parameters(parsed: &url::Url) -> Result<TlsParameters, String> {
     params.build().map_err(|e| format!("TLS settings: {e}"))
 }
 
-/// The TLS settings of an `smtps://` relay: the web's root CAs (as lettre trusts for STARTTLS),
-/// and the private CA in `ca_file` when one is given, for the relay's own name.
+/// The TLS settings of an `smtps://` relay: the web's root CAs and the private CA in `ca_file`
+/// when one is given, for the relay's own name, as lettre's [`tls_parameters`] for STARTTLS
+/// (kept alike: a change to one is a change to the other).
 fn implicit_tls(
     parsed: &url::Url,
 ) -> Result<
@@ -380,11 +430,16 @@ fn implicit_tls(
     {
         let pem =
             std::fs::read(&ca_file).map_err(|e| format!("cannot read ca_file {ca_file}: {e}"))?;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        use rustls::pki_types::pem::PemObject;
+        let before = roots.len();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(|e| format!("ca_file {ca_file}: {e}"))?;
             roots
                 .add(cert)
                 .map_err(|e| format!("ca_file {ca_file}: {e}"))?;
+        }
+        if roots.len() == before {
+            return Err(format!("ca_file {ca_file} holds no certificate"));
         }
     }
     // The provider named here, not the process's default: a library user that installed none
@@ -481,25 +536,36 @@ enum Step {
     Message,
 }
 
-/// Whether TLS itself refused the session (a certificate that does not verify, no protocol
-/// version or cipher in common), as against the network failing under it: lettre reports both
-/// as a connection error, with rustls's error somewhere in its sources.
+/// Whether TLS itself refused the session, as against the network failing under it: lettre
+/// reports both as a connection error, with rustls's error somewhere in its sources.
 fn tls_refused(e: &lettre::transport::smtp::Error) -> bool {
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
-        if cause.is::<rustls::Error>() {
-            return true;
-        }
-        if let Some(io) = cause.downcast_ref::<std::io::Error>()
-            && io
-                .get_ref()
-                .is_some_and(|inner| inner.is::<rustls::Error>())
-        {
-            return true;
+        let tls = cause.downcast_ref::<rustls::Error>().or_else(|| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(tls) = tls {
+            return setup_refused(tls);
         }
         source = cause.source();
     }
     false
+}
+
+/// A TLS failure that the settings, not the moment, cause: a certificate that does not verify
+/// (or none), or no protocol version or cipher suite in common. Other TLS errors (an alert from
+/// a sick relay, a corrupt record) are retried like any broken connection, so one bad node
+/// behind a relay's load balancer does not pause every worker.
+fn setup_refused(e: &rustls::Error) -> bool {
+    matches!(
+        e,
+        rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::PeerIncompatible(_)
+    )
 }
 
 /// Decides what an SMTP failure at `step` means for the message.
@@ -645,6 +711,24 @@ mod tests {
                 .unwrap_err()
                 .contains("colour")
         );
+    }
+
+    /// `tls=` with `smtps://` is refused (it is for STARTTLS), and so is a `ca_file` that holds no
+    /// certificate: both would otherwise show only at the first send, as a paused delivery.
+    #[test]
+    fn smtps_settings_that_cannot_work_are_refused() {
+        let err = check_url("smtps://relay.example.com:587?tls=required").expect_err("refused");
+        assert!(err.contains("smtp://host:587?tls=required"), "{err}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("written");
+        let built = SmtpDelivery::new(
+            &format!("smtps://relay.example.com?ca_file={}", empty.display()),
+            Duration::from_secs(1),
+            1,
+        );
+        let err = built.err().expect("refused");
+        assert!(err.contains("holds no certificate"), "{err}");
     }
 
     /// Through SES's SMTP endpoint (or its VPC endpoint) a message costs a slot per recipient,

@@ -475,6 +475,71 @@ async fn a_slow_answer_to_the_end_of_a_message_is_waited_for() {
     }
 }
 
+/// A pooled session the relay closed while it was idle (reused without a NOOP, idle under 5 s)
+/// costs the next message nothing: no part of it went out, so it is sent on a new session, on
+/// its first attempt. (Before, the closed session's failure was the message's: deferred.)
+#[tokio::test]
+async fn a_session_the_relay_closed_while_idle_is_replaced() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bound");
+    let port = listener.local_addr().expect("address").port();
+    let received = Arc::new(AtomicUsize::new(0));
+    let count = received.clone();
+    // A relay that ends each session after one message, without a word.
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).lines();
+                let _ = write.write_all(b"220 closes.example ESMTP\r\n").await;
+                let mut in_data = false;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if in_data {
+                        if line == "." {
+                            count.fetch_add(1, Ordering::SeqCst);
+                            let _ = write.write_all(b"250 2.0.0 queued\r\n").await;
+                            return;
+                        }
+                        continue;
+                    }
+                    let answer: &[u8] = match line.get(..4).map(str::to_ascii_uppercase).as_deref()
+                    {
+                        Some("EHLO") => b"250 closes.example\r\n",
+                        Some("MAIL" | "RCPT") => b"250 2.1.0 OK\r\n",
+                        Some("DATA") => {
+                            in_data = true;
+                            b"354 go ahead\r\n"
+                        }
+                        _ => b"221 2.0.0 Bye\r\n",
+                    };
+                    let _ = write.write_all(answer).await;
+                }
+            });
+        }
+    });
+    let smtp_url = format!("smtp://127.0.0.1:{port}");
+    let app = spawn_app_with(move |c| c.smtp_url = Some(smtp_url.into())).await;
+    let first = app.send_to(&unique_rcpt("closed-1")).await;
+    app.dispatch_all_pending().await;
+    assert_eq!(app.get_message(&first).await["status"], "delivered");
+    // The first session is back in the pool, and closed by the relay.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = app.send_to(&unique_rcpt("closed-2")).await;
+    app.dispatch_all_pending().await;
+    let m = app.get_message(&second).await;
+    assert_eq!(
+        (&m["status"], &m["attempts"]),
+        (&"delivered".into(), &1.into()),
+        "{m}"
+    );
+    assert_eq!(received.load(Ordering::SeqCst), 2);
+}
+
 /// A relay that stalls on a command (here RCPT TO) is cut off after SMTP_TIMEOUT_SECS and the
 /// message deferred, so a stuck session cannot hold a delivery for ever.
 #[tokio::test]
