@@ -396,17 +396,24 @@ fn relay_host(parsed: &url::Url) -> String {
 /// given (for `smtps://`: [`implicit_tls`]).
 fn tls_parameters(parsed: &url::Url) -> Result<TlsParameters, String> {
     let mut params = TlsParameters::builder(relay_host(parsed));
-    if let Some(ca_file) = parsed
-        .query_pairs()
-        .find(|(k, _)| k == "ca_file")
-        .map(|(_, v)| v.into_owned())
-    {
-        let pem =
-            std::fs::read(&ca_file).map_err(|e| format!("cannot read ca_file {ca_file}: {e}"))?;
+    if let Some((ca_file, pem)) = ca_file(parsed)? {
         let cert = Certificate::from_pem(&pem).map_err(|e| format!("ca_file {ca_file}: {e}"))?;
         params = params.add_root_certificate(cert);
     }
     params.build().map_err(|e| format!("TLS settings: {e}"))
+}
+
+/// The `ca_file` of `SMTP_URL`, if one is named: its path and what it holds.
+fn ca_file(parsed: &url::Url) -> Result<Option<(String, Vec<u8>)>, String> {
+    let Some(path) = parsed
+        .query_pairs()
+        .find(|(k, _)| k == "ca_file")
+        .map(|(_, v)| v.into_owned())
+    else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(&path).map_err(|e| format!("cannot read ca_file {path}: {e}"))?;
+    Ok(Some((path, pem)))
 }
 
 /// The TLS settings of an `smtps://` relay: the web's root CAs and the private CA in `ca_file`
@@ -423,13 +430,7 @@ fn implicit_tls(
 > {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(ca_file) = parsed
-        .query_pairs()
-        .find(|(k, _)| k == "ca_file")
-        .map(|(_, v)| v.into_owned())
-    {
-        let pem =
-            std::fs::read(&ca_file).map_err(|e| format!("cannot read ca_file {ca_file}: {e}"))?;
+    if let Some((ca_file, pem)) = ca_file(parsed)? {
         use rustls::pki_types::pem::PemObject;
         let before = roots.len();
         for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
