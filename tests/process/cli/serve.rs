@@ -254,14 +254,15 @@ async fn a_paused_provider_leaves_serve_ready_to_accept() {
 
 /// `mailroom serve` publishes how many messages are dead-lettered now: a 550 turns the gauge to
 /// 1 within a maintenance round (5 s), and a redrive of it back to 0 once the next round reads
-/// the store again.
+/// the store again. The dead letter is listed and redriven with the command line, beside the
+/// running server, as an operator on the host would; the server delivers the redriven copy.
 #[tokio::test]
 async fn the_dead_letter_gauge_follows_the_store() {
     let _turn = crate::HEAVY.lock().await;
     let token = "gauge-token-0123456789abcdef";
     // Refused once, so the redriven copy is delivered.
     let rcpt = unique_rcpt("fail-550-1");
-    let (_dir, relay, server) = serve_through_the_relay(token, &rcpt).await;
+    let (dir, relay, server) = serve_through_the_relay(token, &rcpt).await;
     let http = reqwest::Client::new();
     let gauge_reaches = |want: f64| {
         let server = &server;
@@ -293,13 +294,11 @@ async fn the_dead_letter_gauge_follows_the_store() {
         .expect("an id")
         .to_string();
     gauge_reaches(1.0).await;
-    let r = http
-        .post(format!("{}/v1/dead-letters/{id}/redrive", server.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(r.status(), 202);
+    let (ok, out, err) = super::cli(dir.path(), &[], &["dead-letters", "list"]).await;
+    assert!(ok && out.contains(&id) && out.contains("550"), "{out}{err}");
+    let (ok, out, err) = super::cli(dir.path(), &[], &["dead-letters", "redrive", &id]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains(&format!("{id} redriven")), "{out}");
     gauge_reaches(0.0).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     while relay.received_for(&rcpt).is_empty() {
