@@ -282,3 +282,72 @@ async fn check_and_migrate_on_postgres_and_redis() {
         "{out}"
     );
 }
+
+/// SIGTERM to a `mailroom worker` on PostgreSQL while it delivers, as ECS and the EC2 group stop
+/// a task: it exits within the grace period with status 0, leaves no lease taken in the
+/// PostgreSQL queue (what it held went back at once, not at its visibility timeout), and a worker
+/// started after it delivers the rest, none of them twice.
+#[tokio::test]
+async fn a_worker_on_postgres_drains_on_sigterm() {
+    use sqlx::Connection;
+    let _turn = crate::HEAVY.lock().await;
+    let relay = Relay::from_env();
+    // 300 messages at 20/s take 15 s: the signal comes in the middle of them.
+    let mut c = cluster_with_rate(20.0).await;
+    c.env.push(("SHUTDOWN_GRACE_SECS", "3".into()));
+    let (mut api, ids) = c.load(300).await;
+    let mut first = c.worker(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while received_ids(&relay, &c.rcpt).len() < 20 {
+        assert!(Instant::now() < deadline, "the first worker delivers");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = first.id().expect("running").to_string();
+    let sent = Instant::now();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(killed.success());
+    let exit = tokio::time::timeout(Duration::from_secs(10), first.wait())
+        .await
+        .expect("exits")
+        .expect("reaped");
+    assert!(exit.success(), "exit status {exit:?}");
+    // SHUTDOWN_GRACE_SECS=3, and a second for the process to end once its work is done.
+    assert!(
+        sent.elapsed() < Duration::from_secs(4),
+        "exited {:?} after SIGTERM, past the grace period",
+        sent.elapsed()
+    );
+    let database_url = c
+        .env
+        .iter()
+        .find(|(k, _)| *k == "DATABASE_URL")
+        .map(|(_, v)| v.clone())
+        .expect("a database");
+    let mut db = sqlx::PgConnection::connect(&database_url)
+        .await
+        .expect("PostgreSQL");
+    let (taken, waiting): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE lease_token IS NOT NULL), count(*) FROM queue",
+    )
+    .fetch_one(&mut db)
+    .await
+    .expect("query");
+    let delivered = received_ids(&relay, &c.rcpt).len();
+    eprintln!("at SIGTERM's end: {delivered} delivered, {waiting} waiting, {taken} leased");
+    assert_eq!(taken, 0, "no lease left taken");
+    assert!(waiting > 0, "the signal came before the end of the work");
+    let mut second = c.worker(1);
+    c.wait_delivered(&ids, &relay, Duration::from_secs(90))
+        .await;
+    let twice: Vec<_> = received_ids(&relay, &c.rcpt)
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    assert!(twice.is_empty(), "sent twice: {twice:?}");
+    second.start_kill().expect("stop");
+    api.child.start_kill().expect("stop");
+}
