@@ -619,8 +619,8 @@ def main() -> int:
             f"`\\r\\n.\\r\\n` go out as two writes without TCP_NODELAY (lettre 0.11's own transport), against "
             f"{probe['one_write_nagle_ms']:.1f} ms in one write and {fmt(probe.get('two_writes_nodelay_ms'), 1)} ms with "
             "TCP_NODELAY: Nagle's algorithm holds the terminator until the relay acknowledges the body, and the "
-            "relay delays that acknowledgement. mailroom opens its `smtp://` connections itself with TCP_NODELAY "
-            "(`src/delivery/smtp.rs`), so the client is no longer what limits a drain: the single-process relay, "
+            "relay delays that acknowledgement. mailroom opens its SMTP connections itself with TCP_NODELAY "
+            "(`src/delivery/smtp/session.rs`), so the client is no longer what limits a drain: the single-process relay, "
             f"at {fmt(smtp_relay_pct[32])}% of a core during the concurrency-32 drain, is. Against it mailroom sends "
             "faster than the Python client does."
         )

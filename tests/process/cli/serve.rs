@@ -320,30 +320,35 @@ async fn a_first_run_prints_the_address_the_token_and_a_working_curl() {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("new-data-dir");
-    let start = || {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mailroom"))
-            .arg("serve")
-            .env_clear()
-            .env("DATA_DIR", &data)
-            .env("PORT", "0")
-            .env("RUST_LOG", "error")
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the binary runs");
-        let stdout = child.stdout.take().expect("piped");
-        (child, BufReader::new(stdout).lines())
+    // Starts `serve` on the data directory and reads the first `n` lines it prints.
+    let start = |n: usize| {
+        let data = data.clone();
+        async move {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_mailroom"))
+                .arg("serve")
+                .env_clear()
+                .env("DATA_DIR", &data)
+                .env("PORT", "0")
+                .env("RUST_LOG", "error")
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("the binary runs");
+            let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+            let mut printed = Vec::new();
+            while printed.len() < n {
+                let line =
+                    tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+                        .await
+                        .expect("printed within 20 s")
+                        .expect("readable")
+                        .expect("a line");
+                printed.push(line);
+            }
+            (child, printed)
+        }
     };
-    let (mut first, mut lines) = start();
-    let mut printed = Vec::new();
-    while printed.len() < 6 {
-        let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("printed within 20 s")
-            .expect("readable")
-            .expect("a line");
-        printed.push(line);
-    }
+    let (mut first, printed) = start(6).await;
     let text = printed.join("\n");
     let url = printed[0]
         .strip_prefix("mailroom is listening on ")
@@ -371,16 +376,7 @@ async fn a_first_run_prints_the_address_the_token_and_a_working_curl() {
     assert_eq!(v["status"], "queued", "{v}");
     first.kill().await.expect("stopped");
 
-    let (_second, mut lines) = start();
-    let mut again = Vec::new();
-    while again.len() < 2 {
-        let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("printed within 20 s")
-            .expect("readable")
-            .expect("a line");
-        again.push(line);
-    }
+    let (_second, again) = start(2).await;
     assert!(
         again[0].starts_with("mailroom is listening on "),
         "{again:?}"
