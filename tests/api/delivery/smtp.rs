@@ -284,37 +284,36 @@ async fn tls_and_auth() {
         assert_eq!(got.len(), 1, "{name}");
         assert_eq!(got[0].login.as_deref(), Some(relay.user.as_str()), "{name}");
     }
-    for (name, bad) in [
-        (
-            "starttls",
-            url("smtp", relay.tls_port, "wrong-password", "tls=required&"),
-        ),
-        (
-            "smtps",
-            url("smtps", relay.smtps_port, "wrong-password", ""),
-        ),
+    for bad in [
+        url("smtp", relay.tls_port, "wrong-password", "tls=required&"),
+        url("smtps", relay.smtps_port, "wrong-password", ""),
     ] {
-        let app = spawn_app_with(move |c| {
-            c.smtp_url = Some(bad.into());
-            c.max_attempts = 1;
-        })
-        .await;
-        let id = app.send_to(&unique_rcpt("badauth")).await;
-        assert_eq!(app.worker.run_once().await.expect("pull"), 1, "{name}");
-        let m = app.get_message(&id).await;
-        assert_eq!(
-            (&m["status"], &m["attempts"]),
-            (&"queued".into(), &0.into()),
-            "{name}: {m}"
-        );
-        let paused = app.delivery.paused();
-        assert!(
-            paused
-                .as_deref()
-                .is_some_and(|r| r.contains("authentication")),
-            "{name}: {paused:?}"
-        );
+        pauses_without_an_attempt(bad, "authentication").await;
     }
+}
+
+/// Sends one message through `smtp_url` (`MAX_ATTEMPTS=1`) and checks that delivery paused
+/// for a reason that says `why`, leaving the message queued with no attempt spent.
+async fn pauses_without_an_attempt(smtp_url: String, why: &str) {
+    let url = smtp_url.clone();
+    let app = spawn_app_with(move |c| {
+        c.smtp_url = Some(url.into());
+        c.max_attempts = 1;
+    })
+    .await;
+    let id = app.send_to(&unique_rcpt("paused")).await;
+    assert_eq!(app.worker.run_once().await.expect("pull"), 1, "{smtp_url}");
+    let m = app.get_message(&id).await;
+    assert_eq!(
+        (&m["status"], &m["attempts"]),
+        (&"queued".into(), &0.into()),
+        "{smtp_url}: {m}"
+    );
+    let paused = app.delivery.paused();
+    assert!(
+        paused.as_deref().is_some_and(|r| r.contains(why)),
+        "{smtp_url}: {paused:?}"
+    );
 }
 
 /// A relay that refuses the session itself (a 5xx greeting: "554 client host blocked"), or a
@@ -339,48 +338,16 @@ async fn a_relay_that_refuses_the_session_pauses_delivery() {
             });
         }
     });
-    let smtp_url = format!("smtp://127.0.0.1:{port}");
-    let app = spawn_app_with(move |c| {
-        c.smtp_url = Some(smtp_url.into());
-        c.max_attempts = 1;
-    })
-    .await;
-    let id = app.send_to(&unique_rcpt("blocked")).await;
-    assert_eq!(app.worker.run_once().await.expect("pull"), 1);
-    let m = app.get_message(&id).await;
-    assert_eq!(
-        (&m["status"], &m["attempts"]),
-        (&"queued".into(), &0.into()),
-        "{m}"
-    );
-    let paused = app.delivery.paused();
-    assert!(
-        paused.as_deref().is_some_and(|r| r.contains("554")),
-        "{paused:?}"
-    );
+    pauses_without_an_attempt(format!("smtp://127.0.0.1:{port}"), "554").await;
 
     // STARTTLS required of a relay that does not offer it: a setting to fix, paused alike
     // (lettre's client error, which has no reply code, was a temporary failure of each message).
     let relay = crate::helpers::Relay::from_env();
-    let smtp_url = format!("smtp://127.0.0.1:{}?tls=required", relay.port);
-    let app = spawn_app_with(move |c| {
-        c.smtp_url = Some(smtp_url.into());
-        c.max_attempts = 1;
-    })
+    pauses_without_an_attempt(
+        format!("smtp://127.0.0.1:{}?tls=required", relay.port),
+        "STARTTLS",
+    )
     .await;
-    let id = app.send_to(&unique_rcpt("no-starttls")).await;
-    assert_eq!(app.worker.run_once().await.expect("pull"), 1);
-    let m = app.get_message(&id).await;
-    assert_eq!(
-        (&m["status"], &m["attempts"]),
-        (&"queued".into(), &0.into()),
-        "{m}"
-    );
-    let paused = app.delivery.paused();
-    assert!(
-        paused.as_deref().is_some_and(|r| r.contains("STARTTLS")),
-        "{paused:?}"
-    );
 
     // A relay certificate no trusted CA signed (the test relay's, without its `ca_file`), by
     // STARTTLS and by implicit TLS.
@@ -394,25 +361,7 @@ async fn a_relay_that_refuses_the_session_pauses_delivery() {
             relay.user, relay.password, relay.smtps_port
         ),
     ] {
-        let url = smtp_url.clone();
-        let app = spawn_app_with(move |c| {
-            c.smtp_url = Some(url.into());
-            c.max_attempts = 1;
-        })
-        .await;
-        let id = app.send_to(&unique_rcpt("untrusted")).await;
-        assert_eq!(app.worker.run_once().await.expect("pull"), 1);
-        let m = app.get_message(&id).await;
-        assert_eq!(
-            (&m["status"], &m["attempts"]),
-            (&"queued".into(), &0.into()),
-            "{smtp_url}: {m}"
-        );
-        let paused = app.delivery.paused();
-        assert!(
-            paused.as_deref().is_some_and(|r| r.contains("certificate")),
-            "{smtp_url}: {paused:?}"
-        );
+        pauses_without_an_attempt(smtp_url, "certificate").await;
     }
 }
 
