@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sqlx::Connection;
-use tokio::process::Command;
 
 use crate::checks::{
     assert_one_archive_object_each, assert_recorded_delivered, kill_9, smtp_env, wait_all_received,
@@ -132,14 +131,8 @@ async fn sigterm_drains_and_leaves_no_lease() {
         });
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let pid = server.child.id().expect("running").to_string();
     let sent = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill runs");
-    assert!(status.success());
+    crate::signal(server.child.id().expect("running"), "TERM");
     let exit = tokio::time::timeout(Duration::from_secs(8), server.child.wait())
         .await
         .expect("exits within the grace period")

@@ -84,6 +84,16 @@ pub fn spawn(role: &str, data_dir: &Path, env: &[(&str, String)]) -> Child {
     cmd.spawn().expect("the mailroom binary starts")
 }
 
+/// Sends the signal `name` (`TERM`, `HUP`) to the process `pid`, as an orchestrator or an
+/// operator would.
+pub fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
 /// GET `url` with the API token: the JSON it answers.
 pub async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> serde_json::Value {
     http.get(url)

@@ -302,14 +302,8 @@ async fn a_worker_on_postgres_drains_on_sigterm() {
         assert!(Instant::now() < deadline, "the first worker delivers");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pid = first.id().expect("running").to_string();
     let sent = Instant::now();
-    let killed = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill runs");
-    assert!(killed.success());
+    crate::signal(first.id().expect("running"), "TERM");
     let exit = tokio::time::timeout(Duration::from_secs(10), first.wait())
         .await
         .expect("exits")

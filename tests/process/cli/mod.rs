@@ -377,9 +377,5 @@ async fn command_line() {
 
 /// Sends SIGHUP to the process `pid`.
 pub(super) fn hangup(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
+    crate::signal(pid, "HUP");
 }
